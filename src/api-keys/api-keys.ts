@@ -1,0 +1,99 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import { LRUCache } from 'lru-cache'
+import type { Clock } from '../clock.ts'
+import type { Sql } from '../db/connect.ts'
+import { Errors } from '../errors.ts'
+
+export const SCOPES = ['introspect', 'sessions:read', 'sessions:write', 'admin'] as const
+export type Scope = (typeof SCOPES)[number]
+
+/** Generated keys start with this, so secret scanners can spot leaked ones. */
+export const API_KEY_PREFIX = 'sak_'
+
+/** The id of the key seeded from ADMIN_API_KEY. */
+export const ENV_ADMIN_KEY_ID = 'env-admin'
+
+export interface ApiKey {
+  id: string
+  name: string
+  scopes: Scope[]
+  created_at: Date
+  revoked_at: Date | null
+}
+
+export interface Caller {
+  keyId: string
+  scopes: Scope[]
+}
+
+function hashKey(key: string): Buffer {
+  return createHash('sha256').update(key).digest()
+}
+
+/** Does a caller with these scopes pass a route that needs `scope`? admin passes everything. */
+export function allows(scopes: readonly Scope[], scope: Scope): boolean {
+  return scopes.includes(scope) || scopes.includes('admin')
+}
+
+/**
+ * API keys of the callers (backends, gateways). Keys are stored as SHA-256
+ * hashes: they are 256-bit random strings, so a slow hash would add nothing but
+ * latency. Verified keys are remembered for `cacheTtlMs`, so a revoked key can
+ * keep working on another replica for at most that long.
+ */
+export function createApiKeyStore({ sql, clock, cacheTtlMs }: { sql: Sql; clock: Clock; cacheTtlMs: number }) {
+  const verified =
+    cacheTtlMs > 0 ? new LRUCache<string, { caller: Caller | null }>({ max: 10_000, ttl: cacheTtlMs }) : null
+
+  async function create(name: string, scopes: Scope[]): Promise<{ key: string; apiKey: ApiKey }> {
+    const id = `key_${randomBytes(8).toString('hex')}`
+    const key = API_KEY_PREFIX + randomBytes(32).toString('base64url')
+    const [apiKey] = await sql<ApiKey[]>`
+      insert into api_keys (id, name, key_hash, scopes, created_at)
+      values (${id}, ${name}, ${hashKey(key)}, ${scopes}, ${new Date(clock.now())})
+      returning id, name, scopes, created_at, revoked_at`
+    return { key, apiKey: apiKey as ApiKey }
+  }
+
+  /** Makes ADMIN_API_KEY the one admin key it names, or disables that key when the variable is unset. */
+  async function seedEnvAdmin(key: string | undefined): Promise<void> {
+    if (key === undefined) {
+      await sql`update api_keys set revoked_at = ${new Date(clock.now())} where id = ${ENV_ADMIN_KEY_ID} and revoked_at is null`
+      return
+    }
+    await sql`
+      insert into api_keys (id, name, key_hash, scopes, created_at)
+      values (${ENV_ADMIN_KEY_ID}, 'ADMIN_API_KEY', ${hashKey(key)}, ${['admin']}, ${new Date(clock.now())})
+      on conflict (id) do update set key_hash = excluded.key_hash, scopes = excluded.scopes, revoked_at = null`
+  }
+
+  async function list(): Promise<ApiKey[]> {
+    return sql<ApiKey[]>`select id, name, scopes, created_at, revoked_at from api_keys order by created_at, id`
+  }
+
+  async function revoke(id: string): Promise<ApiKey> {
+    const [row] = await sql<ApiKey[]>`
+      update api_keys set revoked_at = coalesce(revoked_at, ${new Date(clock.now())}) where id = ${id}
+      returning id, name, scopes, created_at, revoked_at`
+    if (!row) throw new Errors.API_KEY_NOT_FOUND(id)
+    verified?.clear()
+    return row
+  }
+
+  /** The caller a presented key belongs to, or null for an unknown or revoked key. */
+  async function verify(key: string): Promise<Caller | null> {
+    const hash = hashKey(key)
+    const memo = hash.toString('base64')
+    const hit = verified?.get(memo)
+    if (hit) return hit.caller
+    const [row] = await sql<{ id: string; key_hash: Buffer; scopes: Scope[] }[]>`
+      select id, key_hash, scopes from api_keys where key_hash = ${hash} and revoked_at is null`
+    const caller = row && timingSafeEqual(row.key_hash, hash) ? { keyId: row.id, scopes: row.scopes } : null
+    verified?.set(memo, { caller })
+    return caller
+  }
+
+  return { create, seedEnvAdmin, list, revoke, verify }
+}
+
+export type ApiKeyStore = ReturnType<typeof createApiKeyStore>

@@ -1,0 +1,118 @@
+import { randomUUID } from 'node:crypto'
+import { isUtf8 } from 'node:buffer'
+import swagger from '@fastify/swagger'
+import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import type { Logger } from 'pino'
+import { createApiKeyStore } from './api-keys/api-keys.ts'
+import { type Clock, systemClock } from './clock.ts'
+import type { Config } from './config.ts'
+import { Errors } from './errors.ts'
+import { loggerOptions } from './logger.ts'
+import { openapiYaml } from './openapi.ts'
+import callerAuth from './plugins/caller-auth.ts'
+import db from './plugins/db.ts'
+import errorHandler from './plugins/error-handler.ts'
+import apiKeyRoutes from './routes/api-keys.ts'
+import healthRoutes from './routes/health.ts'
+import sessionRoutes from './routes/sessions.ts'
+import userRoutes from './routes/users.ts'
+import { noCache } from './sessions/cache.ts'
+import { createSessionRepository } from './sessions/repository.ts'
+import { createSessionService } from './sessions/service.ts'
+
+export interface AppOptions {
+  /** A pino logger to use instead of one built from the config (tests pass one writing to a buffer). */
+  logger?: Logger
+  clock?: Clock
+  /** Apply pending migrations before serving; defaults to config.migrateOnStart. */
+  migrate?: boolean
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+
+/** Fastify settings shared with the bare route the benchmark compares against. */
+export const serverOptions = {
+  keepAliveTimeout: 72_000,
+  return503OnClosing: true,
+  forceCloseConnections: 'idle',
+} as const
+
+/** Builds the whole service as a Fastify app; connects to Postgres but does not listen. */
+export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
+  const clock = options.clock ?? systemClock
+  const app = Fastify({
+    ...serverOptions,
+    loggerInstance: options.logger as FastifyBaseLogger | undefined,
+    logger: options.logger ? undefined : loggerOptions(config),
+    bodyLimit: config.bodyLimitBytes,
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const given = req.headers['x-request-id']
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
+    },
+  }).withTypeProvider<TypeBoxTypeProvider>()
+  app.setValidatorCompiler(TypeBoxValidatorCompiler)
+
+  // The default JSON parser silently replaces invalid UTF-8; refuse it instead.
+  const parseJson = app.getDefaultJsonParser('error', 'error')
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
+    const bytes = body as Buffer
+    if (!isUtf8(bytes)) return done(new Errors.INVALID_JSON('it is not UTF-8'), undefined)
+    parseJson(request, bytes.toString('utf8'), done)
+  })
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id)
+  })
+
+  await app.register(errorHandler)
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: 'session-authority',
+        version: '1',
+        description: 'The source of truth for user sessions: open, introspect, list and revoke.',
+      },
+      components: {
+        securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'A caller API key' } },
+      },
+      tags: [
+        { name: 'sessions', description: 'Open, check and end sessions' },
+        { name: 'users', description: "A user's sessions and history" },
+        { name: 'api keys', description: 'Callers of the API (scope admin)' },
+        { name: 'operations', description: 'Health, readiness and this document' },
+      ],
+    },
+    transform: ({ schema, url, route }) => {
+      const scope = route.config?.scope
+      if (!scope) return { schema, url }
+      const description = `Needs an API key with the \`${scope}\` scope (or \`admin\`).`
+      return { schema: { ...schema, security: [{ apiKey: [] }], description }, url }
+    },
+  })
+
+  await app.register(db, { config, migrate: options.migrate ?? config.migrateOnStart })
+  const { sql } = app.db
+  const keys = createApiKeyStore({ sql, clock, cacheTtlMs: config.apiKeyCacheTtlMs })
+  await keys.seedEnvAdmin(config.adminApiKey)
+  const sessions = createSessionService({
+    repo: createSessionRepository(sql),
+    cache: noCache,
+    clock,
+    config,
+    log: app.log,
+  })
+
+  await app.register(callerAuth, { keys })
+  await app.register(healthRoutes, { sql })
+  await app.register(sessionRoutes, { sessions })
+  await app.register(userRoutes, { sessions })
+  await app.register(apiKeyRoutes, { keys })
+
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
+  app.get('/openapi.yaml', { schema: { hide: true } }, async (_request, reply) =>
+    reply.type('application/yaml').send(openapiYaml(app)),
+  )
+  return app
+}

@@ -1,0 +1,105 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util'
+import pino from 'pino'
+import { type Scope, SCOPES, createApiKeyStore } from './api-keys/api-keys.ts'
+import { systemClock } from './clock.ts'
+import { ConfigError, loadConfig } from './config.ts'
+import { connectDatabase } from './db/connect.ts'
+import { migrate } from './db/migrate.ts'
+import { loggerOptions } from './logger.ts'
+import { serve } from './server.ts'
+
+const USAGE = `usage: session-authority <command>
+
+  serve                                   run the service (applies migrations unless MIGRATE_ON_START=false)
+  migrate                                 apply pending database migrations and exit
+  keys create --name N --scopes a,b       create an API key and print it once
+                                          scopes: ${SCOPES.join(', ')}
+  keys list                               list API keys (never the keys themselves)
+  keys revoke <id>                        revoke an API key
+
+Settings come from the environment; see README.md.`
+
+/** Runs a command that needs only the database (not the HTTP app). */
+async function withDatabase<T>(fn: (db: Awaited<ReturnType<typeof connectDatabase>>) => Promise<T>): Promise<T> {
+  const config = loadConfig()
+  const log = pino({ ...loggerOptions(config), level: 'warn' })
+  const db = await connectDatabase(config, log)
+  try {
+    await migrate(db.sql, config.dbSchema, log)
+    return await fn(db)
+  } finally {
+    await db.close()
+  }
+}
+
+const keyStore = (db: Awaited<ReturnType<typeof connectDatabase>>) =>
+  createApiKeyStore({ sql: db.sql, clock: systemClock, cacheTtlMs: 0 })
+
+async function main(argv: string[]): Promise<number> {
+  const { positionals, values } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { name: { type: 'string' }, scopes: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  })
+  const [command, sub, arg] = positionals
+  if (values.help || !command) {
+    console.log(USAGE)
+    return command || values.help ? 0 : 2
+  }
+  if (command === 'serve') {
+    await serve(loadConfig())
+    return -1
+  }
+  if (command === 'migrate') {
+    const config = loadConfig()
+    const log = pino(loggerOptions(config))
+    const db = await connectDatabase(config, log)
+    try {
+      const applied = await migrate(db.sql, config.dbSchema, log)
+      console.log(applied.length ? `applied: ${applied.join(', ')}` : 'database is up to date')
+    } finally {
+      await db.close()
+    }
+    return 0
+  }
+  if (command === 'keys' && sub === 'create') {
+    const scopes = (values.scopes ?? '').split(',').filter(Boolean)
+    const unknown = scopes.filter((s) => !SCOPES.includes(s as Scope))
+    if (!values.name || scopes.length === 0 || unknown.length > 0) {
+      console.error(`keys create needs --name and --scopes from: ${SCOPES.join(', ')}`)
+      return 2
+    }
+    const { key, apiKey } = await withDatabase((db) => keyStore(db).create(values.name as string, scopes as Scope[]))
+    console.error(`created ${apiKey.id} (${apiKey.scopes.join(', ')}); the key is shown only this once:`)
+    console.log(key)
+    return 0
+  }
+  if (command === 'keys' && sub === 'list') {
+    const keys = await withDatabase((db) => keyStore(db).list())
+    for (const k of keys) {
+      const state = k.revoked_at ? `revoked ${k.revoked_at.toISOString()}` : 'active'
+      console.log(`${k.id}\t${k.name}\t${k.scopes.join(',')}\t${state}`)
+    }
+    return 0
+  }
+  if (command === 'keys' && sub === 'revoke' && arg) {
+    const key = await withDatabase((db) => keyStore(db).revoke(arg))
+    console.log(`revoked ${key.id}`)
+    return 0
+  }
+  console.error(USAGE)
+  return 2
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code
+  },
+  (err: unknown) => {
+    // A bad setting or a refused command is one line, not a stack trace.
+    const message = err instanceof Error ? err.message : String(err)
+    console.error(err instanceof ConfigError ? message : `session-authority: ${message}`)
+    process.exitCode = 1
+  },
+)

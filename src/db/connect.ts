@@ -1,0 +1,52 @@
+import { mkdir } from 'node:fs/promises'
+import postgres from 'postgres'
+import type { Config } from '../config.ts'
+import type { Log } from '../logger.ts'
+
+export type Sql = postgres.Sql
+
+export interface Database {
+  sql: Sql
+  /** True when the database is the embedded PGlite in DATA_DIR. */
+  embedded: boolean
+  close(): Promise<void>
+}
+
+/**
+ * Connects to DATABASE_URL, or starts the embedded Postgres (PGlite behind a
+ * local Postgres-protocol socket) so the rest of the code uses postgres.js the
+ * same way in both cases. Nothing connects before this is called.
+ */
+export async function connectDatabase(config: Config, log: Log): Promise<Database> {
+  const options = {
+    max: config.dbPoolMax,
+    connect_timeout: 5,
+    idle_timeout: 60,
+    onnotice: () => {},
+    connection: { search_path: config.dbSchema, application_name: 'session-authority' },
+    transform: { undefined: null },
+  }
+  if (config.databaseUrl) {
+    const sql = postgres(config.databaseUrl, options)
+    return { sql, embedded: false, close: () => sql.end({ timeout: 5 }) }
+  }
+  const { PGlite } = await import('@electric-sql/pglite')
+  const { PGLiteSocketServer } = await import('@electric-sql/pglite-socket')
+  await mkdir(config.dataDir, { recursive: true })
+  const db = await PGlite.create(config.dataDir)
+  const server = new PGLiteSocketServer({ db, host: '127.0.0.1', port: 0, maxConnections: 1 })
+  await server.start()
+  const [host, port] = server.getServerConn().split(':')
+  log.info({ dataDir: config.dataDir }, 'embedded Postgres started (set DATABASE_URL to use a server)')
+  // PGlite is one session: one pooled connection keeps transactions from interleaving.
+  const sql = postgres({ ...options, host, port: Number(port), username: 'postgres', database: 'postgres', max: 1 })
+  return {
+    sql,
+    embedded: true,
+    async close() {
+      await sql.end({ timeout: 5 })
+      await server.stop()
+      await db.close()
+    },
+  }
+}

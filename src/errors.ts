@@ -1,0 +1,34 @@
+import createError from '@fastify/error'
+
+/**
+ * Every error code the API can return. The code is the stable contract (clients
+ * switch on it); the message is for humans. README.md lists them all and a test
+ * checks that it does.
+ */
+export const Errors = {
+  // 400
+  VALIDATION_FAILED: createError('VALIDATION_FAILED', '%s', 400),
+  INVALID_JSON: createError('INVALID_JSON', 'request body is not valid JSON: %s', 400),
+  METADATA_TOO_LARGE: createError('METADATA_TOO_LARGE', 'metadata is %d bytes as JSON; the limit is %d', 400),
+  // 401 / 403
+  UNAUTHORIZED: createError('UNAUTHORIZED', '%s', 401),
+  FORBIDDEN: createError('FORBIDDEN', 'this API key lacks the %s scope', 403),
+  // 404
+  NOT_FOUND: createError('NOT_FOUND', 'no route %s %s', 404),
+  SESSION_NOT_FOUND: createError('SESSION_NOT_FOUND', 'session %s not found', 404),
+  API_KEY_NOT_FOUND: createError('API_KEY_NOT_FOUND', 'API key %s not found', 404),
+  // 405 / 413 / 415
+  METHOD_NOT_ALLOWED: createError('METHOD_NOT_ALLOWED', '%s', 405),
+  PAYLOAD_TOO_LARGE: createError('PAYLOAD_TOO_LARGE', 'request body is larger than %d bytes', 413),
+  UNSUPPORTED_MEDIA_TYPE: createError('UNSUPPORTED_MEDIA_TYPE', 'content type %s is not accepted; send JSON', 415),
+  // 5xx
+  SERVICE_UNAVAILABLE: createError('SERVICE_UNAVAILABLE', '%s', 503),
+  INTERNAL: createError('INTERNAL', 'internal error; see the service log for request %s', 500),
+} as const
+
+export type ErrorCode = keyof typeof Errors
+
+/** HTTP status of each code, for the README and the OpenAPI document. */
+export function errorCatalogue(): Array<{ code: ErrorCode; status: number }> {
+  return (Object.keys(Errors) as ErrorCode[]).map((code) => ({ code, status: new Errors[code]().statusCode ?? 500 }))
+}

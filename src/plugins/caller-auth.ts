@@ -1,0 +1,40 @@
+import type { FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { allows, type ApiKeyStore, type Caller, type Scope } from '../api-keys/api-keys.ts'
+import { Errors } from '../errors.ts'
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The scope an API key needs to call the route; routes without one are public. */
+    scope?: Scope
+  }
+  interface FastifyRequest {
+    caller: Caller | null
+  }
+}
+
+/** The API key of a request: `Authorization: Bearer <key>`. */
+function presentedKey(request: FastifyRequest): string | null {
+  const header = request.headers.authorization
+  if (!header) return null
+  const [kind, key] = header.split(' ', 2)
+  return kind?.toLowerCase() === 'bearer' && key ? key.trim() : null
+}
+
+/** Checks the caller's API key and scope on every route that declares a scope. */
+export default fp(
+  async (app, { keys }: { keys: ApiKeyStore }) => {
+    app.decorateRequest('caller', null)
+    app.addHook('onRequest', async (request) => {
+      const scope = request.routeOptions.config.scope
+      if (!scope) return
+      const key = presentedKey(request)
+      if (!key) throw new Errors.UNAUTHORIZED('send an API key as Authorization: Bearer <key>')
+      const caller = key.length <= 512 ? await keys.verify(key) : null
+      if (!caller) throw new Errors.UNAUTHORIZED('unknown or revoked API key')
+      if (!allows(caller.scopes, scope)) throw new Errors.FORBIDDEN(scope)
+      request.caller = caller
+    })
+  },
+  { name: 'caller-auth', dependencies: ['db'] },
+)

@@ -1,0 +1,33 @@
+import { isIP } from 'node:net'
+import { FormatRegistry, type TSchema, Type } from '@sinclair/typebox'
+
+// TypeBox checks formats only once they are registered.
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+FormatRegistry.Set('uuid', (v) => UUID.test(v))
+FormatRegistry.Set('ip', (v) => isIP(v) !== 0)
+FormatRegistry.Set('date-time', (v) => !Number.isNaN(Date.parse(v)))
+
+/** Printable text: no control characters (they break logs and Postgres refuses NUL). */
+export const Text = (options: { minLength?: number; maxLength: number; description?: string }) =>
+  Type.String({ minLength: 1, pattern: '^[^\\u0000-\\u001f\\u007f]*$', ...options })
+
+export const Uuid = (description?: string) => Type.String({ format: 'uuid', description })
+
+/** A response timestamp: the handler may hand over a Date; it leaves as an ISO 8601 string. */
+export const Timestamp = (description?: string) =>
+  Type.Unsafe<Date | string>({ type: 'string', format: 'date-time', description })
+
+export const ErrorReply = Type.Object(
+  {
+    error: Type.Object({
+      code: Type.String({ description: 'Stable error code; see the list in README.md' }),
+      message: Type.String({ description: 'What was wrong, for humans' }),
+    }),
+  },
+  { title: 'Error' },
+)
+
+/** A route's responses: the given ones plus the one error shape for 4xx and 5xx. */
+export function withErrors<T extends Record<number, TSchema>>(responses: T) {
+  return { ...responses, '4xx': ErrorReply, '5xx': ErrorReply }
+}

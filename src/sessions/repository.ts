@@ -1,0 +1,160 @@
+import type { Sql } from '../db/connect.ts'
+import type { Device } from './device.ts'
+
+/** A session as stored (never with its token hash: that stays in the repository). */
+export interface SessionRow {
+  id: string
+  user_id: string
+  status: 'active' | 'suspended' | 'revoked' | 'expired'
+  ip: string | null
+  user_agent: string | null
+  device: Device
+  metadata: Record<string, unknown>
+  idle_timeout_seconds: number
+  absolute_lifetime_seconds: number
+  created_at: Date
+  last_seen_at: Date
+  idle_expires_at: Date
+  absolute_expires_at: Date
+  ended_at: Date | null
+  end_reason: string | null
+}
+
+export interface NewSession extends Omit<SessionRow, 'status' | 'ended_at' | 'end_reason'> {
+  token_hash: Buffer
+}
+
+export interface EventRow {
+  id: string
+  session_id: string
+  user_id: string
+  type: string
+  data: Record<string, unknown>
+  created_at: Date
+}
+
+export type EventType = 'session.created' | 'session.revoked' | 'session.expired'
+
+/** What a state change ended, so the cache can drop it. */
+export interface EndedSession {
+  id: string
+  user_id: string
+  token_hash: Buffer
+}
+
+const COLUMNS = [
+  'id',
+  'user_id',
+  'status',
+  'host(ip) as ip',
+  'user_agent',
+  'device',
+  'metadata',
+  'idle_timeout_seconds',
+  'absolute_lifetime_seconds',
+  'created_at',
+  'last_seen_at',
+  'idle_expires_at',
+  'absolute_expires_at',
+  'ended_at',
+  'end_reason',
+].join(', ')
+
+/** All SQL of the sessions domain. Times come from the caller (the domain's clock), never from now(). */
+export function createSessionRepository(sql: Sql) {
+  const columns = sql.unsafe(COLUMNS)
+
+  async function insert(session: NewSession): Promise<SessionRow> {
+    return sql.begin(async (tx) => {
+      const [row] = await tx<SessionRow[]>`
+        insert into sessions (id, user_id, token_hash, ip, user_agent, device, metadata, idle_timeout_seconds,
+          absolute_lifetime_seconds, created_at, last_seen_at, idle_expires_at, absolute_expires_at)
+        values (${session.id}, ${session.user_id}, ${session.token_hash}, ${session.ip}, ${session.user_agent},
+          ${tx.json(session.device as never)}, ${tx.json(session.metadata as never)}, ${session.idle_timeout_seconds},
+          ${session.absolute_lifetime_seconds}, ${session.created_at}, ${session.last_seen_at},
+          ${session.idle_expires_at}, ${session.absolute_expires_at})
+        returning ${columns}`
+      await tx`
+        insert into session_events (session_id, user_id, type, data, created_at)
+        values (${session.id}, ${session.user_id}, 'session.created',
+          ${tx.json({ ip: session.ip, user_agent: session.user_agent, device: session.device } as never)},
+          ${session.created_at})`
+      return row as SessionRow
+    })
+  }
+
+  async function findByTokenHash(tokenHash: Buffer): Promise<SessionRow | undefined> {
+    const [row] = await sql<SessionRow[]>`select ${columns} from sessions where token_hash = ${tokenHash}`
+    return row
+  }
+
+  async function findById(id: string): Promise<SessionRow | undefined> {
+    const [row] = await sql<SessionRow[]>`select ${columns} from sessions where id = ${id}`
+    return row
+  }
+
+  /** Sessions that are not ended and not past either expiry, newest first. */
+  async function listLiveForUser(userId: string, now: Date, limit: number): Promise<SessionRow[]> {
+    return sql<SessionRow[]>`
+      select ${columns} from sessions
+      where user_id = ${userId} and status in ('active', 'suspended')
+        and idle_expires_at > ${now} and absolute_expires_at > ${now}
+      order by created_at desc, id
+      limit ${limit}`
+  }
+
+  /**
+   * Ends the given sessions (those still open) with a status and reason, and
+   * records one event each, in one transaction. Returns what it ended.
+   */
+  async function end(
+    where: { ids: string[] } | { userId: string; exceptId: string | null },
+    status: 'revoked' | 'expired',
+    reason: string,
+    now: Date,
+  ): Promise<EndedSession[]> {
+    const type: EventType = status === 'revoked' ? 'session.revoked' : 'session.expired'
+    return sql.begin(async (tx) => {
+      const filter =
+        'ids' in where
+          ? tx`id = any(${where.ids}::uuid[])`
+          : tx`user_id = ${where.userId} and (${where.exceptId}::uuid is null or id <> ${where.exceptId}::uuid)`
+      const ended = await tx<EndedSession[]>`
+        update sessions set status = ${status}, ended_at = ${now}, end_reason = ${reason}
+        where ${filter} and status in ('active', 'suspended')
+        returning id, user_id, token_hash`
+      if (ended.length > 0) {
+        await tx`
+          insert into session_events (session_id, user_id, type, data, created_at)
+          select s.id, s.user_id, ${type}, ${tx.json({ reason } as never)}, ${now}
+          from unnest(${ended.map((e) => e.id)}::uuid[], ${ended.map((e) => e.user_id)}::text[]) as s(id, user_id)`
+      }
+      return [...ended]
+    })
+  }
+
+  /** Slides the idle expiry of a live session after it was used. */
+  async function touch(id: string, now: Date, ip: string | null): Promise<void> {
+    await sql`
+      update sessions set last_seen_at = ${now}, ip = coalesce(${ip}::inet, ip),
+        idle_expires_at = least(${now}::timestamptz + make_interval(secs => idle_timeout_seconds), absolute_expires_at)
+      where id = ${id} and status = 'active' and last_seen_at < ${now}`
+  }
+
+  async function listEvents(
+    userId: string,
+    page: { before: string | null; limit: number; type: string | null },
+  ): Promise<EventRow[]> {
+    return sql<EventRow[]>`
+      select id::text as id, session_id, user_id, type, data, created_at from session_events
+      where user_id = ${userId}
+        and (${page.before}::bigint is null or id < ${page.before}::bigint)
+        and (${page.type}::text is null or type = ${page.type}::text)
+      order by id desc
+      limit ${page.limit}`
+  }
+
+  return { insert, findByTokenHash, findById, listLiveForUser, end, touch, listEvents }
+}
+
+export type SessionRepository = ReturnType<typeof createSessionRepository>

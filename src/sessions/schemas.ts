@@ -1,0 +1,142 @@
+import { type Static, type TSchema, Type } from '@sinclair/typebox'
+import { Text, Timestamp, Uuid } from '../schemas.ts'
+
+export const UserId = Text({ maxLength: 256, description: 'Your identifier of the user' })
+export const Ip = Type.String({ format: 'ip', maxLength: 64, description: "End user's IP address (v4 or v6)" })
+export const UserAgent = Text({ maxLength: 1024, minLength: 0, description: "End user's User-Agent header" })
+export const Metadata = Type.Record(Type.String(), Type.Unknown(), {
+  description: 'Free-form JSON object stored with the session (size-limited)',
+})
+const Seconds = (description: string) => Type.Integer({ minimum: 1, maximum: 31_536_000, description })
+
+export const Device = Type.Object({
+  browser: Type.Union([Type.String(), Type.Null()]),
+  browser_version: Type.Union([Type.String(), Type.Null()]),
+  os: Type.Union([Type.String(), Type.Null()]),
+  os_version: Type.Union([Type.String(), Type.Null()]),
+  type: Type.String({ description: 'desktop, mobile, tablet, smarttv, wearable, console, embedded or unknown' }),
+})
+
+const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()])
+
+/** A session as it leaves the service: the allowlist of fields (never a token or its hash). */
+export const SessionView = Type.Object(
+  {
+    id: Uuid(),
+    user_id: Type.String(),
+    status: Type.Union([
+      Type.Literal('active'),
+      Type.Literal('suspended'),
+      Type.Literal('revoked'),
+      Type.Literal('expired'),
+    ]),
+    ip: Nullable(Type.String()),
+    user_agent: Nullable(Type.String()),
+    device: Device,
+    metadata: Metadata,
+    created_at: Timestamp(),
+    last_seen_at: Timestamp(),
+    expires_at: Timestamp('The earlier of idle_expires_at and absolute_expires_at'),
+    idle_expires_at: Timestamp(),
+    absolute_expires_at: Timestamp(),
+    ended_at: Nullable(Timestamp()),
+    end_reason: Nullable(Type.String()),
+    current: Type.Optional(Type.Boolean({ description: 'This is the session named by current_session_id' })),
+  },
+  { title: 'Session' },
+)
+
+export const OpenSessionBody = Type.Object(
+  {
+    user_id: UserId,
+    ip: Type.Optional(Ip),
+    user_agent: Type.Optional(UserAgent),
+    metadata: Type.Optional(Metadata),
+    idle_timeout: Type.Optional(Seconds('Idle timeout of this session in seconds (default from config)')),
+    absolute_lifetime: Type.Optional(Seconds('Absolute lifetime of this session in seconds (default from config)')),
+  },
+  { additionalProperties: false },
+)
+
+export const OpenSessionReply = Type.Object({
+  token: Type.String({ description: 'The session token. Shown once: only its hash is stored.' }),
+  token_type: Type.Literal('opaque'),
+  session: SessionView,
+})
+
+export const IntrospectBody = Type.Object(
+  {
+    token: Type.String({ maxLength: 8192, description: 'The token to check' }),
+    ip: Type.Optional(Ip),
+    user_agent: Type.Optional(UserAgent),
+  },
+  { additionalProperties: false },
+)
+
+export const IntrospectReply = Type.Object(
+  {
+    active: Type.Boolean(),
+    session_id: Type.Optional(Uuid()),
+    user_id: Type.Optional(Type.String()),
+    token_type: Type.Optional(Type.Literal('opaque')),
+    created_at: Type.Optional(Timestamp()),
+    last_seen_at: Type.Optional(Timestamp()),
+    expires_at: Type.Optional(Timestamp()),
+    absolute_expires_at: Type.Optional(Timestamp()),
+    metadata: Type.Optional(Metadata),
+  },
+  { description: 'Only `active` is present when the token is not active' },
+)
+
+export const SessionParams = Type.Object({ id: Uuid('Session id') })
+
+export const RevokeQuery = Type.Object(
+  { reason: Type.Optional(Text({ maxLength: 200, description: 'Recorded with the revocation (default: api)' })) },
+  { additionalProperties: false },
+)
+
+export const UserParams = Type.Object({ user_id: UserId })
+
+export const ListSessionsQuery = Type.Object(
+  {
+    current_session_id: Type.Optional(Uuid('Marks this session `current: true`')),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 100 })),
+  },
+  { additionalProperties: false },
+)
+
+export const ListSessionsReply = Type.Object({ sessions: Type.Array(SessionView) })
+
+export const RevokeAllQuery = Type.Object(
+  {
+    except_session_id: Type.Optional(Uuid('Keep this session (log out the other devices)')),
+    reason: Type.Optional(Text({ maxLength: 200 })),
+  },
+  { additionalProperties: false },
+)
+
+export const RevokeAllReply = Type.Object({ revoked: Type.Integer({ description: 'How many sessions were revoked' }) })
+
+export const EventsQuery = Type.Object(
+  {
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })),
+    before: Type.Optional(Type.String({ pattern: '^[0-9]{1,18}$', description: 'next_cursor of the previous page' })),
+    type: Type.Optional(Text({ maxLength: 64, description: 'Only events of this type, e.g. session.revoked' })),
+  },
+  { additionalProperties: false },
+)
+
+export const EventView = Type.Object({
+  id: Type.String(),
+  session_id: Uuid(),
+  type: Type.String(),
+  data: Type.Record(Type.String(), Type.Unknown()),
+  created_at: Timestamp(),
+})
+
+export const EventsReply = Type.Object({
+  events: Type.Array(EventView),
+  next_cursor: Type.Union([Type.String(), Type.Null()], { description: 'Pass as `before` for the next page' }),
+})
+
+export type OpenSessionBody = Static<typeof OpenSessionBody>
