@@ -1,7 +1,7 @@
 // Writes openapi.yaml from the route schemas. A test fails when the committed file differs.
 import { writeFile } from 'node:fs/promises'
-import { buildDocumentApp } from '../test/helper.ts'
 import { openapiYaml } from '../src/openapi.ts'
+import { buildDocumentApp } from '../test/helper.ts'
 
 const { app, close } = await buildDocumentApp()
 await writeFile(new URL('../openapi.yaml', import.meta.url), openapiYaml(app))

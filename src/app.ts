@@ -1,8 +1,8 @@
-import { randomUUID } from 'node:crypto'
 import { isUtf8 } from 'node:buffer'
+import { randomUUID } from 'node:crypto'
 import swagger from '@fastify/swagger'
-import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import { type TypeBoxTypeProvider, TypeBoxValidatorCompiler } from '@fastify/type-provider-typebox'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify'
 import type { Logger } from 'pino'
 import { createApiKeyStore } from './api-keys/api-keys.ts'
 import { type Clock, systemClock } from './clock.ts'
@@ -47,6 +47,15 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     logger: options.logger ? undefined : loggerOptions(config),
     bodyLimit: config.bodyLimitBytes,
     requestIdHeader: false,
+    // Room for a 256-character user_id, percent-encoded; the route schema still enforces 256.
+    routerOptions: { maxParamLength: 3072 },
+    // A URL the router cannot even parse gets the one error shape too.
+    frameworkErrors: (error, request, reply) => {
+      request.log.info({ code: error.code }, 'malformed URL')
+      const message = 'malformed URL: a path segment is badly percent-encoded or longer than 3072 characters'
+      const body = { error: { code: 'VALIDATION_FAILED', message } }
+      ;(reply as FastifyReply).code(400).send(body)
+    },
     genReqId: (req) => {
       const given = req.headers['x-request-id']
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
@@ -56,6 +65,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
 
   // The default JSON parser silently replaces invalid UTF-8; refuse it instead.
   const parseJson = app.getDefaultJsonParser('error', 'error')
+  app.removeAllContentTypeParsers()
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
     const bytes = body as Buffer
     if (!isUtf8(bytes)) return done(new Errors.INVALID_JSON('it is not UTF-8'), undefined)

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util'
 import pino from 'pino'
-import { type Scope, SCOPES, createApiKeyStore } from './api-keys/api-keys.ts'
+import { createApiKeyStore, SCOPES, type Scope } from './api-keys/api-keys.ts'
 import { systemClock } from './clock.ts'
 import { ConfigError, loadConfig } from './config.ts'
 import { connectDatabase } from './db/connect.ts'
@@ -21,7 +21,9 @@ const USAGE = `usage: session-authority <command>
 Settings come from the environment; see README.md.`
 
 /** Runs a command that needs only the database (not the HTTP app). */
-async function withDatabase<T>(fn: (db: Awaited<ReturnType<typeof connectDatabase>>) => Promise<T>): Promise<T> {
+async function withDatabase<T>(
+  fn: (db: Awaited<ReturnType<typeof connectDatabase>>) => Promise<T>,
+): Promise<T> {
   const config = loadConfig()
   const log = pino({ ...loggerOptions(config), level: 'warn' })
   const db = await connectDatabase(config, log)
@@ -70,7 +72,9 @@ async function main(argv: string[]): Promise<number> {
       console.error(`keys create needs --name and --scopes from: ${SCOPES.join(', ')}`)
       return 2
     }
-    const { key, apiKey } = await withDatabase((db) => keyStore(db).create(values.name as string, scopes as Scope[]))
+    const { key, apiKey } = await withDatabase((db) =>
+      keyStore(db).create(values.name as string, scopes as Scope[]),
+    )
     console.error(`created ${apiKey.id} (${apiKey.scopes.join(', ')}); the key is shown only this once:`)
     console.log(key)
     return 0

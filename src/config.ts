@@ -20,17 +20,30 @@ export const ConfigSchema = Type.Object({
   logLevel: Type.Union(LogLevel, env('LOG_LEVEL', 'pino log level', { default: 'info' })),
   databaseUrl: Type.Optional(
     Type.String(
-      env('DATABASE_URL', 'Postgres URL; unset = embedded Postgres in DATA_DIR', { pattern: '^postgres(ql)?://' }),
+      env('DATABASE_URL', 'Postgres URL; unset = embedded Postgres in DATA_DIR', {
+        pattern: '^postgres(ql)?://',
+      }),
     ),
   ),
-  dataDir: Type.String(env('DATA_DIR', 'Folder of the embedded Postgres', { default: './data', minLength: 1 })),
-  dbSchema: Type.String(
-    env('DB_SCHEMA', 'Postgres schema that holds the tables', { default: 'public', pattern: '^[a-z_][a-z0-9_]{0,62}$' }),
+  dataDir: Type.String(
+    env('DATA_DIR', 'Folder of the embedded Postgres', { default: './data', minLength: 1 }),
   ),
-  dbPoolMax: Type.Integer(env('DB_POOL_MAX', 'Postgres connection pool size', { default: 10, minimum: 1, maximum: 200 })),
-  migrateOnStart: Type.Boolean(env('MIGRATE_ON_START', '`serve` applies pending migrations first', { default: true })),
+  dbSchema: Type.String(
+    env('DB_SCHEMA', 'Postgres schema that holds the tables', {
+      default: 'public',
+      pattern: '^[a-z_][a-z0-9_]{0,62}$',
+    }),
+  ),
+  dbPoolMax: Type.Integer(
+    env('DB_POOL_MAX', 'Postgres connection pool size', { default: 10, minimum: 1, maximum: 200 }),
+  ),
+  migrateOnStart: Type.Boolean(
+    env('MIGRATE_ON_START', '`serve` applies pending migrations first', { default: true }),
+  ),
   redisUrl: Type.Optional(
-    Type.String(env('REDIS_URL', 'Redis URL; unset = in-process cache only (one replica)', { pattern: '^rediss?://' })),
+    Type.String(
+      env('REDIS_URL', 'Redis URL; unset = in-process cache only (one replica)', { pattern: '^rediss?://' }),
+    ),
   ),
   adminApiKey: Type.Optional(
     Type.String(
@@ -45,7 +58,10 @@ export const ConfigSchema = Type.Object({
     env('IDLE_TIMEOUT_SECONDS', 'Default idle timeout of a session', { default: 1800, minimum: 1 }),
   ),
   absoluteLifetimeSeconds: Type.Integer(
-    env('ABSOLUTE_LIFETIME_SECONDS', 'Default absolute lifetime of a session', { default: 43200, minimum: 1 }),
+    env('ABSOLUTE_LIFETIME_SECONDS', 'Default absolute lifetime of a session', {
+      default: 43200,
+      minimum: 1,
+    }),
   ),
   apiKeyCacheTtlMs: Type.Integer(
     env('API_KEY_CACHE_TTL_MS', 'How long a verified API key is trusted before it is read again', {
@@ -53,7 +69,9 @@ export const ConfigSchema = Type.Object({
       minimum: 0,
     }),
   ),
-  bodyLimitBytes: Type.Integer(env('BODY_LIMIT_BYTES', 'Largest accepted request body', { default: 65536, minimum: 1024 })),
+  bodyLimitBytes: Type.Integer(
+    env('BODY_LIMIT_BYTES', 'Largest accepted request body', { default: 65536, minimum: 1024 }),
+  ),
   metadataLimitBytes: Type.Integer(
     env('METADATA_LIMIT_BYTES', 'Largest accepted session metadata, as JSON', { default: 8192, minimum: 2 }),
   ),

@@ -20,7 +20,11 @@ export const Errors = {
   // 405 / 413 / 415
   METHOD_NOT_ALLOWED: createError('METHOD_NOT_ALLOWED', '%s', 405),
   PAYLOAD_TOO_LARGE: createError('PAYLOAD_TOO_LARGE', 'request body is larger than %d bytes', 413),
-  UNSUPPORTED_MEDIA_TYPE: createError('UNSUPPORTED_MEDIA_TYPE', 'content type %s is not accepted; send JSON', 415),
+  UNSUPPORTED_MEDIA_TYPE: createError(
+    'UNSUPPORTED_MEDIA_TYPE',
+    'content type %s is not accepted; send JSON',
+    415,
+  ),
   // 5xx
   SERVICE_UNAVAILABLE: createError('SERVICE_UNAVAILABLE', '%s', 503),
   INTERNAL: createError('INTERNAL', 'internal error; see the service log for request %s', 500),
@@ -30,5 +34,8 @@ export type ErrorCode = keyof typeof Errors
 
 /** HTTP status of each code, for the README and the OpenAPI document. */
 export function errorCatalogue(): Array<{ code: ErrorCode; status: number }> {
-  return (Object.keys(Errors) as ErrorCode[]).map((code) => ({ code, status: new Errors[code]().statusCode ?? 500 }))
+  return (Object.keys(Errors) as ErrorCode[]).map((code) => ({
+    code,
+    status: new Errors[code]().statusCode ?? 500,
+  }))
 }

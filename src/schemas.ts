@@ -6,10 +6,12 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 FormatRegistry.Set('uuid', (v) => UUID.test(v))
 FormatRegistry.Set('ip', (v) => isIP(v) !== 0)
 FormatRegistry.Set('date-time', (v) => !Number.isNaN(Date.parse(v)))
+// Unpaired surrogates would be stored as U+FFFD, silently merging distinct ids.
+FormatRegistry.Set('text', (v) => v.isWellFormed())
 
 /** Printable text: no control characters (they break logs and Postgres refuses NUL). */
 export const Text = (options: { minLength?: number; maxLength: number; description?: string }) =>
-  Type.String({ minLength: 1, pattern: '^[^\\u0000-\\u001f\\u007f]*$', ...options })
+  Type.String({ minLength: 1, format: 'text', pattern: '^[^\\u0000-\\u001f\\u007f]*$', ...options })
 
 export const Uuid = (description?: string) => Type.String({ format: 'uuid', description })
 

@@ -41,7 +41,15 @@ export function allows(scopes: readonly Scope[], scope: Scope): boolean {
  * latency. Verified keys are remembered for `cacheTtlMs`, so a revoked key can
  * keep working on another replica for at most that long.
  */
-export function createApiKeyStore({ sql, clock, cacheTtlMs }: { sql: Sql; clock: Clock; cacheTtlMs: number }) {
+export function createApiKeyStore({
+  sql,
+  clock,
+  cacheTtlMs,
+}: {
+  sql: Sql
+  clock: Clock
+  cacheTtlMs: number
+}) {
   const verified =
     cacheTtlMs > 0 ? new LRUCache<string, { caller: Caller | null }>({ max: 10_000, ttl: cacheTtlMs }) : null
 
@@ -68,7 +76,9 @@ export function createApiKeyStore({ sql, clock, cacheTtlMs }: { sql: Sql; clock:
   }
 
   async function list(): Promise<ApiKey[]> {
-    return sql<ApiKey[]>`select id, name, scopes, created_at, revoked_at from api_keys order by created_at, id`
+    return sql<
+      ApiKey[]
+    >`select id, name, scopes, created_at, revoked_at from api_keys order by created_at, id`
   }
 
   async function revoke(id: string): Promise<ApiKey> {

@@ -39,7 +39,14 @@ export async function connectDatabase(config: Config, log: Log): Promise<Databas
   const [host, port] = server.getServerConn().split(':')
   log.info({ dataDir: config.dataDir }, 'embedded Postgres started (set DATABASE_URL to use a server)')
   // PGlite is one session: one pooled connection keeps transactions from interleaving.
-  const sql = postgres({ ...options, host, port: Number(port), username: 'postgres', database: 'postgres', max: 1 })
+  const sql = postgres({
+    ...options,
+    host,
+    port: Number(port),
+    username: 'postgres',
+    database: 'postgres',
+    max: 1,
+  })
   return {
     sql,
     embedded: true,

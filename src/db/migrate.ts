@@ -1,7 +1,7 @@
 import { readdir, readFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
-import type { Sql } from './connect.ts'
 import type { Log } from '../logger.ts'
+import type { Sql } from './connect.ts'
 
 export const migrationsDir = fileURLToPath(new URL('../../migrations/', import.meta.url))
 
@@ -20,7 +20,9 @@ export async function migrate(sql: Sql, schema: string, log: Log, dir = migratio
       name text primary key,
       applied_at timestamptz not null default now()
     )`
-    const done = new Set((await tx<{ name: string }[]>`select name from ${tx(schema)}.schema_migrations`).map((r) => r.name))
+    const done = new Set(
+      (await tx<{ name: string }[]>`select name from ${tx(schema)}.schema_migrations`).map((r) => r.name),
+    )
     const applied: string[] = []
     for (const file of files) {
       if (done.has(file)) continue

@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { allows, type ApiKeyStore, type Caller, type Scope } from '../api-keys/api-keys.ts'
+import { type ApiKeyStore, allows, type Caller, type Scope } from '../api-keys/api-keys.ts'
 import { Errors } from '../errors.ts'
 
 declare module 'fastify' {

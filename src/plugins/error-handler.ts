@@ -1,4 +1,4 @@
-import type { FastifyError } from 'fastify'
+import type { FastifyError, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { Errors } from '../errors.ts'
 
@@ -32,49 +32,77 @@ interface Coded {
   message: string
 }
 
+interface Reply {
+  status: number
+  code: string
+  message: string
+}
+
+const as = (status: number, code: string, message: string): Reply => ({ status, code, message })
+
 /**
  * Turns any error into the one error shape with a stable code. Expected
  * refusals are answered as they are; anything else is logged and becomes a
  * bare 500 or 503 without internals.
  */
-function toReply(error: FastifyError | Coded, requestId: string): { status: number; code: string; message: string } {
+function toReply(error: FastifyError | Coded, request: FastifyRequest): Reply {
   const { code = '', statusCode = 500 } = error
-  if (code in Errors) return { status: statusCode, code, message: error.message }
+  if (code in Errors) return as(statusCode, code, error.message)
   const validation = (error as FastifyError).validation
   if (validation) {
     const where = (error as FastifyError).validationContext ?? 'request'
     const first = validation[0]
-    const path = first?.instancePath ? first.instancePath.replace(/^\//, '').replaceAll('/', '.') : ''
-    const message = `${where}${path ? `.${path}` : ''}: ${first?.message ?? 'is invalid'}`
-    return { status: 400, code: 'VALIDATION_FAILED', message }
+    const path = first?.instancePath ? `.${first.instancePath.slice(1).replaceAll('/', '.')}` : ''
+    return as(400, 'VALIDATION_FAILED', `${where}${path}: ${first?.message ?? 'is invalid'}`)
   }
   if (UNAVAILABLE.has(code)) {
-    return { status: 503, code: 'SERVICE_UNAVAILABLE', message: 'the session store is unavailable; retry shortly' }
+    return as(503, 'SERVICE_UNAVAILABLE', 'the session store is unavailable; retry shortly')
   }
   // Postgres data exceptions (class 22): a value Postgres refuses to store, such as \u0000 in JSON.
   if (/^22[0-9A-Z]{3}$/.test(code)) {
-    return { status: 400, code: 'VALIDATION_FAILED', message: 'a value contains characters that cannot be stored' }
+    return as(400, 'VALIDATION_FAILED', 'a value contains characters that cannot be stored')
   }
-  if (statusCode >= 400 && statusCode < 500) {
-    if (error instanceof SyntaxError || code === 'FST_ERR_CTP_EMPTY_JSON_BODY') {
-      return { status: 400, code: 'INVALID_JSON', message: `request body is not valid JSON: ${error.message}` }
-    }
-    return { status: statusCode, code: BY_STATUS[statusCode] ?? 'VALIDATION_FAILED', message: error.message }
+  if (statusCode >= 500) return as(500, 'INTERNAL', new Errors.INTERNAL(request.id).message)
+  // The JSON parser's own message quotes the body (which may hold a token): say less.
+  if (code === 'FST_ERR_CTP_EMPTY_JSON_BODY')
+    return as(400, 'INVALID_JSON', new Errors.INVALID_JSON('it is empty').message)
+  if (code === 'FST_ERR_CTP_INVALID_JSON_BODY' || error instanceof SyntaxError) {
+    return as(400, 'INVALID_JSON', new Errors.INVALID_JSON('it does not parse').message)
   }
-  return { status: 500, code: 'INTERNAL', message: new Errors.INTERNAL(requestId).message }
+  if (code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+    const type = JSON.stringify(String(request.headers['content-type'] ?? '').slice(0, 100))
+    return as(415, 'UNSUPPORTED_MEDIA_TYPE', new Errors.UNSUPPORTED_MEDIA_TYPE(type).message)
+  }
+  return as(statusCode, BY_STATUS[statusCode] ?? 'VALIDATION_FAILED', error.message)
 }
 
 export default fp(
   async (app) => {
     app.setErrorHandler((error, request, reply) => {
-      const { status, code, message } = toReply(error as Coded, request.id)
+      const { status, code, message } = toReply(error as Coded, request)
       if (status >= 500) request.log.error({ err: error }, 'request failed')
       else request.log.info({ code, status }, message)
       reply.code(status).send({ error: { code, message } })
     })
+    // Which methods each path has, so a wrong method is a 405 rather than a 404.
+    const routes: Array<{ pattern: RegExp; methods: Set<string> }> = []
+    app.addHook('onRoute', (route) => {
+      const pattern = new RegExp(`^${route.url.replace(/:[^/]+/g, '[^/]+')}$`)
+      const known = routes.find((r) => r.pattern.source === pattern.source)
+      const methods = [route.method].flat()
+      if (known) for (const m of methods) known.methods.add(m)
+      else routes.push({ pattern, methods: new Set(methods) })
+    })
     app.setNotFoundHandler((request, reply) => {
-      const error = new Errors.NOT_FOUND(request.method, request.url.split('?')[0])
-      reply.code(404).send({ error: { code: error.code, message: error.message } })
+      const path = request.url.split('?')[0] ?? '/'
+      const route = routes.find((r) => r.pattern.test(path))
+      const error = route
+        ? new Errors.METHOD_NOT_ALLOWED(
+            `${request.method} is not allowed on ${path}; it accepts ${[...route.methods].join(', ')}`,
+          )
+        : new Errors.NOT_FOUND(request.method, path)
+      if (route) reply.header('allow', [...route.methods].join(', '))
+      reply.code(error.statusCode ?? 404).send({ error: { code: error.code, message: error.message } })
     })
   },
   { name: 'error-handler' },

@@ -66,7 +66,12 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = a
     '/v1/sessions/:id',
     {
       config: { scope: 'sessions:read' },
-      schema: { tags, summary: 'One session', params: SessionParams, response: withErrors({ 200: SessionView }) },
+      schema: {
+        tags,
+        summary: 'One session',
+        params: SessionParams,
+        response: withErrors({ 200: SessionView }),
+      },
     },
     async (request) => sessionView(await sessions.get(request.params.id)),
   )

@@ -2,7 +2,11 @@ import { type Static, type TSchema, Type } from '@sinclair/typebox'
 import { Text, Timestamp, Uuid } from '../schemas.ts'
 
 export const UserId = Text({ maxLength: 256, description: 'Your identifier of the user' })
-export const Ip = Type.String({ format: 'ip', maxLength: 64, description: "End user's IP address (v4 or v6)" })
+export const Ip = Type.String({
+  format: 'ip',
+  maxLength: 64,
+  description: "End user's IP address (v4 or v6)",
+})
 export const UserAgent = Text({ maxLength: 1024, minLength: 0, description: "End user's User-Agent header" })
 export const Metadata = Type.Record(Type.String(), Type.Unknown(), {
   description: 'Free-form JSON object stored with the session (size-limited)',
@@ -14,7 +18,9 @@ export const Device = Type.Object({
   browser_version: Type.Union([Type.String(), Type.Null()]),
   os: Type.Union([Type.String(), Type.Null()]),
   os_version: Type.Union([Type.String(), Type.Null()]),
-  type: Type.String({ description: 'desktop, mobile, tablet, smarttv, wearable, console, embedded or unknown' }),
+  type: Type.String({
+    description: 'desktop, mobile, tablet, smarttv, wearable, console, embedded or unknown',
+  }),
 })
 
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()])
@@ -53,7 +59,9 @@ export const OpenSessionBody = Type.Object(
     user_agent: Type.Optional(UserAgent),
     metadata: Type.Optional(Metadata),
     idle_timeout: Type.Optional(Seconds('Idle timeout of this session in seconds (default from config)')),
-    absolute_lifetime: Type.Optional(Seconds('Absolute lifetime of this session in seconds (default from config)')),
+    absolute_lifetime: Type.Optional(
+      Seconds('Absolute lifetime of this session in seconds (default from config)'),
+    ),
   },
   { additionalProperties: false },
 )
@@ -91,7 +99,11 @@ export const IntrospectReply = Type.Object(
 export const SessionParams = Type.Object({ id: Uuid('Session id') })
 
 export const RevokeQuery = Type.Object(
-  { reason: Type.Optional(Text({ maxLength: 200, description: 'Recorded with the revocation (default: api)' })) },
+  {
+    reason: Type.Optional(
+      Text({ maxLength: 200, description: 'Recorded with the revocation (default: api)' }),
+    ),
+  },
   { additionalProperties: false },
 )
 
@@ -115,13 +127,19 @@ export const RevokeAllQuery = Type.Object(
   { additionalProperties: false },
 )
 
-export const RevokeAllReply = Type.Object({ revoked: Type.Integer({ description: 'How many sessions were revoked' }) })
+export const RevokeAllReply = Type.Object({
+  revoked: Type.Integer({ description: 'How many sessions were revoked' }),
+})
 
 export const EventsQuery = Type.Object(
   {
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })),
-    before: Type.Optional(Type.String({ pattern: '^[0-9]{1,18}$', description: 'next_cursor of the previous page' })),
-    type: Type.Optional(Text({ maxLength: 64, description: 'Only events of this type, e.g. session.revoked' })),
+    before: Type.Optional(
+      Type.String({ pattern: '^[0-9]{1,18}$', description: 'next_cursor of the previous page' }),
+    ),
+    type: Type.Optional(
+      Text({ maxLength: 64, description: 'Only events of this type, e.g. session.revoked' }),
+    ),
   },
   { additionalProperties: false },
 )
@@ -136,7 +154,9 @@ export const EventView = Type.Object({
 
 export const EventsReply = Type.Object({
   events: Type.Array(EventView),
-  next_cursor: Type.Union([Type.String(), Type.Null()], { description: 'Pass as `before` for the next page' }),
+  next_cursor: Type.Union([Type.String(), Type.Null()], {
+    description: 'Pass as `before` for the next page',
+  }),
 })
 
 export type OpenSessionBody = Static<typeof OpenSessionBody>

@@ -2,11 +2,11 @@ import { randomUUID } from 'node:crypto'
 import type { Clock } from '../clock.ts'
 import type { Config } from '../config.ts'
 import { Errors } from '../errors.ts'
+import type { Log } from '../logger.ts'
 import type { SessionCache } from './cache.ts'
 import { parseDevice } from './device.ts'
 import type { EndedSession, SessionRepository, SessionRow } from './repository.ts'
 import { generateOpaqueToken, hashToken, tokenKind } from './tokens.ts'
-import type { Log } from '../logger.ts'
 
 export interface OpenSessionInput {
   user_id: string
@@ -36,7 +36,9 @@ const INACTIVE: Introspection = { active: false }
 
 /** The earlier of a session's two expiry instants. */
 export function expiresAt(session: Pick<SessionRow, 'idle_expires_at' | 'absolute_expires_at'>): Date {
-  return session.idle_expires_at < session.absolute_expires_at ? session.idle_expires_at : session.absolute_expires_at
+  return session.idle_expires_at < session.absolute_expires_at
+    ? session.idle_expires_at
+    : session.absolute_expires_at
 }
 
 /** The sessions domain: opening, checking and ending sessions, with the expiry policy. */
