@@ -1,0 +1,131 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { adminSql, auth, buildTestApp, createKey, openSession } from './helper.ts'
+
+const SESSION = '00000000-0000-4000-8000-000000000000'
+
+/** Every /v1 route with the scope it needs. */
+const ROUTES = [
+  { method: 'POST', url: '/v1/sessions', scope: 'sessions:write', payload: { user_id: 'alice' } },
+  { method: 'POST', url: '/v1/sessions/introspect', scope: 'introspect', payload: { token: 'x' } },
+  { method: 'GET', url: `/v1/sessions/${SESSION}`, scope: 'sessions:read' },
+  { method: 'DELETE', url: `/v1/sessions/${SESSION}`, scope: 'sessions:write' },
+  { method: 'GET', url: '/v1/users/alice/sessions', scope: 'sessions:read' },
+  { method: 'DELETE', url: '/v1/users/alice/sessions', scope: 'sessions:write' },
+  { method: 'GET', url: '/v1/users/alice/events', scope: 'sessions:read' },
+  { method: 'GET', url: '/v1/api-keys', scope: 'admin' },
+  { method: 'POST', url: '/v1/api-keys', scope: 'admin', payload: { name: 'x', scopes: ['introspect'] } },
+  { method: 'DELETE', url: '/v1/api-keys/key_0000', scope: 'admin' },
+] as const
+
+const SCOPES = ['introspect', 'sessions:read', 'sessions:write', 'admin'] as const
+
+test('every /v1 route refuses a missing or unknown key with 401', async (t) => {
+  const { app } = await buildTestApp(t)
+  for (const route of ROUTES) {
+    for (const headers of [{}, auth('sak_not-a-real-key'), { authorization: 'Basic YWxpY2U6c2VjcmV0' }]) {
+      const res = await app.inject({ ...route, headers })
+      assert.equal(res.statusCode, 401, `${route.method} ${route.url}`)
+      assert.equal(res.json().error.code, 'UNAUTHORIZED')
+    }
+  }
+})
+
+test('a key reaches exactly the routes of its scopes (403 elsewhere); admin reaches all', async (t) => {
+  const { app } = await buildTestApp(t)
+  const keys = Object.fromEntries(
+    await Promise.all(SCOPES.map(async (scope) => [scope, (await createKey(app, [scope])).key] as const)),
+  )
+  for (const route of ROUTES) {
+    for (const scope of SCOPES) {
+      const res = await app.inject({ ...route, headers: auth(keys[scope]) })
+      const allowed = scope === route.scope || scope === 'admin'
+      if (allowed) assert.notEqual(res.statusCode, 403, `${scope} → ${route.method} ${route.url}`)
+      else {
+        assert.equal(res.statusCode, 403, `${scope} → ${route.method} ${route.url}`)
+        assert.equal(res.json().error.code, 'FORBIDDEN')
+        assert.match(res.json().error.message, new RegExp(route.scope))
+      }
+    }
+  }
+})
+
+test('API keys are created once, listed without secrets, stored hashed, and stop working when revoked', async (t) => {
+  const { app, config } = await buildTestApp(t)
+  const { key, api_key } = await createKey(app, ['introspect', 'sessions:read'])
+  assert.match(key, /^sak_[A-Za-z0-9_-]{43}$/)
+
+  const list = await app.inject({ method: 'GET', url: '/v1/api-keys', headers: auth() })
+  assert.equal(list.statusCode, 200)
+  assert.ok(!list.body.includes(key))
+  const listed = list.json().api_keys.find((k: { id: string }) => k.id === api_key.id)
+  assert.deepEqual(listed.scopes, ['introspect', 'sessions:read'])
+  assert.equal(listed.revoked_at, null)
+
+  const sql = adminSql()
+  t.after(() => sql.end())
+  const rows = await sql`select * from ${sql(config.dbSchema)}.api_keys`
+  assert.ok(!JSON.stringify(rows).includes(key))
+
+  const use = () => app.inject({ method: 'GET', url: '/v1/users/alice/sessions', headers: auth(key) })
+  assert.equal((await use()).statusCode, 200)
+  const revoked = await app.inject({ method: 'DELETE', url: `/v1/api-keys/${api_key.id}`, headers: auth() })
+  assert.equal(revoked.statusCode, 200)
+  assert.ok(revoked.json().revoked_at)
+  assert.equal((await use()).statusCode, 401)
+
+  const unknown = await app.inject({ method: 'DELETE', url: '/v1/api-keys/key_missing', headers: auth() })
+  assert.equal(unknown.statusCode, 404)
+  assert.equal(unknown.json().error.code, 'API_KEY_NOT_FOUND')
+})
+
+test('ADMIN_API_KEY seeds one admin key; changing it replaces the old one; unsetting it disables it', async (t) => {
+  const first = await buildTestApp(t)
+  const schema = first.config.dbSchema
+  assert.equal(
+    (await first.app.inject({ method: 'GET', url: '/v1/api-keys', headers: auth() })).statusCode,
+    200,
+  )
+
+  const otherKey = 'another-admin-key-0123456789abcdef0123456789'
+  const second = await buildTestApp(t, { dbSchema: schema, adminApiKey: otherKey })
+  assert.equal(
+    (await second.app.inject({ method: 'GET', url: '/v1/api-keys', headers: auth() })).statusCode,
+    401,
+  )
+  assert.equal(
+    (await second.app.inject({ method: 'GET', url: '/v1/api-keys', headers: auth(otherKey) })).statusCode,
+    200,
+  )
+
+  const third = await buildTestApp(t, { dbSchema: schema, adminApiKey: undefined })
+  assert.equal(
+    (await third.app.inject({ method: 'GET', url: '/v1/api-keys', headers: auth(otherKey) })).statusCode,
+    401,
+  )
+})
+
+test('health and readiness need no key; readiness reports Postgres', async (t) => {
+  const { app } = await buildTestApp(t)
+  const health = await app.inject({ method: 'GET', url: '/healthz' })
+  assert.equal(health.statusCode, 200)
+  assert.deepEqual(health.json(), { status: 'ok' })
+  const ready = await app.inject({ method: 'GET', url: '/readyz' })
+  assert.equal(ready.statusCode, 200)
+  assert.deepEqual(ready.json(), { status: 'ready', postgres: 'up' })
+})
+
+test('an introspect-only key (a gateway) can check tokens but not open or list sessions', async (t) => {
+  const { app } = await buildTestApp(t)
+  const { token } = await openSession(app)
+  const { key } = await createKey(app, ['introspect'])
+  const check = await app.inject({
+    method: 'POST',
+    url: '/v1/sessions/introspect',
+    headers: auth(key),
+    payload: { token },
+  })
+  assert.equal(check.json().active, true)
+  const list = await app.inject({ method: 'GET', url: '/v1/users/alice/sessions', headers: auth(key) })
+  assert.equal(list.statusCode, 403)
+})

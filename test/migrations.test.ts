@@ -1,0 +1,66 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import pino from 'pino'
+import postgres from 'postgres'
+import { migrate } from '../src/db/migrate.ts'
+import { DATABASE_URL, dropSchema, uniqueSchema } from './helper.ts'
+
+const log = pino({ level: 'silent' })
+
+function connect(schema: string) {
+  return postgres(DATABASE_URL, { max: 2, onnotice: () => {}, connection: { search_path: schema } })
+}
+
+test('migrations create the schema, are recorded, and a second run applies nothing', async (t) => {
+  const schema = uniqueSchema()
+  const sql = connect(schema)
+  t.after(async () => {
+    await sql.end()
+    await dropSchema(schema)
+  })
+  const first = await migrate(sql, schema, log)
+  assert.ok(first.includes('001_initial.sql'))
+  const tables =
+    await sql`select table_name from information_schema.tables where table_schema = ${schema} order by 1`
+  assert.deepEqual(
+    tables.map((r) => r.table_name),
+    ['api_keys', 'schema_migrations', 'session_events', 'sessions'],
+  )
+  assert.deepEqual(await migrate(sql, schema, log), [])
+})
+
+test('replicas migrating at the same time wait for each other: each file is applied once', async (t) => {
+  const schema = uniqueSchema()
+  const clients = Array.from({ length: 4 }, () => connect(schema))
+  t.after(async () => {
+    await Promise.all(clients.map((c) => c.end()))
+    await dropSchema(schema)
+  })
+  const results = await Promise.all(clients.map((sql) => migrate(sql, schema, log)))
+  const applied = results.flat()
+  assert.equal(applied.filter((f) => f === '001_initial.sql').length, 1)
+  const check = connect(schema)
+  t.after(() => check.end())
+  const rows = await check`select name from schema_migrations`
+  assert.deepEqual(rows.map((r) => r.name).sort(), applied.sort())
+})
+
+test('a failing migration leaves nothing half-applied', async (t) => {
+  const { mkdtemp, writeFile, copyFile } = await import('node:fs/promises')
+  const { tmpdir } = await import('node:os')
+  const { migrationsDir } = await import('../src/db/migrate.ts')
+  const dir = await mkdtemp(`${tmpdir()}/migrations-`)
+  await copyFile(`${migrationsDir}/001_initial.sql`, `${dir}/001_initial.sql`)
+  await writeFile(`${dir}/002_broken.sql`, 'create table half_done (id int);\nselect * from no_such_table;')
+  const schema = uniqueSchema()
+  const sql = connect(schema)
+  t.after(async () => {
+    await sql.end()
+    await dropSchema(schema)
+  })
+  await assert.rejects(migrate(sql, schema, log, dir), /no_such_table/)
+  const [row] =
+    await sql`select to_regclass(${`${schema}.half_done`}) as t, to_regclass(${`${schema}.sessions`}) as s`
+  assert.equal(row?.t, null)
+  assert.equal(row?.s, null)
+})

@@ -1,0 +1,169 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { auth, buildTestApp, introspect, openSession, SAFARI_IPHONE } from './helper.ts'
+
+test("listing shows only that user's live sessions, newest first, with parsed devices and `current`", async (t) => {
+  const { app, clock } = await buildTestApp(t, { idleTimeoutSeconds: 600 })
+  const laptop = await openSession(app, { metadata: { label: 'laptop' } })
+  clock.advance(1000)
+  const phone = await openSession(app, { user_agent: SAFARI_IPHONE, ip: '2001:db8::1' })
+  clock.advance(1000)
+  const revoked = await openSession(app)
+  await app.inject({ method: 'DELETE', url: `/v1/sessions/${revoked.session.id}`, headers: auth() })
+  await openSession(app, { user_id: 'bob' })
+  const expiring = await openSession(app, { idle_timeout: 1 })
+  clock.advance(2000)
+
+  const res = await app.inject({
+    method: 'GET',
+    url: `/v1/users/alice/sessions?current_session_id=${phone.session.id}`,
+    headers: auth(),
+  })
+  assert.equal(res.statusCode, 200)
+  const { sessions } = res.json()
+  assert.deepEqual(
+    sessions.map((s: { id: string }) => s.id),
+    [phone.session.id, laptop.session.id],
+  )
+  assert.ok(!sessions.some((s: { id: string }) => s.id === expiring.session.id))
+  const [first, second] = sessions
+  assert.equal(first.current, true)
+  assert.equal(second.current, false)
+  assert.equal(first.ip, '2001:db8::1')
+  assert.equal(first.user_agent, SAFARI_IPHONE)
+  assert.deepEqual(first.device, {
+    browser: 'Mobile Safari',
+    browser_version: '17.0',
+    os: 'iOS',
+    os_version: '17.0',
+    type: 'mobile',
+  })
+  assert.deepEqual(second.metadata, { label: 'laptop' })
+  for (const field of ['created_at', 'last_seen_at', 'expires_at']) assert.ok(Date.parse(first[field]), field)
+  assert.equal(first.token, undefined)
+})
+
+test('last_seen_at in the list follows introspection', async (t) => {
+  const { app, clock } = await buildTestApp(t)
+  const { token } = await openSession(app)
+  clock.advance(60_000)
+  await introspect(app, token, { ip: '198.51.100.9' })
+  const res = await app.inject({ method: 'GET', url: '/v1/users/alice/sessions', headers: auth() })
+  const [s] = res.json().sessions
+  assert.equal(s.last_seen_at, new Date(clock.now()).toISOString())
+  assert.equal(s.ip, '198.51.100.9')
+})
+
+test("revoking all of a user's sessions ends them all and reports the count; other users are untouched", async (t) => {
+  const { app } = await buildTestApp(t)
+  const a = await openSession(app)
+  const b = await openSession(app)
+  const bob = await openSession(app, { user_id: 'bob' })
+  const res = await app.inject({ method: 'DELETE', url: '/v1/users/alice/sessions', headers: auth() })
+  assert.equal(res.statusCode, 200)
+  assert.deepEqual(res.json(), { revoked: 2 })
+  assert.equal((await introspect(app, a.token)).active, false)
+  assert.equal((await introspect(app, b.token)).active, false)
+  assert.equal((await introspect(app, bob.token)).active, true)
+  const again = await app.inject({ method: 'DELETE', url: '/v1/users/alice/sessions', headers: auth() })
+  assert.deepEqual(again.json(), { revoked: 0 })
+})
+
+test('"log out other devices" keeps the named session', async (t) => {
+  const { app } = await buildTestApp(t)
+  const keep = await openSession(app)
+  const other1 = await openSession(app)
+  const other2 = await openSession(app)
+  const res = await app.inject({
+    method: 'DELETE',
+    url: `/v1/users/alice/sessions?except_session_id=${keep.session.id}&reason=logout_others`,
+    headers: auth(),
+  })
+  assert.deepEqual(res.json(), { revoked: 2 })
+  assert.equal((await introspect(app, keep.token)).active, true)
+  assert.equal((await introspect(app, other1.token)).active, false)
+  assert.equal((await introspect(app, other2.token)).active, false)
+  const list = await app.inject({ method: 'GET', url: '/v1/users/alice/sessions', headers: auth() })
+  assert.deepEqual(
+    list.json().sessions.map((s: { id: string }) => s.id),
+    [keep.session.id],
+  )
+})
+
+test('the event history records creation and revocation, newest first, paginated and filtered', async (t) => {
+  const { app } = await buildTestApp(t)
+  const opened = []
+  for (let i = 0; i < 3; i++) opened.push(await openSession(app))
+  await app.inject({
+    method: 'DELETE',
+    url: `/v1/sessions/${opened[0]?.session.id}?reason=user`,
+    headers: auth(),
+  })
+  await openSession(app, { user_id: 'bob' })
+
+  const page1 = await app.inject({ method: 'GET', url: '/v1/users/alice/events?limit=2', headers: auth() })
+  assert.equal(page1.statusCode, 200)
+  const body1 = page1.json()
+  assert.equal(body1.events.length, 2)
+  assert.equal(body1.events[0].type, 'session.revoked')
+  assert.deepEqual(body1.events[0].data, { reason: 'user' })
+  assert.equal(body1.events[0].session_id, opened[0]?.session.id)
+  assert.ok(body1.next_cursor)
+
+  const page2 = await app.inject({
+    method: 'GET',
+    url: `/v1/users/alice/events?limit=2&before=${body1.next_cursor}`,
+    headers: auth(),
+  })
+  const body2 = page2.json()
+  assert.equal(body2.events.length, 2)
+  assert.ok(body2.events.every((e: { type: string }) => e.type === 'session.created'))
+  const page3 = await app.inject({
+    method: 'GET',
+    url: `/v1/users/alice/events?limit=2&before=${body2.next_cursor}`,
+    headers: auth(),
+  })
+  assert.equal(page3.json().events.length, 0)
+  assert.equal(page3.json().next_cursor, null)
+  const all = [...body1.events, ...body2.events].map((e: { id: string }) => Number(e.id))
+  assert.deepEqual(
+    all,
+    [...all].sort((x, y) => y - x),
+  )
+
+  const created = await app.inject({
+    method: 'GET',
+    url: '/v1/users/alice/events?type=session.created',
+    headers: auth(),
+  })
+  assert.equal(created.json().events.length, 3)
+  const created0 = created.json().events.at(-1)
+  assert.equal(created0.data.device.browser, 'Chrome')
+})
+
+test('events are written in the same transaction as the change: no event, no change', async (t) => {
+  const { app } = await buildTestApp(t)
+  const kept = await openSession(app)
+  const { sql } = app.db
+  // Make recording each kind of event fail, and check that the change it records is rolled back.
+  await sql`alter table session_events add constraint refuse_created check (type <> 'session.created') not valid`
+  const open = await app.inject({
+    method: 'POST',
+    url: '/v1/sessions',
+    headers: auth(),
+    payload: { user_id: 'carol' },
+  })
+  assert.equal(open.statusCode, 500)
+  assert.equal(open.json().error.code, 'INTERNAL')
+  const [{ count }] = await sql`select count(*)::int as count from sessions where user_id = 'carol'`
+  assert.equal(count, 0)
+
+  await sql`alter table session_events add constraint refuse_revoked check (type <> 'session.revoked') not valid`
+  const revoke = await app.inject({
+    method: 'DELETE',
+    url: `/v1/sessions/${kept.session.id}`,
+    headers: auth(),
+  })
+  assert.equal(revoke.statusCode, 500)
+  assert.equal((await introspect(app, kept.token)).active, true)
+})
