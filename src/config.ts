@@ -40,11 +40,6 @@ export const ConfigSchema = Type.Object({
   migrateOnStart: Type.Boolean(
     env('MIGRATE_ON_START', '`serve` applies pending migrations first', { default: true }),
   ),
-  redisUrl: Type.Optional(
-    Type.String(
-      env('REDIS_URL', 'Redis URL; unset = in-process cache only (one replica)', { pattern: '^rediss?://' }),
-    ),
-  ),
   adminApiKey: Type.Optional(
     Type.String(
       env('ADMIN_API_KEY', 'Seeds an API key with the admin scope (32+ printable characters)', {

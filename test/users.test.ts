@@ -155,8 +155,8 @@ test('events are written in the same transaction as the change: no event, no cha
   })
   assert.equal(open.statusCode, 500)
   assert.equal(open.json().error.code, 'INTERNAL')
-  const [{ count }] = await sql`select count(*)::int as count from sessions where user_id = 'carol'`
-  assert.equal(count, 0)
+  const rows = await sql`select id from sessions where user_id = 'carol'`
+  assert.equal(rows.length, 0)
 
   await sql`alter table session_events add constraint refuse_revoked check (type <> 'session.revoked') not valid`
   const revoke = await app.inject({

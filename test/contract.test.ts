@@ -1,0 +1,53 @@
+import assert from 'node:assert/strict'
+import { readFile } from 'node:fs/promises'
+import { test } from 'node:test'
+import { parse } from 'yaml'
+import { describeConfig } from '../src/config.ts'
+import { errorCatalogue } from '../src/errors.ts'
+import { openapiYaml } from '../src/openapi.ts'
+import { buildDocumentApp } from './helper.ts'
+
+const read = (file: string) => readFile(new URL(`../${file}`, import.meta.url), 'utf8')
+
+test('openapi.yaml is what the routes say (regenerate with `npm run openapi`)', async (t) => {
+  const { app, close } = await buildDocumentApp()
+  t.after(close)
+  const committed = await read('openapi.yaml')
+  assert.equal(openapiYaml(app), committed, 'openapi.yaml is out of date: run `npm run openapi`')
+
+  const served = await app.inject({ method: 'GET', url: '/openapi.yaml' })
+  assert.equal(served.statusCode, 200)
+  assert.equal(served.body, committed)
+  const json = await app.inject({ method: 'GET', url: '/openapi.json' })
+  assert.deepEqual(json.json(), parse(committed))
+})
+
+test('the document covers the HTTP surface, with auth on every /v1 operation', async () => {
+  const doc = parse(await read('openapi.yaml'))
+  for (const path of [
+    '/v1/sessions',
+    '/v1/sessions/introspect',
+    '/v1/sessions/{id}',
+    '/v1/users/{user_id}/sessions',
+    '/v1/users/{user_id}/events',
+    '/healthz',
+    '/readyz',
+  ]) {
+    assert.ok(doc.paths[path], path)
+  }
+  for (const [path, ops] of Object.entries(
+    doc.paths as Record<string, Record<string, { security?: unknown }>>,
+  )) {
+    for (const [method, op] of Object.entries(ops)) {
+      if (path.startsWith('/v1/')) assert.deepEqual(op.security, [{ apiKey: [] }], `${method} ${path}`)
+    }
+  }
+})
+
+test('README lists every error code with its status, and every setting', async () => {
+  const readme = await read('README.md')
+  for (const { code, status } of errorCatalogue()) {
+    assert.match(readme, new RegExp(`\\|\\s*\`${code}\`\\s*\\|\\s*${status}\\s*\\|`), `${code} (${status})`)
+  }
+  for (const { env } of describeConfig()) assert.match(readme, new RegExp(`\`${env}\``), env)
+})
