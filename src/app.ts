@@ -8,18 +8,23 @@ import { createApiKeyStore } from './api-keys/api-keys.ts'
 import { type Clock, systemClock } from './clock.ts'
 import type { Config } from './config.ts'
 import { Errors } from './errors.ts'
+import { createHealth } from './health.ts'
 import { loggerOptions } from './logger.ts'
+import { createMetrics } from './metrics.ts'
 import { openapiYaml } from './openapi.ts'
 import callerAuth from './plugins/caller-auth.ts'
 import db from './plugins/db.ts'
 import errorHandler from './plugins/error-handler.ts'
+import metricsPlugin from './plugins/metrics.ts'
+import { connectRedis } from './redis.ts'
 import apiKeyRoutes from './routes/api-keys.ts'
 import healthRoutes from './routes/health.ts'
 import sessionRoutes from './routes/sessions.ts'
 import userRoutes from './routes/users.ts'
-import { noCache } from './sessions/cache.ts'
+import { createSessionCache } from './sessions/cache.ts'
 import { createSessionRepository } from './sessions/repository.ts'
 import { createSessionService } from './sessions/service.ts'
+import { createWriteBehind } from './sessions/write-behind.ts'
 
 export interface AppOptions {
   /** A pino logger to use instead of one built from the config (tests pass one writing to a buffer). */
@@ -104,18 +109,46 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
 
   await app.register(db, { config, migrate: options.migrate ?? config.migrateOnStart })
   const { sql } = app.db
+  const metrics = createMetrics()
+  const redis = config.redisUrl
+    ? connectRedis({
+        url: config.redisUrl,
+        commandTimeoutMs: config.redisCommandTimeoutMs,
+        log: app.log,
+        metrics,
+      })
+    : null
   const keys = createApiKeyStore({ sql, clock, cacheTtlMs: config.apiKeyCacheTtlMs })
   await keys.seedEnvAdmin(config.adminApiKey)
-  const sessions = createSessionService({
-    repo: createSessionRepository(sql),
-    cache: noCache,
-    clock,
-    config,
+  const repo = createSessionRepository(sql)
+  const cache = createSessionCache({
+    ...config,
+    keyPrefix: config.redisKeyPrefix,
+    redis,
+    metrics,
     log: app.log,
   })
+  const touches = createWriteBehind({ repo, intervalMs: config.writeBehindIntervalMs, metrics, log: app.log })
+  const sessions = createSessionService({
+    repo,
+    cache,
+    touches,
+    clock,
+    // With Redis there may be other replicas whose last-seen writes are still pending.
+    config: { ...config, idleGraceMs: redis ? config.writeBehindIntervalMs : 0 },
+    log: app.log,
+  })
+  // Hooks close in reverse order: bookkeeping is flushed before the pool (added earlier) ends.
+  app.addHook('onClose', async () => {
+    await touches.close()
+    await cache.close()
+    await redis?.close()
+  })
+  const health = createHealth({ sql, redis, metrics })
 
+  await app.register(metricsPlugin, { metrics, probe: health.check })
   await app.register(callerAuth, { keys })
-  await app.register(healthRoutes, { sql })
+  await app.register(healthRoutes, { health })
   await app.register(sessionRoutes, { sessions })
   await app.register(userRoutes, { sessions })
   await app.register(apiKeyRoutes, { keys })

@@ -40,6 +40,53 @@ export const ConfigSchema = Type.Object({
   migrateOnStart: Type.Boolean(
     env('MIGRATE_ON_START', '`serve` applies pending migrations first', { default: true }),
   ),
+  redisUrl: Type.Optional(
+    Type.String(
+      env('REDIS_URL', 'Redis URL; unset = in-process cache only (a single replica)', {
+        pattern: '^rediss?://',
+      }),
+    ),
+  ),
+  redisKeyPrefix: Type.String(
+    env('REDIS_KEY_PREFIX', 'Prefix of every Redis key and channel', { default: 'sa:', maxLength: 64 }),
+  ),
+  redisCommandTimeoutMs: Type.Integer(
+    env('REDIS_COMMAND_TIMEOUT_MS', 'Longest wait for one Redis command before going to Postgres', {
+      default: 100,
+      minimum: 1,
+    }),
+  ),
+  l1TtlMs: Type.Integer(
+    env(
+      'L1_TTL_MS',
+      'Lifetime of an in-process cache entry; bounds staleness if an invalidation is lost. 0 = off',
+      {
+        default: 1000,
+        minimum: 0,
+      },
+    ),
+  ),
+  l1MaxEntries: Type.Integer(
+    env('L1_MAX_ENTRIES', 'Entries in the in-process cache', { default: 100_000, minimum: 1 }),
+  ),
+  l2TtlMs: Type.Integer(
+    env('L2_TTL_MS', 'Longest lifetime of a Redis cache entry (never past the session expiry)', {
+      default: 60_000,
+      minimum: 1,
+    }),
+  ),
+  negativeTtlMs: Type.Integer(
+    env('NEGATIVE_TTL_MS', 'How long an unknown token is remembered as unknown', {
+      default: 5000,
+      minimum: 1,
+    }),
+  ),
+  writeBehindIntervalMs: Type.Integer(
+    env('WRITE_BEHIND_INTERVAL_MS', 'How often last-seen bookkeeping is written (one statement per flush)', {
+      default: 30_000,
+      minimum: 10,
+    }),
+  ),
   adminApiKey: Type.Optional(
     Type.String(
       env('ADMIN_API_KEY', 'Seeds an API key with the admin scope (32+ printable characters)', {

@@ -112,7 +112,7 @@ test('health and readiness need no key; readiness reports Postgres', async (t) =
   assert.deepEqual(health.json(), { status: 'ok' })
   const ready = await app.inject({ method: 'GET', url: '/readyz' })
   assert.equal(ready.statusCode, 200)
-  assert.deepEqual(ready.json(), { status: 'ready', postgres: 'up' })
+  assert.deepEqual(ready.json(), { status: 'ready', postgres: 'up', redis: 'disabled' })
 })
 
 test('an introspect-only key (a gateway) can check tokens but not open or list sessions', async (t) => {

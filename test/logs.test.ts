@@ -286,7 +286,6 @@ test('every request log line carries the request id', async (t) => {
 test("a caller's x-request-id is reused, logged and echoed", async (t) => {
   const { app, logs } = await buildTestApp(t)
   const cases = [
-    { method: 'GET', url: '/healthz', status: 200 },
     { method: 'GET', url: '/v1/users/alice/sessions', status: 200, headers: auth() },
     { method: 'GET', url: '/v1/users/alice/sessions', status: 401, headers: auth('wrong-key') },
     { method: 'POST', url: '/v1/sessions', status: 400, headers: auth(), payload: { user_id: 42 } },
@@ -322,8 +321,12 @@ test('an unusable x-request-id is replaced, not logged', async (t) => {
     '',
   ]
   for (const given of unusable) {
-    const res = await app.inject({ method: 'GET', url: '/healthz', headers: { 'x-request-id': given } })
-    assert.equal(res.statusCode, 200)
+    const res = await app.inject({
+      method: 'GET',
+      url: '/v1/nothing-here',
+      headers: { 'x-request-id': given },
+    })
+    assert.equal(res.statusCode, 404)
     const echoed = res.headers['x-request-id']
     assert.match(String(echoed), UUID, `${JSON.stringify(given)} was not replaced`)
     assert.ok(
@@ -333,8 +336,18 @@ test('an unusable x-request-id is replaced, not logged', async (t) => {
     if (given.length > 0) assert.ok(!logs.text().includes(given), `${JSON.stringify(given)} reached the logs`)
   }
   // Two requests without an id get two different ones.
-  const a = await app.inject({ method: 'GET', url: '/healthz' })
-  const b = await app.inject({ method: 'GET', url: '/healthz' })
+  const a = await app.inject({ method: 'GET', url: '/v1/nothing-here' })
+  const b = await app.inject({ method: 'GET', url: '/v1/nothing-here' })
   assert.match(String(a.headers['x-request-id']), UUID)
   assert.notEqual(a.headers['x-request-id'], b.headers['x-request-id'])
+})
+
+test('health probes are answered with the request id but not logged at info (they come every few seconds)', async (t) => {
+  const { app, logs } = await buildTestApp(t)
+  for (const url of ['/healthz', '/readyz']) {
+    const res = await app.inject({ method: 'GET', url, headers: { 'x-request-id': `probe-${url.slice(1)}` } })
+    assert.equal(res.statusCode, 200)
+    assert.equal(res.headers['x-request-id'], `probe-${url.slice(1)}`)
+    assert.ok(!logs.text().includes(`probe-${url.slice(1)}`))
+  }
 })

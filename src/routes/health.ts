@@ -1,18 +1,23 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import type { Sql } from '../db/connect.ts'
+import type { Health } from '../health.ts'
 
 const tags = ['operations']
 
 const ReadyReply = Type.Object({
   status: Type.Union([Type.Literal('ready'), Type.Literal('unavailable')]),
   postgres: Type.Union([Type.Literal('up'), Type.Literal('down')]),
+  redis: Type.Union([Type.Literal('up'), Type.Literal('degraded'), Type.Literal('disabled')], {
+    description: 'degraded: Redis is away; the service answers from Postgres (slower, still correct)',
+  }),
 })
 
-const healthRoutes: FastifyPluginAsyncTypebox<{ sql: Sql }> = async (app, { sql }) => {
+const healthRoutes: FastifyPluginAsyncTypebox<{ health: Health }> = async (app, { health }) => {
+  // Probes arrive every few seconds: log them only when something is wrong.
   app.get(
     '/healthz',
     {
+      logLevel: 'warn',
       schema: {
         tags,
         summary: 'The process is alive',
@@ -25,23 +30,17 @@ const healthRoutes: FastifyPluginAsyncTypebox<{ sql: Sql }> = async (app, { sql 
   app.get(
     '/readyz',
     {
+      logLevel: 'warn',
       schema: {
         tags,
-        summary: 'Ready for traffic: Postgres answers',
+        summary: 'Ready for traffic: Postgres answers (Redis is reported, not required)',
         response: { 200: ReadyReply, 503: ReadyReply },
       },
     },
     async (_request, reply) => {
-      const up = await Promise.race([
-        sql`select 1`.then(
-          () => true,
-          () => false,
-        ),
-        new Promise<boolean>((resolve) => setTimeout(resolve, 2000, false).unref()),
-      ])
-      return reply
-        .code(up ? 200 : 503)
-        .send({ status: up ? ('ready' as const) : ('unavailable' as const), postgres: up ? 'up' : 'down' })
+      const report = await health.check()
+      const ready = report.postgres === 'up'
+      return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'unavailable', ...report })
     },
   )
 }

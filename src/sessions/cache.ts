@@ -1,21 +1,187 @@
+import { LRUCache } from 'lru-cache'
+import type { Log } from '../logger.ts'
+import type { Metrics } from '../metrics.ts'
+import type { RedisConnection } from '../redis.ts'
 import type { SessionRow } from './repository.ts'
 
 /**
- * The seam between the domain and whatever caches introspection answers.
- * Keys are token hashes (hex), never tokens. `null` caches "no such token".
+ * The seam between the sessions domain and whatever caches introspection
+ * answers. Keys are token hashes (hex), never tokens; `null` means "no such token".
  */
 export interface SessionCache {
-  get(tokenKey: string): Promise<SessionRow | null | undefined>
-  set(tokenKey: string, session: SessionRow | null, now: number): Promise<void>
-  /** Drops a token's entry everywhere (this replica and the others) before the change is acknowledged. */
+  /** The cached answer for a token, or what `load` reads from Postgres (then cached). */
+  lookup(tokenKey: string, load: () => Promise<SessionRow | null>, now: number): Promise<SessionRow | null>
+  /** Replaces this replica's entry with a row just read from Postgres. */
+  refresh(tokenKey: string, session: SessionRow): void
+  /** Drops tokens everywhere (this replica, Redis, the other replicas) before the change is acknowledged. */
   invalidate(tokenKeys: string[]): Promise<void>
   close(): Promise<void>
 }
 
 /** No cache at all: every introspection reads Postgres. */
 export const noCache: SessionCache = {
-  get: async () => undefined,
-  set: async () => {},
+  lookup: (_key, load) => load(),
+  refresh: () => {},
   invalidate: async () => {},
   close: async () => {},
+}
+
+export interface CacheOptions {
+  /** L1 entry lifetime; 0 turns L1 off. Bounds how stale a replica can be when an invalidation is lost. */
+  l1TtlMs: number
+  l1MaxEntries: number
+  /** Upper bound of an L2 entry's lifetime (also never past the session's absolute expiry). */
+  l2TtlMs: number
+  /** Lifetime of a cached "no such token". */
+  negativeTtlMs: number
+  keyPrefix: string
+  redis: RedisConnection | null
+  metrics: Metrics
+  log: Log
+}
+
+// Redis values besides a session's JSON.
+const NO_SESSION = '0'
+const TOMBSTONE = 'x'
+// A tombstone outlives any read-then-fill race (a Postgres read and a SET), so a
+// replica that read a row just before a revocation cannot put it back into Redis.
+const TOMBSTONE_TTL_MS = 10_000
+
+const DATES = ['created_at', 'last_seen_at', 'idle_expires_at', 'absolute_expires_at', 'ended_at'] as const
+
+function decode(raw: string): SessionRow {
+  const row = JSON.parse(raw)
+  for (const field of DATES) if (row[field] !== null) row[field] = new Date(row[field])
+  return row as SessionRow
+}
+
+/**
+ * L1 (in-process LRU, short TTL) in front of L2 (Redis) in front of Postgres.
+ * Invalidation: L1 delete → Redis tombstone + publish in one round trip → every
+ * replica drops its L1 entry. If the invalidation channel drops, L1 is cleared,
+ * because pub/sub delivers at most once.
+ */
+export function createSessionCache(options: CacheOptions): SessionCache {
+  const { redis, metrics, log, keyPrefix } = options
+  const channel = `${keyPrefix}invalidate`
+  const redisKey = (key: string) => `${keyPrefix}tok:${key}`
+  const l1 =
+    options.l1TtlMs > 0
+      ? new LRUCache<string, { session: SessionRow | null }>({
+          max: options.l1MaxEntries,
+          ttl: options.l1TtlMs,
+        })
+      : null
+  // Bumped whenever an entry may have been invalidated; a lookup that saw it
+  // change while it read Postgres does not cache what it read.
+  let generation = 0
+  // Invalidations Redis did not take (it was away); sent again when it returns.
+  const undelivered = new Set<string>()
+
+  function dropLocal(keys: Iterable<string>) {
+    generation++
+    if (l1) for (const key of keys) l1.delete(key)
+  }
+
+  function clearLocal(why: string) {
+    generation++
+    if (l1 && l1.size > 0) {
+      l1.clear()
+      metrics.l1Clears.inc()
+      log.warn({ why }, 'L1 session cache cleared')
+    }
+  }
+
+  async function sendInvalidations(keys: string[]): Promise<boolean> {
+    if (!redis) return true
+    const done = await redis.run('invalidate', (r) => {
+      const tx = r.multi()
+      for (const key of keys) tx.set(redisKey(key), TOMBSTONE, 'PX', TOMBSTONE_TTL_MS)
+      return tx.publish(channel, keys.join(',')).exec()
+    })
+    return done !== undefined
+  }
+
+  if (redis) {
+    redis.subscriber.on('message', (_channel: string, message: string) => {
+      const keys = message.split(',')
+      metrics.invalidationsReceived.inc(keys.length)
+      dropLocal(keys)
+    })
+    redis.subscriber.on('close', () => clearLocal('invalidation channel closed'))
+    redis.subscriber.on('ready', () => clearLocal('invalidation channel reconnected'))
+    redis.subscriber
+      .subscribe(channel)
+      .catch((err: Error) => log.warn({ err: err.message }, 'redis subscribe failed'))
+    redis.client.on('ready', () => {
+      if (undelivered.size === 0) return
+      const keys = [...undelivered]
+      undelivered.clear()
+      sendInvalidations(keys).then((ok) => {
+        if (!ok) for (const key of keys) undelivered.add(key)
+      })
+    })
+  }
+
+  function fill(key: string, session: SessionRow | null, now: number, seen: number) {
+    if (seen !== generation) return
+    const ttl = session === null ? options.negativeTtlMs : options.l1TtlMs
+    l1?.set(key, { session }, { ttl })
+    if (!redis) return
+    const l2Ttl =
+      session === null
+        ? options.negativeTtlMs
+        : Math.min(options.l2TtlMs, session.absolute_expires_at.getTime() - now)
+    if (l2Ttl <= 0) return
+    const value = session === null ? NO_SESSION : JSON.stringify(session)
+    // NX: never overwrite a tombstone (or a newer fill).
+    void redis.run('fill', (r) => r.set(redisKey(key), value, 'PX', l2Ttl, 'NX'))
+  }
+
+  return {
+    async lookup(key, load, now) {
+      const seen = generation
+      const hit = l1?.get(key)
+      if (hit) {
+        metrics.cacheHits.inc({ level: 'l1', kind: hit.session ? 'positive' : 'negative' })
+        return hit.session
+      }
+      metrics.cacheMisses.inc({ level: 'l1' })
+      if (redis) {
+        const raw = await redis.run('get', (r) => r.get(redisKey(key)))
+        if (raw && raw !== TOMBSTONE) {
+          const session = raw === NO_SESSION ? null : decode(raw)
+          metrics.cacheHits.inc({ level: 'l2', kind: session ? 'positive' : 'negative' })
+          if (seen === generation)
+            l1?.set(key, { session }, session ? undefined : { ttl: options.negativeTtlMs })
+          return session
+        }
+        metrics.cacheMisses.inc({ level: 'l2' })
+      }
+      const session = await load()
+      fill(key, session, now, seen)
+      return session
+    },
+
+    refresh(key, session) {
+      l1?.set(key, { session })
+    },
+
+    async invalidate(keys) {
+      if (keys.length === 0) return
+      dropLocal(keys)
+      metrics.invalidationsSent.inc(keys.length)
+      if (!(await sendInvalidations(keys))) {
+        for (const key of keys) undelivered.add(key)
+        log.warn(
+          { count: keys.length },
+          'redis unavailable: invalidation queued; other replicas rely on their L1 TTL',
+        )
+      }
+    },
+
+    async close() {
+      l1?.clear()
+    },
+  }
 }

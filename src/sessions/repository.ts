@@ -133,12 +133,22 @@ export function createSessionRepository(sql: Sql) {
     })
   }
 
-  /** Slides the idle expiry of a live session after it was used. */
-  async function touch(id: string, now: Date, ip: string | null): Promise<void> {
-    await sql`
-      update sessions set last_seen_at = ${now}, ip = coalesce(${ip}::inet, ip),
-        idle_expires_at = least(${now}::timestamptz + make_interval(secs => idle_timeout_seconds), absolute_expires_at)
-      where id = ${id} and status = 'active' and last_seen_at < ${now}`
+  /**
+   * Records uses of live sessions in one statement: last seen, last IP, and the
+   * idle expiry slid from that use (never past the absolute expiry, never back
+   * in time). Returns how many rows changed.
+   */
+  async function touchMany(touches: Array<{ id: string; at: Date; ip: string | null }>): Promise<number> {
+    if (touches.length === 0) return 0
+    const result = await sql`
+      update sessions s set
+        last_seen_at = t.at,
+        ip = coalesce(t.ip, s.ip),
+        idle_expires_at = least(t.at + make_interval(secs => s.idle_timeout_seconds), s.absolute_expires_at)
+      from unnest(${touches.map((t) => t.id)}::uuid[], ${touches.map((t) => t.at.toISOString())}::timestamptz[],
+        ${touches.map((t) => t.ip)}::inet[]) as t(id, at, ip)
+      where s.id = t.id and s.status = 'active' and s.last_seen_at < t.at`
+    return result.count
   }
 
   async function listEvents(
@@ -154,7 +164,7 @@ export function createSessionRepository(sql: Sql) {
       limit ${page.limit}`
   }
 
-  return { insert, findByTokenHash, findById, listLiveForUser, end, touch, listEvents }
+  return { insert, findByTokenHash, findById, listLiveForUser, end, touchMany, listEvents }
 }
 
 export type SessionRepository = ReturnType<typeof createSessionRepository>

@@ -7,6 +7,7 @@ import type { SessionCache } from './cache.ts'
 import { parseDevice } from './device.ts'
 import type { EndedSession, SessionRepository, SessionRow } from './repository.ts'
 import { generateOpaqueToken, hashToken, tokenKind } from './tokens.ts'
+import type { WriteBehind } from './write-behind.ts'
 
 export interface OpenSessionInput {
   user_id: string
@@ -27,8 +28,16 @@ export type Introspection = { active: false } | { active: true; session: Session
 interface Deps {
   repo: SessionRepository
   cache: SessionCache
+  touches: WriteBehind
   clock: Clock
-  config: Pick<Config, 'idleTimeoutSeconds' | 'absoluteLifetimeSeconds' | 'metadataLimitBytes'>
+  config: Pick<Config, 'idleTimeoutSeconds' | 'absoluteLifetimeSeconds' | 'metadataLimitBytes'> & {
+    /**
+     * How much longer than its idle timeout a session may live when its last
+     * use is only known to another replica whose write is still pending (the
+     * write-behind interval when there are replicas; 0 for a single one).
+     */
+    idleGraceMs: number
+  }
   log: Log
 }
 
@@ -42,7 +51,7 @@ export function expiresAt(session: Pick<SessionRow, 'idle_expires_at' | 'absolut
 }
 
 /** The sessions domain: opening, checking and ending sessions, with the expiry policy. */
-export function createSessionService({ repo, cache, clock, config, log }: Deps) {
+export function createSessionService({ repo, cache, touches, clock, config, log }: Deps) {
   async function open(input: OpenSessionInput): Promise<{ token: string; session: SessionRow }> {
     const metadata = input.metadata ?? {}
     const size = Buffer.byteLength(JSON.stringify(metadata))
@@ -75,57 +84,84 @@ export function createSessionService({ repo, cache, clock, config, log }: Deps) 
   /**
    * Is this token good right now? Unknown, malformed, expired and ended tokens
    * are all simply inactive. Both expiries are checked on every call; a
-   * successful check slides the idle expiry.
+   * successful check slides the idle expiry (written behind, not waited for).
    */
   async function introspect(token: string, client: ClientInfo = {}): Promise<Introspection> {
     if (tokenKind(token) === null) return INACTIVE
     const tokenHash = hashToken(token)
     const key = tokenHash.toString('hex')
     const nowMs = clock.now()
-
-    let session = await cache.get(key)
-    if (session === undefined) {
-      session = (await repo.findByTokenHash(tokenHash)) ?? null
-      await cache.set(key, session, nowMs)
-    }
+    let session = await cache.lookup(key, async () => (await repo.findByTokenHash(tokenHash)) ?? null, nowMs)
     if (session === null || session.status !== 'active') return INACTIVE
-
     const now = new Date(nowMs)
-    if (expiresAt(session) <= now) {
-      expire(session, key, now)
-      return INACTIVE
+    if (session.absolute_expires_at <= now) return expire(session, 'absolute_lifetime', now)
+
+    if (idleExpiry(session) <= now) {
+      // A cached row's last use may be old: only a fresh read can say the session really idled out.
+      const fresh = await repo.findById(session.id)
+      if (fresh?.status !== 'active') return INACTIVE
+      session = fresh
+      cache.refresh(key, fresh)
+      if (idleExpiry(fresh, config.idleGraceMs) <= now) return expire(fresh, 'idle_timeout', now)
     }
-    const idleExpires = new Date(
-      Math.min(nowMs + session.idle_timeout_seconds * 1000, session.absolute_expires_at.getTime()),
-    )
-    const touched: SessionRow = {
-      ...session,
-      last_seen_at: now,
-      idle_expires_at: idleExpires,
-      ip: client.ip ?? session.ip,
+
+    touches.record(session.id, now, client.ip ?? null)
+    return {
+      active: true,
+      session: {
+        ...session,
+        last_seen_at: now,
+        idle_expires_at: slide(session, nowMs),
+        ip: client.ip ?? session.ip,
+      },
     }
-    await repo.touch(session.id, now, client.ip ?? null)
-    await cache.set(key, touched, nowMs)
-    return { active: true, session: touched }
   }
 
-  /** Records that a session ran out, without holding up the answer (which is "inactive" either way). */
-  function expire(session: SessionRow, key: string, now: Date): void {
-    const reason = session.absolute_expires_at <= now ? 'absolute_lifetime' : 'idle_timeout'
+  /** When the session idles out, counting the latest use this replica knows of (plus a grace). */
+  function idleExpiry(session: SessionRow, graceMs = 0): Date {
+    const local = touches.lastUse(session.id)?.at
+    const seen = local && local > session.last_seen_at ? local : session.last_seen_at
+    return new Date(
+      Math.min(
+        seen.getTime() + session.idle_timeout_seconds * 1000 + graceMs,
+        session.absolute_expires_at.getTime(),
+      ),
+    )
+  }
+
+  /** The idle expiry after a use at `nowMs`, never past the absolute expiry. */
+  function slide(session: SessionRow, nowMs: number): Date {
+    return new Date(
+      Math.min(nowMs + session.idle_timeout_seconds * 1000, session.absolute_expires_at.getTime()),
+    )
+  }
+
+  /** Records that a session ran out (once), without holding up the answer, which is "inactive" either way. */
+  function expire(session: SessionRow, reason: string, now: Date): Introspection {
     repo
       .end({ ids: [session.id] }, 'expired', reason, now)
-      .then(() => cache.invalidate([key]))
+      .then((ended) => endAndInvalidate(ended))
       .catch((err: unknown) => log.warn({ err, sessionId: session.id }, 'could not record session expiry'))
+    return INACTIVE
+  }
+
+  /** A stored row with the latest use this replica saw but has not written yet. */
+  function withLocalUse(session: SessionRow): SessionRow {
+    const use = touches.lastUse(session.id)
+    if (!use || use.at <= session.last_seen_at || session.status !== 'active') return session
+    const idle_expires_at = slide(session, use.at.getTime())
+    return { ...session, last_seen_at: use.at, ip: use.ip ?? session.ip, idle_expires_at }
   }
 
   async function get(id: string): Promise<SessionRow> {
     const session = await repo.findById(id)
     if (!session) throw new Errors.SESSION_NOT_FOUND(id)
-    return session
+    return withLocalUse(session)
   }
 
   /** Ends the sessions in Postgres, then drops them from every cache, then returns. */
   async function endAndInvalidate(ended: EndedSession[]): Promise<number> {
+    for (const e of ended) touches.forget(e.id)
     await cache.invalidate(ended.map((e) => e.token_hash.toString('hex')))
     return ended.length
   }
@@ -144,7 +180,7 @@ export function createSessionService({ repo, cache, clock, config, log }: Deps) 
   }
 
   async function listForUser(userId: string, limit: number): Promise<SessionRow[]> {
-    return repo.listLiveForUser(userId, new Date(clock.now()), limit)
+    return (await repo.listLiveForUser(userId, new Date(clock.now()), limit)).map(withLocalUse)
   }
 
   return { open, introspect, get, revoke, revokeAllForUser, listForUser, listEvents: repo.listEvents }

@@ -1,0 +1,77 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+
+/**
+ * The service's Prometheus metrics, on a registry of its own (several apps can
+ * live in one process, as in the tests).
+ */
+export function createMetrics() {
+  const registry = new Registry()
+  const registers = [registry]
+  return {
+    registry,
+    httpDuration: new Histogram({
+      name: 'http_request_duration_seconds',
+      help: 'Request latency by route',
+      labelNames: ['method', 'route', 'status'],
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+      registers,
+    }),
+    cacheHits: new Counter({
+      name: 'session_cache_hits_total',
+      help: 'Introspection cache hits by level (l1, l2) and kind (positive, negative)',
+      labelNames: ['level', 'kind'],
+      registers,
+    }),
+    cacheMisses: new Counter({
+      name: 'session_cache_misses_total',
+      help: 'Introspection cache misses by level',
+      labelNames: ['level'],
+      registers,
+    }),
+    invalidationsSent: new Counter({
+      name: 'session_cache_invalidations_sent_total',
+      help: 'Token keys this replica invalidated',
+      registers,
+    }),
+    invalidationsReceived: new Counter({
+      name: 'session_cache_invalidations_received_total',
+      help: 'Token keys other replicas told this one to drop',
+      registers,
+    }),
+    l1Clears: new Counter({
+      name: 'session_cache_l1_clears_total',
+      help: 'Whole-L1 clears because the invalidation channel dropped (messages may have been missed)',
+      registers,
+    }),
+    redisErrors: new Counter({
+      name: 'redis_errors_total',
+      help: 'Redis commands that failed or were skipped by the open circuit',
+      labelNames: ['op'],
+      registers,
+    }),
+    redisUp: new Gauge({ name: 'redis_up', help: '1 when Redis answers (or is not configured)', registers }),
+    postgresUp: new Gauge({
+      name: 'postgres_up',
+      help: '1 when the last Postgres check succeeded',
+      registers,
+    }),
+    writeBehindQueue: new Gauge({
+      name: 'write_behind_queue_size',
+      help: 'Sessions with last-seen bookkeeping waiting to be written',
+      registers,
+    }),
+    writeBehindFlush: new Histogram({
+      name: 'write_behind_flush_seconds',
+      help: 'Time to write one batch of last-seen bookkeeping',
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+      registers,
+    }),
+    writeBehindRows: new Counter({
+      name: 'write_behind_rows_total',
+      help: 'Session rows updated by write-behind flushes',
+      registers,
+    }),
+  }
+}
+
+export type Metrics = ReturnType<typeof createMetrics>

@@ -1,0 +1,21 @@
+import fp from 'fastify-plugin'
+import type { Metrics } from '../metrics.ts'
+
+/** Times every request by route and serves /metrics in Prometheus format. */
+export default fp(
+  async (app, { metrics, probe }: { metrics: Metrics; probe: () => Promise<unknown> }) => {
+    app.addHook('onResponse', async (request, reply) => {
+      const route = request.routeOptions.url
+      if (route === undefined) return
+      metrics.httpDuration.observe(
+        { method: request.method, route, status: String(reply.statusCode) },
+        reply.elapsedTime / 1000,
+      )
+    })
+    app.get('/metrics', { schema: { hide: true } }, async (_request, reply) => {
+      await probe()
+      return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics())
+    })
+  },
+  { name: 'metrics' },
+)

@@ -1,0 +1,84 @@
+import { Redis } from 'ioredis'
+import type { Log } from './logger.ts'
+import type { Metrics } from './metrics.ts'
+
+export interface RedisOptions {
+  url: string
+  commandTimeoutMs: number
+  log: Log
+  metrics: Metrics
+}
+
+/** After this many failures in a row, stop asking Redis for a while. */
+const BREAKER_THRESHOLD = 3
+const BREAKER_COOLDOWN_MS = 1000
+
+/**
+ * Two Redis connections (commands, and a subscriber for invalidations) with a
+ * small circuit breaker: a dead or hung Redis costs each request at most one
+ * command timeout until the breaker opens, then nothing until a probe succeeds.
+ * Nothing waits for Redis: commands fail fast while it is away (no offline
+ * queue) and ioredis reconnects in the background.
+ */
+export function connectRedis({ url, commandTimeoutMs, log, metrics }: RedisOptions) {
+  const common = {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    connectTimeout: 2000,
+    retryStrategy: (times: number) => Math.min(100 * times, 2000),
+    lazyConnect: false,
+  }
+  const client = new Redis(url, { ...common, commandTimeout: commandTimeoutMs })
+  // The subscriber keeps the offline queue so it resubscribes by itself after a reconnect.
+  const subscriber = new Redis(url, { ...common, enableOfflineQueue: true, autoResubscribe: true })
+
+  let failures = 0
+  let openUntil = 0
+  let lastError = ''
+  const onError = (err: Error) => {
+    if (err.message !== lastError) log.warn({ err: err.message }, 'redis error')
+    lastError = err.message
+  }
+  client.on('error', onError)
+  subscriber.on('error', () => {})
+  client.on('ready', () => {
+    if (lastError) log.info('redis connection restored')
+    lastError = ''
+    failures = 0
+    openUntil = 0
+  })
+
+  const available = () => client.status === 'ready' && Date.now() >= openUntil
+
+  /** Runs a Redis command through the breaker; undefined when Redis is unavailable. */
+  async function run<T>(op: string, command: (redis: Redis) => Promise<T>): Promise<T | undefined> {
+    if (!available()) {
+      metrics.redisErrors.inc({ op })
+      return undefined
+    }
+    try {
+      const result = await command(client)
+      failures = 0
+      return result
+    } catch (err) {
+      metrics.redisErrors.inc({ op })
+      if (++failures >= BREAKER_THRESHOLD) openUntil = Date.now() + BREAKER_COOLDOWN_MS
+      onError(err as Error)
+      return undefined
+    }
+  }
+
+  return {
+    client,
+    subscriber,
+    run,
+    /** 'up' when commands go through, 'degraded' while Redis is away or the breaker is open. */
+    state: (): 'up' | 'degraded' => (available() ? 'up' : 'degraded'),
+    async close() {
+      client.disconnect()
+      subscriber.disconnect()
+    },
+  }
+}
+
+export type RedisConnection = ReturnType<typeof connectRedis>
