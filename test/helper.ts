@@ -125,3 +125,18 @@ export async function createKey(app: FastifyInstance, scopes: string[]) {
   if (res.statusCode !== 201) throw new Error(`create key failed: ${res.statusCode} ${res.body}`)
   return res.json() as { key: string; api_key: { id: string } }
 }
+
+/** Settings for an app that uses the machine's Redis under a key prefix of its own. */
+export function redisSettings(prefix = `t_${randomBytes(6).toString('hex')}:`): Partial<Config> {
+  return { redisUrl: REDIS_URL, redisKeyPrefix: prefix }
+}
+
+/** Waits until `check` holds, polling every few milliseconds; fails after `timeoutMs`. */
+export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs = 5000, what = 'condition') {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (await check()) return
+    await new Promise((r) => setTimeout(r, 5))
+  }
+  throw new Error(`${what} did not hold within ${timeoutMs} ms`)
+}
