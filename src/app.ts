@@ -128,6 +128,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     metrics,
     log: app.log,
   })
+  // A replica that served from L1 before it listened for invalidations could miss one.
+  await cache.ready(2000)
   const touches = createWriteBehind({ repo, intervalMs: config.writeBehindIntervalMs, metrics, log: app.log })
   const sessions = createSessionService({
     repo,

@@ -29,8 +29,9 @@ export function connectRedis({ url, commandTimeoutMs, log, metrics }: RedisOptio
     lazyConnect: false,
   }
   const client = new Redis(url, { ...common, commandTimeout: commandTimeoutMs })
-  // The subscriber keeps the offline queue so it resubscribes by itself after a reconnect.
-  const subscriber = new Redis(url, { ...common, enableOfflineQueue: true, autoResubscribe: true })
+  // The subscriber (re)subscribes itself on every 'ready' (see the cache), so
+  // nothing of it waits in a queue that a failed connection would flush.
+  const subscriber = new Redis(url, { ...common, autoResubscribe: false })
 
   let failures = 0
   let openUntil = 0

@@ -132,7 +132,11 @@ export function redisSettings(prefix = `t_${randomBytes(6).toString('hex')}:`): 
 }
 
 /** Waits until `check` holds, polling every few milliseconds; fails after `timeoutMs`. */
-export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs = 5000, what = 'condition') {
+export async function eventually(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 5000,
+  what = 'condition',
+) {
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
     if (await check()) return

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
 import type { Log } from '../logger.ts'
 import type { Metrics } from '../metrics.ts'
@@ -13,6 +14,8 @@ export interface SessionCache {
   lookup(tokenKey: string, load: () => Promise<SessionRow | null>, now: number): Promise<SessionRow | null>
   /** Replaces this replica's entry with a row just read from Postgres. */
   refresh(tokenKey: string, session: SessionRow): void
+  /** Resolves once invalidations are being received (or after `timeoutMs`, if Redis is away). */
+  ready(timeoutMs: number): Promise<void>
   /** Drops tokens everywhere (this replica, Redis, the other replicas) before the change is acknowledged. */
   invalidate(tokenKeys: string[]): Promise<void>
   close(): Promise<void>
@@ -21,6 +24,7 @@ export interface SessionCache {
 /** No cache at all: every introspection reads Postgres. */
 export const noCache: SessionCache = {
   lookup: (_key, load) => load(),
+  ready: async () => {},
   refresh: () => {},
   invalidate: async () => {},
   close: async () => {},
@@ -46,6 +50,7 @@ const TOMBSTONE = 'x'
 // A tombstone outlives any read-then-fill race (a Postgres read and a SET), so a
 // replica that read a row just before a revocation cannot put it back into Redis.
 const TOMBSTONE_TTL_MS = 10_000
+const HEARTBEAT_MS = 1000
 
 const DATES = ['created_at', 'last_seen_at', 'idle_expires_at', 'absolute_expires_at', 'ended_at'] as const
 
@@ -77,6 +82,8 @@ export function createSessionCache(options: CacheOptions): SessionCache {
   let generation = 0
   // Invalidations Redis did not take (it was away); sent again when it returns.
   const undelivered = new Set<string>()
+  let stopHeartbeat = () => {}
+  let subscribed: Promise<unknown> = Promise.resolve()
 
   function dropLocal(keys: Iterable<string>) {
     generation++
@@ -102,25 +109,57 @@ export function createSessionCache(options: CacheOptions): SessionCache {
     return done !== undefined
   }
 
+  function resendUndelivered() {
+    if (undelivered.size === 0) return
+    const keys = [...undelivered]
+    undelivered.clear()
+    sendInvalidations(keys).then((ok) => {
+      if (!ok) for (const key of keys) undelivered.add(key)
+    })
+  }
+
   if (redis) {
-    redis.subscriber.on('message', (_channel: string, message: string) => {
+    const { client, subscriber } = redis
+    // Each replica hears its own heartbeat on the channel; silence while Redis
+    // answers means the subscription is broken, and invalidations are being lost.
+    const me = `~${randomUUID()}`
+    let heardAt = Date.now()
+    subscriber.on('message', (_channel: string, message: string) => {
+      if (message.startsWith('~')) {
+        if (message === me) heardAt = Date.now()
+        return
+      }
       const keys = message.split(',')
       metrics.invalidationsReceived.inc(keys.length)
       dropLocal(keys)
     })
-    redis.subscriber.on('close', () => clearLocal('invalidation channel closed'))
-    redis.subscriber.on('ready', () => clearLocal('invalidation channel reconnected'))
-    redis.subscriber
-      .subscribe(channel)
-      .catch((err: Error) => log.warn({ err: err.message }, 'redis subscribe failed'))
-    redis.client.on('ready', () => {
-      if (undelivered.size === 0) return
-      const keys = [...undelivered]
-      undelivered.clear()
-      sendInvalidations(keys).then((ok) => {
-        if (!ok) for (const key of keys) undelivered.add(key)
-      })
+    subscriber.on('close', () => clearLocal('invalidation channel closed'))
+    let onSubscribed = () => {}
+    subscribed = new Promise<void>((resolve) => {
+      onSubscribed = resolve
     })
+    subscriber.on('ready', () => {
+      heardAt = Date.now()
+      clearLocal('invalidation channel connected')
+      subscriber
+        .subscribe(channel)
+        .then(onSubscribed)
+        .catch((err: Error) => log.warn({ err: err.message }, 'redis subscribe failed'))
+    })
+    const heartbeat = setInterval(() => {
+      if (undelivered.size > 0 && redis.state() === 'up') resendUndelivered()
+      if (client.status !== 'ready' || subscriber.status !== 'ready') return
+      if (Date.now() - heardAt > 3 * HEARTBEAT_MS) {
+        clearLocal('invalidation channel silent')
+        heardAt = Date.now()
+        subscriber.disconnect(true)
+        return
+      }
+      void redis.run('heartbeat', (r) => r.publish(channel, me))
+    }, HEARTBEAT_MS)
+    heartbeat.unref()
+    stopHeartbeat = () => clearInterval(heartbeat)
+    client.on('ready', resendUndelivered)
   }
 
   function fill(key: string, session: SessionRow | null, now: number, seen: number) {
@@ -163,6 +202,15 @@ export function createSessionCache(options: CacheOptions): SessionCache {
       return session
     },
 
+    async ready(timeoutMs) {
+      let timer: NodeJS.Timeout | undefined
+      const timeout = new Promise((resolve) => {
+        timer = setTimeout(resolve, timeoutMs)
+      })
+      await Promise.race([subscribed, timeout])
+      clearTimeout(timer)
+    },
+
     refresh(key, session) {
       l1?.set(key, { session })
     },
@@ -181,6 +229,7 @@ export function createSessionCache(options: CacheOptions): SessionCache {
     },
 
     async close() {
+      stopHeartbeat()
       l1?.clear()
     },
   }

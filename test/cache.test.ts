@@ -1,0 +1,171 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { auth, buildTestApp, eventually, introspect, openSession, redisSettings } from './helper.ts'
+
+/** A counter's value from /metrics, summed over the series whose labels include `labels`. */
+async function metric(app: Awaited<ReturnType<typeof buildTestApp>>['app'], name: string, labels = '') {
+  const text = (await app.inject({ method: 'GET', url: '/metrics' })).body
+  let sum = 0
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name) || line.startsWith('#')) continue
+    const [series, value] = line.split(' ')
+    if (series && (series === name || series.startsWith(`${name}{`)) && series.includes(labels))
+      sum += Number(value)
+  }
+  return sum
+}
+
+test('a revocation through one replica is seen by another at once (shared Postgres and Redis)', async (t) => {
+  const settings = { ...redisSettings(), l1TtlMs: 60_000 }
+  const a = await buildTestApp(t, settings)
+  const b = await buildTestApp(t, { ...settings, dbSchema: a.config.dbSchema })
+  const delays: number[] = []
+  for (let i = 0; i < 5; i++) {
+    const { token, session } = await openSession(a.app)
+    // Both replicas have the session in their L1 (whose TTL here is a minute).
+    assert.equal((await introspect(a.app, token)).active, true)
+    assert.equal((await introspect(b.app, token)).active, true)
+    assert.equal((await introspect(b.app, token)).active, true)
+
+    const res = await a.app.inject({ method: 'DELETE', url: `/v1/sessions/${session.id}`, headers: auth() })
+    assert.equal(res.statusCode, 200)
+    const revokedAt = performance.now()
+    assert.equal((await introspect(a.app, token)).active, false, 'the revoking replica')
+    await eventually(
+      async () => !(await introspect(b.app, token)).active,
+      1000,
+      'replica B sees the revocation',
+    )
+    delays.push(performance.now() - revokedAt)
+  }
+  t.diagnostic(`propagation to the other replica (ms): ${delays.map((d) => d.toFixed(2)).join(', ')}`)
+  // Pub/sub takes milliseconds; the bound is loose for a loaded machine, and far below the L1 TTL (60 s).
+  assert.ok(Math.max(...delays) < 1000, `propagation took ${Math.max(...delays)} ms`)
+  assert.ok((await metric(b.app, 'session_cache_invalidations_received_total')) >= 5)
+  assert.ok((await metric(a.app, 'session_cache_invalidations_sent_total')) >= 5)
+})
+
+test('revoking every session of a user invalidates each one on the other replica', async (t) => {
+  const settings = { ...redisSettings(), l1TtlMs: 60_000 }
+  const a = await buildTestApp(t, settings)
+  const b = await buildTestApp(t, { ...settings, dbSchema: a.config.dbSchema })
+  const tokens = [(await openSession(a.app)).token, (await openSession(a.app)).token]
+  for (const token of tokens) assert.equal((await introspect(b.app, token)).active, true)
+  await a.app.inject({ method: 'DELETE', url: '/v1/users/alice/sessions', headers: auth() })
+  for (const token of tokens) {
+    await eventually(async () => !(await introspect(b.app, token)).active, 3000, 'B sees the revocation')
+  }
+})
+
+test('Redis serves a replica whose L1 is off, and a revoked token stays inactive through it', async (t) => {
+  const settings = { ...redisSettings(), l1TtlMs: 0 }
+  const a = await buildTestApp(t, settings)
+  const b = await buildTestApp(t, { ...settings, dbSchema: a.config.dbSchema })
+  const { token, session } = await openSession(a.app)
+  assert.equal((await introspect(a.app, token)).active, true)
+  const before = await metric(b.app, 'session_cache_hits_total', 'level="l2"')
+  for (let i = 0; i < 5; i++) assert.equal((await introspect(b.app, token)).active, true)
+  assert.equal((await metric(b.app, 'session_cache_hits_total', 'level="l2"')) - before, 5)
+  await a.app.inject({ method: 'DELETE', url: `/v1/sessions/${session.id}`, headers: auth() })
+  assert.equal((await introspect(b.app, token)).active, false)
+  assert.equal((await introspect(a.app, token)).active, false)
+})
+
+test('unknown tokens reach Postgres once per negative TTL, not once per request', async (t) => {
+  const { app } = await buildTestApp(t, { ...redisSettings(), negativeTtlMs: 300 })
+  const unknown = `sat_${'Q'.repeat(43)}`
+  for (let i = 0; i < 50; i++) assert.equal((await introspect(app, unknown)).active, false)
+  // One miss at both levels (the Postgres read), then 49 negative hits.
+  assert.equal(await metric(app, 'session_cache_misses_total', 'level="l2"'), 1)
+  assert.equal(await metric(app, 'session_cache_hits_total', 'kind="negative"'), 49)
+  await new Promise((r) => setTimeout(r, 350))
+  assert.equal((await introspect(app, unknown)).active, false)
+  assert.equal(await metric(app, 'session_cache_misses_total', 'level="l2"'), 2)
+})
+
+test('a cached session still expires on time: the cache never outlives the expiry checks', async (t) => {
+  const { app, clock } = await buildTestApp(t, {
+    ...redisSettings(),
+    l1TtlMs: 60_000,
+    writeBehindIntervalMs: 60_000,
+  })
+  const { token } = await openSession(app, { idle_timeout: 60, absolute_lifetime: 600 })
+  for (let i = 0; i < 9; i++) {
+    clock.advance(50_000)
+    assert.equal((await introspect(app, token)).active, true, `use ${i}`)
+  }
+  // 450 s in; the absolute lifetime ends at 600 s whatever the cache holds.
+  clock.advance(151_000)
+  assert.equal((await introspect(app, token)).active, false)
+})
+
+test('write-behind: many introspections become one UPDATE statement per interval', async (t) => {
+  const { app, clock } = await buildTestApp(t, { writeBehindIntervalMs: 250 })
+  const { sql } = app.db
+  await sql`create table update_statements (at timestamptz default clock_timestamp())`
+  await sql`create function count_update() returns trigger language plpgsql as $$
+    begin insert into update_statements default values; return null; end $$`
+  await sql`create trigger count_update after update on sessions for each statement execute function count_update()`
+  const sessions = [await openSession(app), await openSession(app), await openSession(app)]
+
+  const started = performance.now()
+  let last = 0
+  for (let i = 0; i < 300; i++) {
+    clock.advance(10)
+    last = clock.now()
+    for (const { token } of sessions) assert.equal((await introspect(app, token)).active, true)
+    if (i % 50 === 0) await new Promise((r) => setTimeout(r, 20))
+  }
+  await new Promise((r) => setTimeout(r, 300))
+  const elapsed = performance.now() - started
+  const [{ count }] = (await sql`select count(*)::int as count from update_statements`) as unknown as [
+    { count: number },
+  ]
+  t.diagnostic(`900 introspections over ${elapsed.toFixed(0)} ms → ${count} UPDATE statements`)
+  assert.ok(count >= 1)
+  assert.ok(count <= Math.ceil(elapsed / 250) + 1, `${count} statements in ${elapsed} ms`)
+  const rows = await sql`select last_seen_at from sessions`
+  for (const row of rows) assert.equal(row.last_seen_at.getTime(), last)
+})
+
+test('write-behind: closing the app writes what is pending', async (t) => {
+  const { app, clock, config } = await buildTestApp(t, { writeBehindIntervalMs: 60_000 })
+  const { token, session } = await openSession(app)
+  clock.advance(5000)
+  await introspect(app, token, { ip: '198.51.100.23' })
+  const { adminSql } = await import('./helper.ts')
+  const sql = adminSql()
+  t.after(() => sql.end())
+  const read = () =>
+    sql`select last_seen_at, host(ip) as ip from ${sql(config.dbSchema)}.sessions where id = ${session.id}`
+  const [before] = await read()
+  assert.equal(before?.last_seen_at.getTime(), clock.now() - 5000)
+  await app.close()
+  const [after] = await read()
+  assert.equal(after?.last_seen_at.getTime(), clock.now())
+  assert.equal(after?.ip, '198.51.100.23')
+})
+
+test('/metrics exposes latency, cache, invalidation, write-behind and store health series', async (t) => {
+  const { app } = await buildTestApp(t, redisSettings())
+  const { token } = await openSession(app)
+  await introspect(app, token)
+  const res = await app.inject({ method: 'GET', url: '/metrics' })
+  assert.equal(res.statusCode, 200)
+  assert.match(String(res.headers['content-type']), /text\/plain/)
+  for (const series of [
+    'http_request_duration_seconds_bucket{le="0.001",method="POST",route="/v1/sessions/introspect",status="200"}',
+    'session_cache_hits_total',
+    'session_cache_misses_total{level="l1"}',
+    'session_cache_invalidations_sent_total',
+    'session_cache_invalidations_received_total',
+    'session_cache_l1_clears_total',
+    'write_behind_queue_size 1',
+    'write_behind_flush_seconds_bucket',
+    'redis_up 1',
+    'postgres_up 1',
+  ]) {
+    assert.ok(res.body.includes(series), series)
+  }
+  assert.ok(!res.body.includes(token))
+})
