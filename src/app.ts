@@ -76,8 +76,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     if (!isUtf8(bytes)) return done(new Errors.INVALID_JSON('it is not UTF-8'), undefined)
     parseJson(request, bytes.toString('utf8'), done)
   })
-  app.addHook('onSend', async (request, reply) => {
+  app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id)
+    done()
   })
 
   await app.register(errorHandler)

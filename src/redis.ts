@@ -14,7 +14,8 @@ const BREAKER_THRESHOLD = 3
 const BREAKER_COOLDOWN_MS = 1000
 
 /**
- * Two Redis connections (commands, and a subscriber for invalidations) with a
+ * Three Redis connections (hot-path commands, writes that must land, and a
+ * subscriber for invalidations) with a
  * small circuit breaker: a dead or hung Redis costs each request at most one
  * command timeout until the breaker opens, then nothing until a probe succeeds.
  * Nothing waits for Redis: commands fail fast while it is away (no offline
@@ -29,6 +30,9 @@ export function connectRedis({ url, commandTimeoutMs, log, metrics }: RedisOptio
     lazyConnect: false,
   }
   const client = new Redis(url, { ...common, commandTimeout: commandTimeoutMs })
+  // Invalidations and heartbeats are not on the hot path and must not be lost
+  // to a short timeout on a merely slow Redis: they get a connection that waits longer.
+  const writer = new Redis(url, { ...common, commandTimeout: Math.max(1000, 10 * commandTimeoutMs) })
   // The subscriber (re)subscribes itself on every 'ready' (see the cache), so
   // nothing of it waits in a queue that a failed connection would flush.
   const subscriber = new Redis(url, { ...common, autoResubscribe: false })
@@ -42,6 +46,7 @@ export function connectRedis({ url, commandTimeoutMs, log, metrics }: RedisOptio
   }
   client.on('error', onError)
   subscriber.on('error', () => {})
+  writer.on('error', () => {})
   client.on('ready', () => {
     if (lastError) log.info('redis connection restored')
     lastError = ''
@@ -51,7 +56,7 @@ export function connectRedis({ url, commandTimeoutMs, log, metrics }: RedisOptio
 
   const available = () => client.status === 'ready' && Date.now() >= openUntil
 
-  /** Runs a Redis command through the breaker; undefined when Redis is unavailable. */
+  /** Runs a hot-path Redis command through the breaker; undefined when Redis is unavailable. */
   async function run<T>(op: string, command: (redis: Redis) => Promise<T>): Promise<T | undefined> {
     if (!available()) {
       metrics.redisErrors.inc({ op })
@@ -69,14 +74,32 @@ export function connectRedis({ url, commandTimeoutMs, log, metrics }: RedisOptio
     }
   }
 
+  /** Runs a command that must land (an invalidation, a heartbeat) on the patient connection. */
+  async function write<T>(op: string, command: (redis: Redis) => Promise<T>): Promise<T | undefined> {
+    if (writer.status !== 'ready') {
+      metrics.redisErrors.inc({ op })
+      return undefined
+    }
+    try {
+      return await command(writer)
+    } catch (err) {
+      metrics.redisErrors.inc({ op })
+      onError(err as Error)
+      return undefined
+    }
+  }
+
   return {
     client,
+    writer,
     subscriber,
     run,
+    write,
     /** 'up' when commands go through, 'degraded' while Redis is away or the breaker is open. */
     state: (): 'up' | 'degraded' => (available() ? 'up' : 'degraded'),
     async close() {
       client.disconnect()
+      writer.disconnect()
       subscriber.disconnect()
     },
   }

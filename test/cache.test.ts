@@ -33,15 +33,16 @@ test('a revocation through one replica is seen by another at once (shared Postgr
     assert.equal((await introspect(a.app, token)).active, false, 'the revoking replica')
     await eventually(
       async () => !(await introspect(b.app, token)).active,
-      1000,
+      3000,
       'replica B sees the revocation',
     )
     delays.push(performance.now() - revokedAt)
   }
   t.diagnostic(`propagation to the other replica (ms): ${delays.map((d) => d.toFixed(2)).join(', ')}`)
   // Pub/sub takes milliseconds; the bound is loose for a loaded machine, and far below the L1 TTL (60 s).
-  assert.ok(Math.max(...delays) < 1000, `propagation took ${Math.max(...delays)} ms`)
-  assert.ok((await metric(b.app, 'session_cache_invalidations_received_total')) >= 5)
+  assert.ok(Math.max(...delays) < 500, `propagation took ${Math.max(...delays)} ms`)
+  const received = await metric(b.app, 'session_cache_invalidations_received_total')
+  assert.ok(received >= 5, `B received ${received} invalidations; its log: ${b.logs.text()}`)
   assert.ok((await metric(a.app, 'session_cache_invalidations_sent_total')) >= 5)
 })
 

@@ -10,6 +10,8 @@ import type { SessionRow } from './repository.ts'
  * answers. Keys are token hashes (hex), never tokens; `null` means "no such token".
  */
 export interface SessionCache {
+  /** The L1 answer for a token, synchronously; undefined when L1 does not have it. */
+  peek(tokenKey: string): SessionRow | null | undefined
   /** The cached answer for a token, or what `load` reads from Postgres (then cached). */
   lookup(tokenKey: string, load: () => Promise<SessionRow | null>, now: number): Promise<SessionRow | null>
   /** Replaces this replica's entry with a row just read from Postgres. */
@@ -23,6 +25,7 @@ export interface SessionCache {
 
 /** No cache at all: every introspection reads Postgres. */
 export const noCache: SessionCache = {
+  peek: () => undefined,
   lookup: (_key, load) => load(),
   ready: async () => {},
   refresh: () => {},
@@ -51,6 +54,9 @@ const TOMBSTONE = 'x'
 // replica that read a row just before a revocation cannot put it back into Redis.
 const TOMBSTONE_TTL_MS = 10_000
 const HEARTBEAT_MS = 1000
+
+const L1_POSITIVE = { level: 'l1', kind: 'positive' } as const
+const L1_NEGATIVE = { level: 'l1', kind: 'negative' } as const
 
 const DATES = ['created_at', 'last_seen_at', 'idle_expires_at', 'absolute_expires_at', 'ended_at'] as const
 
@@ -101,7 +107,7 @@ export function createSessionCache(options: CacheOptions): SessionCache {
 
   async function sendInvalidations(keys: string[]): Promise<boolean> {
     if (!redis) return true
-    const done = await redis.run('invalidate', (r) => {
+    const done = await redis.write('invalidate', (r) => {
       const tx = r.multi()
       for (const key of keys) tx.set(redisKey(key), TOMBSTONE, 'PX', TOMBSTONE_TTL_MS)
       return tx.publish(channel, keys.join(',')).exec()
@@ -119,7 +125,7 @@ export function createSessionCache(options: CacheOptions): SessionCache {
   }
 
   if (redis) {
-    const { client, subscriber } = redis
+    const { writer, subscriber } = redis
     // Each replica hears its own heartbeat on the channel; silence while Redis
     // answers means the subscription is broken, and invalidations are being lost.
     const me = `~${randomUUID()}`
@@ -138,28 +144,31 @@ export function createSessionCache(options: CacheOptions): SessionCache {
     subscribed = new Promise<void>((resolve) => {
       onSubscribed = resolve
     })
-    subscriber.on('ready', () => {
+    const listen = () => {
       heardAt = Date.now()
       clearLocal('invalidation channel connected')
       subscriber
         .subscribe(channel)
         .then(onSubscribed)
         .catch((err: Error) => log.warn({ err: err.message }, 'redis subscribe failed'))
-    })
+    }
+    subscriber.on('ready', listen)
+    // The connection may have come up before this listener was attached.
+    if (subscriber.status === 'ready') listen()
     const heartbeat = setInterval(() => {
-      if (undelivered.size > 0 && redis.state() === 'up') resendUndelivered()
-      if (client.status !== 'ready' || subscriber.status !== 'ready') return
+      if (undelivered.size > 0 && writer.status === 'ready') resendUndelivered()
+      if (writer.status !== 'ready' || subscriber.status !== 'ready') return
       if (Date.now() - heardAt > 3 * HEARTBEAT_MS) {
         clearLocal('invalidation channel silent')
         heardAt = Date.now()
         subscriber.disconnect(true)
         return
       }
-      void redis.run('heartbeat', (r) => r.publish(channel, me))
+      void redis.write('heartbeat', (r) => r.publish(channel, me))
     }, HEARTBEAT_MS)
     heartbeat.unref()
     stopHeartbeat = () => clearInterval(heartbeat)
-    client.on('ready', resendUndelivered)
+    writer.on('ready', resendUndelivered)
   }
 
   function fill(key: string, session: SessionRow | null, now: number, seen: number) {
@@ -177,14 +186,20 @@ export function createSessionCache(options: CacheOptions): SessionCache {
     void redis.run('fill', (r) => r.set(redisKey(key), value, 'PX', l2Ttl, 'NX'))
   }
 
+  function peek(key: string): SessionRow | null | undefined {
+    const hit = l1?.get(key)
+    if (!hit) return undefined
+    metrics.cacheHits.inc(hit.session ? L1_POSITIVE : L1_NEGATIVE)
+    return hit.session
+  }
+
   return {
+    peek,
+
     async lookup(key, load, now) {
       const seen = generation
-      const hit = l1?.get(key)
-      if (hit) {
-        metrics.cacheHits.inc({ level: 'l1', kind: hit.session ? 'positive' : 'negative' })
-        return hit.session
-      }
+      const hit = peek(key)
+      if (hit !== undefined) return hit
       metrics.cacheMisses.inc({ level: 'l1' })
       if (redis) {
         const raw = await redis.run('get', (r) => r.get(redisKey(key)))

@@ -66,7 +66,7 @@ export function createSessionService({ repo, cache, touches, clock, config, log 
     const session = await repo.insert({
       id: randomUUID(),
       user_id: input.user_id,
-      token_hash: hashToken(token),
+      token_hash: Buffer.from(hashToken(token), 'hex'),
       ip: input.ip ?? null,
       user_agent: input.user_agent ?? null,
       device: parseDevice(input.user_agent),
@@ -88,10 +88,13 @@ export function createSessionService({ repo, cache, touches, clock, config, log 
    */
   async function introspect(token: string, client: ClientInfo = {}): Promise<Introspection> {
     if (tokenKind(token) === null) return INACTIVE
-    const tokenHash = hashToken(token)
-    const key = tokenHash.toString('hex')
+    const key = hashToken(token)
     const nowMs = clock.now()
-    let session = await cache.lookup(key, async () => (await repo.findByTokenHash(tokenHash)) ?? null, nowMs)
+    let session = cache.peek(key)
+    if (session === undefined) {
+      const load = async () => (await repo.findByTokenHash(Buffer.from(key, 'hex'))) ?? null
+      session = await cache.lookup(key, load, nowMs)
+    }
     if (session === null || session.status !== 'active') return INACTIVE
     const now = new Date(nowMs)
     if (session.absolute_expires_at <= now) return expire(session, 'absolute_lifetime', now)

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { hash, randomBytes } from 'node:crypto'
 
 /** Opaque session tokens start with this, so secret scanners can spot leaked ones. */
 export const OPAQUE_TOKEN_PREFIX = 'sat_'
@@ -13,9 +13,9 @@ export function generateOpaqueToken(): string {
   return OPAQUE_TOKEN_PREFIX + randomBytes(32).toString('base64url')
 }
 
-/** What the store keeps instead of a token. */
-export function hashToken(token: string): Buffer {
-  return createHash('sha256').update(token).digest()
+/** What the store keeps instead of a token: its SHA-256, as hex (cache keys) or bytes (Postgres). */
+export function hashToken(token: string): string {
+  return hash('sha256', token, 'hex')
 }
 
 /**
