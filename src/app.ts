@@ -51,6 +51,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     loggerInstance: options.logger as FastifyBaseLogger | undefined,
     logger: options.logger ? undefined : loggerOptions(config),
     bodyLimit: config.bodyLimitBytes,
+    // Starting the embedded Postgres (WebAssembly) can take a while on a small, busy machine.
+    pluginTimeout: 60_000,
     requestIdHeader: false,
     // Room for a 256-character user_id, percent-encoded; the route schema still enforces 256.
     routerOptions: { maxParamLength: 3072 },

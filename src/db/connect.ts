@@ -21,6 +21,9 @@ export async function connectDatabase(config: Config, log: Log): Promise<Databas
   const options = {
     max: config.dbPoolMax,
     connect_timeout: 5,
+    // Retry a lost server quickly (the default backoff grows to 20 s, during
+    // which every query waits before failing): 503s stay fast and recovery prompt.
+    backoff: (attempt: number) => Math.min(0.05 * 2 ** attempt, 0.5),
     idle_timeout: 60,
     onnotice: () => {},
     connection: { search_path: config.dbSchema, application_name: 'session-authority' },

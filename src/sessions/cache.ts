@@ -201,7 +201,8 @@ export function createSessionCache(options: CacheOptions): SessionCache {
       const hit = peek(key)
       if (hit !== undefined) return hit
       metrics.cacheMisses.inc({ level: 'l1' })
-      if (redis) {
+      // A token whose invalidation Redis has not taken yet may still sit there, active.
+      if (redis && !undelivered.has(key)) {
         const raw = await redis.run('get', (r) => r.get(redisKey(key)))
         if (raw && raw !== TOMBSTONE) {
           const session = raw === NO_SESSION ? null : decode(raw)

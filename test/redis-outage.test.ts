@@ -1,0 +1,578 @@
+import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
+import { performance } from 'node:perf_hooks'
+import { type TestContext, test } from 'node:test'
+import type { FastifyInstance } from 'fastify'
+import { Redis } from 'ioredis'
+import type { Config } from '../src/config.ts'
+import { type PrivateRedis, startRedisServer } from './fixtures/redis-server.ts'
+import { startTcpProxy } from './fixtures/tcp-proxy.ts'
+import { auth, buildTestApp, eventually, introspect, openSession, redisSettings } from './helper.ts'
+
+/**
+ * What users rely on when Redis (the shared cache and invalidation channel)
+ * dies, hangs or is not there yet: no 5xx, no revoked token reported active
+ * beyond the documented L1 bound, Postgres answers meanwhile, and the service
+ * picks Redis up again by itself. Each test runs its own redis-server, so the
+ * machine's shared Redis is never stopped or stalled. Timings here are real
+ * time (the L1 TTL and the breaker use real time); the apps' manual clocks
+ * stay put, so no session idles out or expires during a test.
+ */
+
+const L1_TTL_MS = 200
+// Slack for a Postgres read that started before a revocation and filled L1 just after it.
+const MARGIN_MS = 150
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+const now = () => performance.now()
+const ms = (x: number) => `${Math.round(x)} ms`
+
+async function privateRedis(t: TestContext, options: { start?: boolean } = {}): Promise<PrivateRedis> {
+  const server = await startRedisServer(options)
+  t.after(() => server.stop())
+  return server
+}
+
+/** A plain client to look inside the private Redis (never the apps' connections). */
+function inspector(t: TestContext, server: PrivateRedis) {
+  const client = new Redis(server.url, { lazyConnect: true, maxRetriesPerRequest: 1 })
+  client.on('error', () => {})
+  t.after(() => client.disconnect())
+  return client
+}
+
+/** The Redis key the service caches a token under: the prefix, `tok:`, and the token's SHA-256 in hex. */
+const cacheKey = (prefix: string, token: string) =>
+  `${prefix}tok:${createHash('sha256').update(token).digest('hex')}`
+
+/** Whether a Redis value is a cached session that would make its token active. */
+function activeInRedis(raw: string | null): boolean {
+  if (raw === null || !raw.startsWith('{')) return false
+  return (JSON.parse(raw) as { status?: string }).status === 'active'
+}
+
+/** An app whose Postgres is reached through a proxy the test can cut (the shared server keeps running). */
+async function appBehindPostgresProxy(t: TestContext, overrides: Partial<Config>) {
+  const proxy = await startTcpProxy({ host: '127.0.0.1', port: 5432 })
+  try {
+    const built = await buildTestApp(t, {
+      ...overrides,
+      databaseUrl: `postgres://postgres@127.0.0.1:${proxy.port}/test`,
+    })
+    // Registered after the app's teardown, so the app closes its pool while the proxy still runs.
+    t.after(() => proxy.close())
+    return { ...built, proxy }
+  } catch (err) {
+    await proxy.close()
+    throw err
+  }
+}
+
+async function readyz(app: FastifyInstance) {
+  const res = await app.inject({ method: 'GET', url: '/readyz' })
+  return { status: res.statusCode, body: res.json() as { status: string; postgres: string; redis: string } }
+}
+
+/** Sum of a Prometheus counter's samples whose labels include all of `labels`. */
+async function counter(app: FastifyInstance, name: string, labels: Record<string, string>): Promise<number> {
+  const res = await app.inject({ method: 'GET', url: '/metrics' })
+  assert.equal(res.statusCode, 200)
+  let sum = 0
+  for (const line of res.body.split('\n')) {
+    const match = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line)
+    if (!match || match[1] !== name) continue
+    const have = match[2] ?? ''
+    if (Object.entries(labels).every(([k, v]) => have.includes(`${k}="${v}"`))) sum += Number(match[3])
+  }
+  return sum
+}
+
+interface Answer {
+  app: string
+  token: string
+  start: number
+  end: number
+  status: number
+  active: boolean | undefined
+  code: string | undefined
+}
+
+/**
+ * Introspects every token on every app, again and again (a pause of `everyMs`
+ * between rounds), recording each answer with its real start and end times.
+ */
+function introspectionStream(apps: Record<string, FastifyInstance>, tokens: string[], everyMs = 5) {
+  const answers: Answer[] = []
+  let running = true
+  const loops = Object.entries(apps).map(async ([name, app]) => {
+    while (running) {
+      await Promise.all(
+        tokens.map(async (token) => {
+          const start = now()
+          const res = await app.inject({
+            method: 'POST',
+            url: '/v1/sessions/introspect',
+            headers: auth(),
+            payload: { token },
+          })
+          const body = res.json() as { active?: boolean; error?: { code: string } }
+          answers.push({
+            app: name,
+            token,
+            start,
+            end: now(),
+            status: res.statusCode,
+            active: body.active,
+            code: body.error?.code,
+          })
+        }),
+      )
+      await sleep(everyMs)
+    }
+  })
+  return {
+    answers,
+    async stop() {
+      running = false
+      await Promise.all(loops)
+      return answers
+    },
+  }
+}
+
+test('Redis crashes during a stream of introspections and comes back: no 5xx, revocation holds, cache resumes', async (t) => {
+  const redis = await privateRedis(t)
+  const peek = inspector(t, redis)
+  const settings = { ...redisSettings(), redisUrl: redis.url, l1TtlMs: L1_TTL_MS }
+  const prefix = settings.redisKeyPrefix as string
+  const first = await buildTestApp(t, settings)
+  const second = await buildTestApp(t, { ...settings, dbSchema: first.config.dbSchema })
+  const A = first.app
+  const B = second.app
+
+  const live = [await openSession(A), await openSession(A, { user_id: 'bob' })]
+  const victim = await openSession(A, { user_id: 'carol' })
+  const liveTokens = new Set(live.map((s) => s.token))
+  const tokens = [...liveTokens, victim.token]
+  for (const app of [A, B])
+    for (const token of tokens) assert.equal((await introspect(app, token)).active, true)
+  await eventually(
+    async () => (await peek.exists(...tokens.map((tok) => cacheKey(prefix, tok)))) === tokens.length,
+    2000,
+    'every token cached in Redis',
+  )
+
+  const stream = introspectionStream({ A, B }, tokens)
+  let answers: Answer[] = []
+  try {
+    await sleep(300)
+    const killedAt = now()
+    await redis.stop()
+    for (const [name, app] of Object.entries({ A, B })) {
+      await eventually(
+        async () => (await readyz(app)).body.redis === 'degraded',
+        2000,
+        `${name} sees Redis away`,
+      )
+      const ready = await readyz(app)
+      assert.equal(ready.status, 200, `${name} stays ready without Redis`)
+      assert.deepEqual(ready.body, { status: 'ready', postgres: 'up', redis: 'degraded' })
+    }
+
+    const revoke = await A.inject({
+      method: 'DELETE',
+      url: `/v1/sessions/${victim.session.id}`,
+      headers: auth(),
+    })
+    const revokedAt = now()
+    assert.equal(revoke.statusCode, 200, revoke.body)
+    assert.equal(revoke.json().status, 'revoked')
+
+    // Long enough for B's L1 entries to lapse several times while Redis is away.
+    await sleep(800)
+    const restartedAt = now()
+    await redis.start()
+    for (const [name, app] of Object.entries({ A, B })) {
+      await eventually(async () => (await readyz(app)).body.redis === 'up', 8000, `${name} sees Redis again`)
+    }
+    const recoveredAt = now()
+    assert.deepEqual((await readyz(A)).body, { status: 'ready', postgres: 'up', redis: 'up' })
+    assert.deepEqual((await readyz(B)).body, { status: 'ready', postgres: 'up', redis: 'up' })
+
+    // Both replicas listen for invalidations again.
+    const channel = `${prefix}invalidate`
+    await eventually(
+      async () => (await peek.pubsub('NUMSUB', channel))[1] === 2,
+      3000,
+      'both replicas resubscribed to invalidations',
+    )
+
+    // The cache refills: live tokens land in Redis again, and both replicas read them from there.
+    const l2Hits = {
+      A: await counter(A, 'session_cache_hits_total', { level: 'l2', kind: 'positive' }),
+      B: await counter(B, 'session_cache_hits_total', { level: 'l2', kind: 'positive' }),
+    }
+    await eventually(
+      async () => (await peek.exists(...live.map((s) => cacheKey(prefix, s.token)))) === live.length,
+      3000,
+      'live tokens cached in Redis again',
+    )
+    await sleep(600)
+    for (const [name, app] of Object.entries({ A, B })) {
+      const after = await counter(app, 'session_cache_hits_total', { level: 'l2', kind: 'positive' })
+      const before = l2Hits[name as 'A' | 'B']
+      assert.ok(after > before, `${name} serves from Redis again (${before} → ${after})`)
+    }
+    assert.equal(activeInRedis(await peek.get(cacheKey(prefix, victim.token))), false)
+
+    answers = await stream.stop()
+
+    // No 5xx, ever; every answer is a plain 200.
+    const failed = answers.filter((a) => a.status !== 200)
+    assert.deepEqual(
+      failed.map((a) => `${a.app} ${a.status} ${a.code}`),
+      [],
+      'every introspection answered 200',
+    )
+    // The stream really ran through the outage on both replicas.
+    for (const name of ['A', 'B']) {
+      const during = answers.filter((a) => a.app === name && a.start > killedAt && a.end < restartedAt)
+      assert.ok(during.length > 50, `${name} answered ${during.length} introspections while Redis was down`)
+    }
+    // Live sessions stay active throughout.
+    const liveInactive = answers.filter((a) => liveTokens.has(a.token) && a.active !== true)
+    assert.equal(liveInactive.length, 0, 'live sessions always active')
+
+    const victimActive = (name: string) =>
+      answers.filter((a) => a.app === name && a.token === victim.token && a.active === true)
+    // The replica that revoked never reports the token active once the revocation returned.
+    const aLate = victimActive('A').filter((a) => a.start >= revokedAt)
+    assert.deepEqual(
+      aLate.map((a) => ms(a.start - revokedAt)),
+      [],
+      'A after the revocation',
+    )
+    // The other replica may lag by at most its L1 TTL (no invalidation can reach it without Redis).
+    const bActive = victimActive('B')
+    const bLastAt = Math.max(...bActive.map((a) => a.start)) - revokedAt
+    const bLast = bLastAt > 0 ? `${ms(bLastAt)} after` : 'no later than'
+    const bLate = bActive.filter((a) => a.start >= revokedAt + L1_TTL_MS + MARGIN_MS)
+    assert.deepEqual(
+      bLate.map((a) => ms(a.start - revokedAt)),
+      [],
+      `B later than ${L1_TTL_MS} ms + margin`,
+    )
+    // And it does stop: every answer for the token in the last stretch is inactive.
+    const tail = answers.filter((a) => a.token === victim.token && a.start >= recoveredAt)
+    assert.ok(tail.length > 0 && tail.every((a) => a.active === false))
+
+    const slowest = Math.max(...answers.map((a) => a.end - a.start))
+    t.diagnostic(
+      `${answers.length} introspections; B reported the revoked token active until ${bLast} the revocation returned; ` +
+        `Redis down ${ms(restartedAt - killedAt)}; readiness back ${ms(recoveredAt - restartedAt)} after restart; slowest answer ${ms(slowest)}`,
+    )
+  } finally {
+    await stream.stop()
+  }
+})
+
+test('a hung Redis (DEBUG SLEEP) costs each introspection at most a command timeout; answers stay correct', async (t) => {
+  const redis = await privateRedis(t)
+  const peek = inspector(t, redis)
+  const settings = { ...redisSettings(), redisUrl: redis.url, l1TtlMs: L1_TTL_MS }
+  const { app } = await buildTestApp(t, settings)
+  const live = [await openSession(app), await openSession(app, { user_id: 'bob' })]
+  const unknown = `sat_${'A'.repeat(43)}`
+  for (const s of live) assert.equal((await introspect(app, s.token)).active, true)
+
+  const stream = introspectionStream({ app }, [...live.map((s) => s.token), unknown])
+  try {
+    await sleep(200)
+    const hangStart = now()
+    // The sleeping client is a connection of its own; the server stalls for every client.
+    const hang = peek.call('DEBUG', 'SLEEP', '2')
+    await eventually(async () => (await readyz(app)).body.redis === 'degraded', 1500, 'breaker opens')
+    const openedAfter = now() - hangStart
+    assert.equal(await hang, 'OK')
+    const hangEnd = now()
+    await eventually(async () => (await readyz(app)).body.redis === 'up', 3000, 'Redis up after the hang')
+    const upAfter = now() - hangEnd
+    const l2Before = await counter(app, 'session_cache_hits_total', { level: 'l2' })
+    await sleep(600)
+    const answers = await stream.stop()
+    assert.ok(
+      (await counter(app, 'session_cache_hits_total', { level: 'l2' })) > l2Before,
+      'Redis serves hits again',
+    )
+
+    assert.deepEqual(
+      answers.filter((a) => a.status !== 200).map((a) => `${a.status} ${a.code}`),
+      [],
+      'every introspection answered 200',
+    )
+    for (const a of answers) assert.equal(a.active, a.token !== unknown, 'each answer is right')
+    const during = answers.filter((a) => a.start >= hangStart && a.start < hangEnd)
+    assert.ok(during.length > 30, `${during.length} introspections during the hang`)
+    const slowest = Math.max(...during.map((a) => a.end - a.start))
+    // The command timeout is 100 ms: nothing waits for the sleeping server.
+    assert.ok(slowest < 500, `slowest introspection during the hang took ${ms(slowest)}`)
+    t.diagnostic(
+      `${during.length} introspections during a 2 s hang, slowest ${ms(slowest)}; ` +
+        `breaker open ${ms(openedAfter)} into the hang; readiness up ${ms(upAfter)} after it`,
+    )
+  } finally {
+    await stream.stop()
+  }
+})
+
+test('a session revoked while Redis hangs (breaker open) is not reported active from Redis once it wakes', async (t) => {
+  const redis = await privateRedis(t)
+  const peek = inspector(t, redis)
+  const settings = { ...redisSettings(), redisUrl: redis.url, l1TtlMs: L1_TTL_MS }
+  const prefix = settings.redisKeyPrefix as string
+  const first = await buildTestApp(t, settings)
+  const second = await buildTestApp(t, { ...settings, dbSchema: first.config.dbSchema })
+  const A = first.app
+  const B = second.app
+  const live = await openSession(A)
+  const victim = await openSession(A, { user_id: 'carol' })
+  for (const app of [A, B]) assert.equal((await introspect(app, victim.token)).active, true)
+  await eventually(
+    async () => activeInRedis(await peek.get(cacheKey(prefix, victim.token))),
+    2000,
+    'the session cached in Redis',
+  )
+
+  const stream = introspectionStream({ A, B }, [live.token, victim.token])
+  try {
+    await sleep(100)
+    const hang = peek.call('DEBUG', 'SLEEP', '2')
+    await eventually(async () => (await readyz(A)).body.redis === 'degraded', 1500, 'breaker opens on A')
+    const revoke = await A.inject({
+      method: 'DELETE',
+      url: `/v1/sessions/${victim.session.id}`,
+      headers: auth(),
+    })
+    const revokedAt = now()
+    assert.equal(revoke.statusCode, 200, revoke.body)
+    await hang
+    const wokeAt = now()
+    // Past the wake-up, long enough for both L1s to lapse and read Redis again, several times.
+    await sleep(1000)
+    const answers = await stream.stop()
+
+    assert.deepEqual(
+      answers.filter((a) => a.status !== 200).map((a) => `${a.app} ${a.status} ${a.code}`),
+      [],
+      'every introspection answered 200',
+    )
+    assert.ok(answers.filter((a) => a.token === live.token).every((a) => a.active === true))
+    const late = (name: string, after: number) =>
+      answers
+        .filter((a) => a.app === name && a.token === victim.token && a.active === true && a.start >= after)
+        .map((a) => ms(a.start - revokedAt))
+    const lateA = late('A', revokedAt)
+    const lateB = late('B', revokedAt + L1_TTL_MS + MARGIN_MS)
+    const span = (xs: string[]) => (xs.length ? ` (${xs[0]} to ${xs[xs.length - 1]} after it)` : '')
+    t.diagnostic(
+      `revoked token active after the revocation: A ${lateA.length}×${span(lateA)}, ` +
+        `B ${lateB.length}× beyond its L1 TTL${span(lateB)}; Redis asleep until ${ms(wokeAt - revokedAt)} after it`,
+    )
+    assert.deepEqual(lateA, [], 'A after the revocation')
+    assert.deepEqual(lateB, [], `B later than ${L1_TTL_MS} ms + margin`)
+    assert.equal(activeInRedis(await peek.get(cacheKey(prefix, victim.token))), false, 'Redis entry')
+  } finally {
+    await stream.stop()
+  }
+})
+
+test('with Redis and Postgres both down, introspection answers 503 once L1 lapses, never active', async (t) => {
+  const redis = await privateRedis(t)
+  const { app, proxy: postgresProxy } = await appBehindPostgresProxy(t, {
+    ...redisSettings(),
+    redisUrl: redis.url,
+    l1TtlMs: L1_TTL_MS,
+  })
+  const { token } = await openSession(app)
+  const other = await openSession(app, { user_id: 'bob' })
+  assert.equal((await introspect(app, token)).active, true)
+
+  await redis.stop()
+  await postgresProxy.cut()
+  try {
+    await sleep(L1_TTL_MS + 50)
+    // A token this replica has cached (now lapsed) and one it never saw. Few attempts: each failed
+    // connection lengthens the Postgres client's reconnect backoff (see the next test).
+    for (let i = 0; i < 2; i++) {
+      for (const tok of [token, other.token]) {
+        const res = await app.inject({
+          method: 'POST',
+          url: '/v1/sessions/introspect',
+          headers: auth(),
+          payload: { token: tok },
+        })
+        assert.equal(res.statusCode, 503, res.body)
+        assert.equal(res.json().error.code, 'SERVICE_UNAVAILABLE')
+        assert.notEqual(res.json().active, true)
+      }
+    }
+    const ready = await readyz(app)
+    assert.equal(ready.status, 503)
+    assert.deepEqual(ready.body, { status: 'unavailable', postgres: 'down', redis: 'degraded' })
+  } finally {
+    await postgresProxy.restore()
+    if (!redis.running()) await redis.start()
+  }
+
+  // Both back: the service answers again by itself.
+  const restoredAt = now()
+  await eventually(
+    async () => {
+      const res = await app.inject({
+        method: 'POST',
+        url: '/v1/sessions/introspect',
+        headers: auth(),
+        payload: { token },
+      })
+      return res.statusCode === 200 && res.json().active === true
+    },
+    8000,
+    'introspection answers again',
+  )
+  const answeringAfter = now() - restoredAt
+  await eventually(async () => (await readyz(app)).body.redis === 'up', 8000, 'Redis back')
+  assert.deepEqual((await readyz(app)).body, { status: 'ready', postgres: 'up', redis: 'up' })
+  t.diagnostic(`introspection answered again ${ms(answeringAfter)} after both came back`)
+})
+
+test('while Postgres stays down, every introspection still answers 503 within a second', async (t) => {
+  const redis = await privateRedis(t)
+  const { app, proxy: postgresProxy } = await appBehindPostgresProxy(t, {
+    ...redisSettings(),
+    redisUrl: redis.url,
+    l1TtlMs: L1_TTL_MS,
+  })
+  const { token } = await openSession(app)
+  await redis.stop()
+  await postgresProxy.cut()
+  const latencies: number[] = []
+  try {
+    await sleep(L1_TTL_MS + 50)
+    // A gateway asks on every request; an outage must not turn each of them into a long wait.
+    for (let i = 0; i < 12; i++) {
+      const start = now()
+      const res = await Promise.race([
+        app.inject({ method: 'POST', url: '/v1/sessions/introspect', headers: auth(), payload: { token } }),
+        sleep(1000).then(() => null),
+      ])
+      latencies.push(now() - start)
+      assert.ok(res, `introspection ${i + 1} still unanswered after 1 s (before: ${latencies.map(ms)})`)
+      assert.equal(res.statusCode, 503, res.body)
+    }
+    t.diagnostic(`latencies during the outage: ${latencies.map(ms).join(', ')}`)
+  } finally {
+    await postgresProxy.restore()
+  }
+})
+
+test('an app started while Redis is down serves from Postgres and picks Redis up when it starts', async (t) => {
+  const redis = await privateRedis(t, { start: false })
+  const settings = { ...redisSettings(), redisUrl: redis.url, l1TtlMs: L1_TTL_MS }
+  const prefix = settings.redisKeyPrefix as string
+  const started = now()
+  const { app } = await buildTestApp(t, settings)
+  const buildTook = now() - started
+  assert.ok(buildTook < 5000, `the app started in ${ms(buildTook)} without Redis`)
+
+  const { token, session } = await openSession(app)
+  const answer = await introspect(app, token)
+  assert.equal(answer.active, true)
+  assert.equal(answer.session_id, session.id)
+  assert.deepEqual((await readyz(app)).body, { status: 'ready', postgres: 'up', redis: 'degraded' })
+
+  await redis.start()
+  const redisStarted = now()
+  await eventually(async () => (await readyz(app)).body.redis === 'up', 8000, 'the app sees Redis')
+  const pickedUp = now() - redisStarted
+
+  // Answers now go through Redis: the token is cached there and later lookups hit it.
+  const peek = inspector(t, redis)
+  const key = cacheKey(prefix, token)
+  await eventually(
+    async () => {
+      assert.equal((await introspect(app, token)).active, true)
+      return activeInRedis(await peek.get(key))
+    },
+    3000,
+    'the session cached in Redis',
+  )
+  const hitsBefore = await counter(app, 'session_cache_hits_total', { level: 'l2', kind: 'positive' })
+  for (let i = 0; i < 3; i++) {
+    await sleep(L1_TTL_MS + 20)
+    assert.equal((await introspect(app, token)).active, true)
+  }
+  const hitsAfter = await counter(app, 'session_cache_hits_total', { level: 'l2', kind: 'positive' })
+  assert.ok(hitsAfter > hitsBefore, `Redis hits ${hitsBefore} → ${hitsAfter}`)
+  t.diagnostic(`built in ${ms(buildTook)} without Redis; Redis picked up ${ms(pickedUp)} after it started`)
+})
+
+test('an app started while Redis is down listens for invalidations once Redis is up', async (t) => {
+  const redis = await privateRedis(t, { start: false })
+  // A long L1 TTL, so only an invalidation message can make the late replica drop its entry quickly.
+  const settings = { ...redisSettings(), redisUrl: redis.url, l1TtlMs: 10_000 }
+  const channel = `${settings.redisKeyPrefix}invalidate`
+  const late = await buildTestApp(t, settings)
+  await redis.start()
+  await eventually(async () => (await readyz(late.app)).body.redis === 'up', 8000, 'the late app sees Redis')
+  const peek = inspector(t, redis)
+  await eventually(
+    async () => (await peek.pubsub('NUMSUB', channel))[1] === 1,
+    3000,
+    'the late replica subscribed to invalidations',
+  )
+
+  const other = await buildTestApp(t, { ...settings, dbSchema: late.config.dbSchema })
+  const { token, session } = await openSession(other.app)
+  assert.equal((await introspect(late.app, token)).active, true)
+  const revoke = await other.app.inject({
+    method: 'DELETE',
+    url: `/v1/sessions/${session.id}`,
+    headers: auth(),
+  })
+  assert.equal(revoke.statusCode, 200)
+  const revokedAt = now()
+  await eventually(
+    async () => (await introspect(late.app, token)).active === false,
+    1000,
+    'the late replica drops the revoked session',
+  )
+  t.diagnostic(`the late replica dropped the revoked token ${ms(now() - revokedAt)} after the revocation`)
+})
+
+test('a replica built while Redis is up listens for invalidations as soon as it is built', async (t) => {
+  const redis = await privateRedis(t)
+  const settings = { ...redisSettings(), redisUrl: redis.url, l1TtlMs: 10_000 }
+  const first = await buildTestApp(t, settings)
+  const started = now()
+  const second = await buildTestApp(t, { ...settings, dbSchema: first.config.dbSchema })
+  const buildTook = now() - started
+
+  const { token, session } = await openSession(first.app)
+  assert.equal((await introspect(second.app, token)).active, true)
+  const revoke = await first.app.inject({
+    method: 'DELETE',
+    url: `/v1/sessions/${session.id}`,
+    headers: auth(),
+  })
+  assert.equal(revoke.statusCode, 200)
+  const revokedAt = now()
+  await eventually(
+    async () => (await introspect(second.app, token)).active === false,
+    500,
+    'the new replica drops the revoked session',
+  )
+  t.diagnostic(
+    `built in ${ms(buildTook)}; dropped the revoked token ${ms(now() - revokedAt)} after the revocation`,
+  )
+  assert.ok(buildTook < 1500, `a replica with Redis up started in ${ms(buildTook)}`)
+})
