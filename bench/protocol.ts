@@ -1,0 +1,56 @@
+/** What the benchmark parent and its server child say to each other over IPC, and what both need to know. */
+
+/**
+ * How the child sets the service up: `bare` is a plain Fastify route; the
+ * others are the service with its caches on (`cached`), L1 off (`redis`), or
+ * L1 off and no Redis (`postgres`).
+ */
+export type ServerMode = 'bare' | 'cached' | 'redis' | 'postgres'
+
+export interface ServerArgs {
+  mode: ServerMode
+  databaseUrl: string
+  redisUrl: string
+  schema: string
+  redisKeyPrefix: string
+}
+
+/** Introspection lookups so far, by where they were answered (cumulative counters of the service). */
+export interface Answered {
+  l1: number
+  redis: number
+  postgres: number
+  redisErrors: number
+}
+
+export interface Stats {
+  /** Resident set size of the server process, bytes. */
+  rss: number
+  /** The longest the server's event loop was blocked since the previous reading, ms. */
+  loopDelayMaxMs: number
+  /** Null for the bare route, which has no cache. */
+  answered: Answered | null
+}
+
+export type ToParent =
+  | { type: 'ready'; port: number; token: string | null }
+  | ({ type: 'stats' } & Stats)
+  | { type: 'failed'; message: string }
+export type ToChild = { type: 'stats' } | { type: 'stop' }
+
+/** The API key the children seed (ADMIN_API_KEY) and the load generator presents. */
+export const ADMIN_KEY = 'bench-admin-key-0123456789abcdef0123456789'
+
+export const INTROSPECT_PATH = '/v1/sessions/introspect'
+export const CREATE_PATH = '/v1/sessions'
+
+/** What a gateway forwards with each introspection: the end user's address and browser. */
+export const CLIENT = {
+  ip: '203.0.113.7',
+  user_agent:
+    'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36',
+}
+
+/** A login as a backend sends it. */
+export const openSessionBody = (userId: string) =>
+  JSON.stringify({ user_id: userId, ...CLIENT, metadata: { tenant: 'acme', plan: 'pro' } })

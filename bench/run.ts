@@ -1,0 +1,202 @@
+/**
+ * `npm run bench`: loads each scenario on a loopback server child for a fixed
+ * time after a warm-up, and prints one Markdown table (also written to
+ * .bench/last.md). Exits non-zero when the run failed or measured failures.
+ *
+ * For investigating, not for the published table: BENCH_SECONDS changes the
+ * measured time per row, BENCH_ONLY=<regexp> runs only the matching rows (and
+ * the bare route, which the ratios need; .bench/last.md is then left alone),
+ * BENCH_CPU_PROF=1 writes a CPU profile of each server child to .bench/profiles/.
+ */
+import { execFileSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdir, writeFile } from 'node:fs/promises'
+import os from 'node:os'
+import { Redis } from 'ioredis'
+import postgres from 'postgres'
+import { killServers, type Server, startServer } from './child.ts'
+import { CONNECTIONS, measure } from './load.ts'
+import type { Answered, ServerArgs, ServerMode } from './protocol.ts'
+import { SCENARIOS } from './scenarios.ts'
+import { count, markdown, problems, type Row } from './table.ts'
+
+// The machine's Postgres and Redis, as the tests use them (same overrides).
+const DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
+// JIT, connection pools and caches settle during the warm-up; only the measured window counts.
+const WARMUP_SECONDS = 3
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 10)
+const ONLY = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY, 'i') : null
+const OUTPUT = new URL('../.bench/last.md', import.meta.url)
+
+const id = randomBytes(6).toString('hex')
+// Private to this run, so it never touches another run's or a test's data.
+const stores = { schema: `bench_${id}`, redisKeyPrefix: `bench_${id}:` }
+
+/**
+ * Kills the server children and drops the run's schema and Redis keys; runs
+ * however the run ends. Never throws (that would hide why the run failed):
+ * what it could not clean up is reported, and the run then fails.
+ */
+async function cleanUp(): Promise<boolean> {
+  killServers()
+  const sql = postgres(DATABASE_URL, { max: 1, onnotice: () => {} })
+  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 })
+  let clean = true
+  const attempt = async (what: string, work: () => Promise<unknown>) => {
+    try {
+      await work()
+    } catch (err) {
+      clean = false
+      console.error(`could not ${what}: ${err instanceof Error ? err.message : String(err)}`)
+    }
+  }
+  await attempt(
+    `drop schema ${stores.schema}`,
+    () => sql`drop schema if exists ${sql(stores.schema)} cascade`,
+  )
+  await attempt(`delete Redis keys ${stores.redisKeyPrefix}*`, async () => {
+    await redis.connect()
+    let cursor = '0'
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${stores.redisKeyPrefix}*`, 'COUNT', 1000)
+      if (keys.length > 0) await redis.unlink(...keys)
+      cursor = next
+    } while (cursor !== '0')
+  })
+  await sql.end({ timeout: 5 }).catch(() => {})
+  redis.disconnect()
+  return clean
+}
+
+/** Which code was measured: the commit, and whether the working tree differed from it. */
+function revision(): string {
+  try {
+    const described = execFileSync('git', ['describe', '--always', '--dirty'], { encoding: 'utf8' }).trim()
+    return described.replace(/-dirty$/, ' + uncommitted changes')
+  } catch {
+    return 'unknown revision'
+  }
+}
+
+/** How many lookups each level answered between two readings of the service's counters. */
+function delta(before: Answered | null, after: Answered | null): Answered | null {
+  if (!before || !after) return null
+  return {
+    l1: after.l1 - before.l1,
+    redis: after.redis - before.redis,
+    postgres: after.postgres - before.postgres,
+    redisErrors: after.redisErrors - before.redisErrors,
+  }
+}
+
+async function runScenarios(): Promise<{ rows: Row[]; bareRps: number }> {
+  const rows: Row[] = []
+  let bareRps = 0
+  let server: Server | null = null
+  let serverMode: ServerMode | null = null
+  try {
+    for (const scenario of SCENARIOS) {
+      if (ONLY && scenario.mode !== 'bare' && !ONLY.test(scenario.name)) continue
+      if (!server || !scenario.sameServer || serverMode !== scenario.mode) {
+        await server?.stop()
+        const args: ServerArgs = {
+          mode: scenario.mode,
+          databaseUrl: DATABASE_URL,
+          redisUrl: REDIS_URL,
+          ...stores,
+        }
+        server = await startServer(args)
+        serverMode = scenario.mode
+      }
+      console.error(`… ${scenario.name}`)
+      const rate = scenario.rate?.(bareRps)
+      const load = {
+        port: server.port,
+        path: scenario.path,
+        bodies: scenario.bodies(server.token),
+        expect: scenario.expect,
+        rate,
+      }
+      await Promise.race([measure({ ...load, seconds: WARMUP_SECONDS }), server.died])
+      const before = await server.stats()
+      const measured = await Promise.race([measure({ ...load, seconds: SECONDS }), server.died])
+      const after = await server.stats()
+      // Ratios are to the first bare run (the fixed-rate row needs it before the second).
+      if (scenario.mode === 'bare' && bareRps === 0) bareRps = measured.rps
+      rows.push({
+        scenario,
+        measured,
+        rate,
+        rss: after.rss,
+        loopDelayMaxMs: after.loopDelayMaxMs,
+        answered: delta(before.answered, after.answered),
+      })
+    }
+  } finally {
+    await server?.stop()
+  }
+  return { rows, bareRps }
+}
+
+async function main(): Promise<number> {
+  const started = performance.now()
+  const measuredCode = revision()
+  // Anything else busy on the machine skews every row: say so next to the numbers.
+  const loadBefore = os.loadavg()[0] ?? 0
+  let result: Awaited<ReturnType<typeof runScenarios>>
+  let clean = false
+  try {
+    result = await runScenarios()
+  } finally {
+    clean = await cleanUp()
+  }
+  const { rows, bareRps } = result
+  const seconds = (performance.now() - started) / 1000
+  const cpu = os.cpus()[0]?.model.trim() ?? 'unknown CPU'
+  const bares = rows.filter((row) => row.scenario.mode === 'bare').map((row) => count(row.measured.rps))
+  const report = [
+    `Loopback, ${CONNECTIONS} connections, pipelining 1, ${WARMUP_SECONDS} s warm-up then ${SECONDS} s per row;`,
+    `server in its own process; Node ${process.version}, ${os.cpus().length} × ${cpu}; ${new Date().toISOString()};`,
+    `load average ${loadBefore.toFixed(2)} before the run; code ${measuredCode}.`,
+    '',
+    markdown(rows, bareRps),
+    '',
+    `- The bare route did ${bares.join(' then ')} req/s: ratios are no steadier than that.`,
+    '- answered from: where the service answered introspections in the measured window (its own counters).',
+    '- loop stall: the longest the server event loop was blocked in the measured window.',
+    "- Fixed-rate row: autocannon spends each connection's per-second quota as fast as it can, so the",
+    '  requests arrive in bursts at the start of each second, not evenly spaced: a pessimistic p99.',
+    '- p50/p99: 2xx responses only, exact (not rounded to whole ms). RSS includes the TypeScript loader',
+    '  the server runs under; compare with the bare row.',
+    '',
+    `Total run time: ${seconds.toFixed(0)} s.`,
+  ].join('\n')
+  console.log(`\n${report}`)
+  if (!ONLY) {
+    await mkdir(new URL('.', OUTPUT), { recursive: true })
+    await writeFile(OUTPUT, `${report}\n`)
+  }
+
+  // Numbers measured over failed requests would flatter (or slander) the service: fail the run.
+  const failed = rows.flatMap((row) => problems(row).map((p) => `${row.scenario.name}: ${p}`))
+  for (const line of failed) console.error(`measurement problem: ${line}`)
+  return failed.length > 0 || !clean ? 1 : 0
+}
+
+// Children must not outlive the run, whichever way it ends.
+process.on('exit', killServers)
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    console.error(`\n${signal}: stopping`)
+    cleanUp().finally(() => process.exit(130))
+  })
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    console.error(err instanceof Error ? (err.stack ?? err.message) : err)
+    process.exit(1)
+  },
+)

@@ -1,0 +1,95 @@
+import { randomBytes } from 'node:crypto'
+import { CLIENT, CREATE_PATH, INTROSPECT_PATH, openSessionBody, type ServerMode } from './protocol.ts'
+
+/** What a row is judged by: req/s as a fraction of the bare route's, or the p99 latency. */
+export type Target = { minRatio: number } | { maxP99Ms: number } | null
+
+export interface Scenario {
+  name: string
+  mode: ServerMode
+  /** Measured on the server of the row before (warm, caches filled) instead of a fresh one. */
+  sameServer?: boolean
+  path: string
+  /** The request bodies, given the token of the session the server opened. */
+  bodies(token: string | null): string[]
+  /** Is this the answer the row means to measure? (A 200 "inactive" is not an L1 hit.) */
+  expect(body: string): boolean
+  /** A fixed request rate derived from the bare route's req/s; unset = as fast as the server answers. */
+  rate?(bareRps: number): number
+  target: Target
+}
+
+/** A token of the right shape (so it passes the format check and reaches the lookup). */
+const wellFormedToken = () => `sat_${randomBytes(32).toString('base64url')}`
+const introspectBody = (token: string) => JSON.stringify({ token, ...CLIENT })
+const active = (body: string) => body.startsWith('{"active":true')
+
+const UNKNOWN_TOKENS = 10_000
+const USERS = 1000
+
+const bare: Scenario = {
+  name: 'bare Fastify route',
+  mode: 'bare',
+  path: INTROSPECT_PATH,
+  // The very bytes an introspection sends, so the two differ only in what the server does.
+  bodies: () => [introspectBody(wellFormedToken())],
+  expect: active,
+  target: null,
+}
+
+export const SCENARIOS: Scenario[] = [
+  bare,
+  {
+    name: 'introspect, L1 hit',
+    mode: 'cached',
+    path: INTROSPECT_PATH,
+    bodies: (token) => [introspectBody(token as string)],
+    expect: active,
+    target: { minRatio: 0.85 },
+  },
+  {
+    name: 'introspect, L1 hit at ½ bare req/s',
+    mode: 'cached',
+    sameServer: true,
+    path: INTROSPECT_PATH,
+    bodies: (token) => [introspectBody(token as string)],
+    expect: active,
+    rate: (bareRps) => Math.round(bareRps / 2),
+    target: { maxP99Ms: 5 },
+  },
+  {
+    name: 'introspect, Redis hit (L1 off)',
+    mode: 'redis',
+    path: INTROSPECT_PATH,
+    bodies: (token) => [introspectBody(token as string)],
+    expect: active,
+    target: { minRatio: 0.6 },
+  },
+  {
+    name: 'introspect, Postgres only',
+    mode: 'postgres',
+    path: INTROSPECT_PATH,
+    bodies: (token) => [introspectBody(token as string)],
+    expect: active,
+    target: { minRatio: 0.25 },
+  },
+  {
+    name: `unknown-token flood (${UNKNOWN_TOKENS.toLocaleString('en')} distinct)`,
+    mode: 'cached',
+    path: INTROSPECT_PATH,
+    bodies: () => Array.from({ length: UNKNOWN_TOKENS }, () => introspectBody(wellFormedToken())),
+    expect: (body) => body === '{"active":false}',
+    target: { minRatio: 0.8 },
+  },
+  {
+    name: 'session creation',
+    mode: 'cached',
+    path: CREATE_PATH,
+    // Logins spread over many users, as a real login stream is.
+    bodies: () => Array.from({ length: USERS }, (_, i) => openSessionBody(`bench-user-${i}`)),
+    expect: (body) => body.includes('"token":"sat_'),
+    target: null,
+  },
+  // The same again: how far it moved during the run shows how much of any ratio is noise.
+  { ...bare, name: 'bare Fastify route, again at the end' },
+]

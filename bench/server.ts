@@ -1,0 +1,153 @@
+/**
+ * The server under test, run in a process of its own so the load generator
+ * does not share its event loop. Started by bench/run.ts with one JSON argument
+ * (ServerArgs); talks to the parent over IPC only (stdout is the service's log).
+ */
+import { isUtf8 } from 'node:buffer'
+import { randomUUID } from 'node:crypto'
+import type { AddressInfo } from 'node:net'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { buildApp, serverOptions } from '../src/app.ts'
+import { buildConfig } from '../src/config.ts'
+import {
+  ADMIN_KEY,
+  type Answered,
+  CREATE_PATH,
+  INTROSPECT_PATH,
+  openSessionBody,
+  type ServerArgs,
+  type ToChild,
+  type ToParent,
+} from './protocol.ts'
+
+const send = (message: ToParent) => process.send?.(message)
+const auth = { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }
+
+/**
+ * What the service is compared against: Fastify with the service's server
+ * settings and its JSON body parsing, and a handler that does no work.
+ */
+function bareApp(): FastifyInstance {
+  const app = Fastify({ ...serverOptions, logger: false, bodyLimit: buildConfig({}).bodyLimitBytes })
+  // The same parser as the service: refuse invalid UTF-8, then the default JSON parser.
+  const parseJson = app.getDefaultJsonParser('error', 'error')
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
+    const bytes = body as Buffer
+    if (!isUtf8(bytes)) return done(new Error('not UTF-8'), undefined)
+    parseJson(request, bytes.toString('utf8'), done)
+  })
+  const sessionId = randomUUID()
+  const createdAt = new Date().toISOString()
+  // Shaped like an active introspection answer, so both send about as many bytes.
+  app.post(INTROSPECT_PATH, async () => {
+    const now = Date.now()
+    return {
+      active: true,
+      session_id: sessionId,
+      user_id: 'bench-user',
+      token_type: 'opaque',
+      created_at: createdAt,
+      last_seen_at: new Date(now).toISOString(),
+      expires_at: new Date(now + 1_800_000).toISOString(),
+      absolute_expires_at: new Date(now + 43_200_000).toISOString(),
+      metadata: { tenant: 'acme', plan: 'pro' },
+    }
+  })
+  return app
+}
+
+/** The service on the benchmark's schema, with one open session whose token the parent introspects. */
+async function serviceApp(args: ServerArgs): Promise<{ app: FastifyInstance; token: string }> {
+  const config = buildConfig({
+    databaseUrl: args.databaseUrl,
+    dbSchema: args.schema,
+    // Quiet, but a Redis or Postgres problem during the run still shows.
+    logLevel: 'warn',
+    adminApiKey: ADMIN_KEY,
+    ...(args.mode === 'postgres' ? {} : { redisUrl: args.redisUrl, redisKeyPrefix: args.redisKeyPrefix }),
+    ...(args.mode === 'cached' ? {} : { l1TtlMs: 0 }),
+  })
+  const app = await buildApp(config, { migrate: true })
+  if (config.redisUrl) await untilRedisUp(app)
+  const res = await app.inject({
+    method: 'POST',
+    url: CREATE_PATH,
+    headers: auth,
+    payload: openSessionBody('bench-user'),
+  })
+  if (res.statusCode !== 201) throw new Error(`opening a session failed: ${res.statusCode} ${res.body}`)
+  return { app, token: (res.json() as { token: string }).token }
+}
+
+/** Redis connects in the background; a scenario meant to hit it must not start on the fallback path. */
+async function untilRedisUp(app: FastifyInstance): Promise<void> {
+  const deadline = Date.now() + 5000
+  while (Date.now() < deadline) {
+    const res = await app.inject({ method: 'GET', url: '/readyz' })
+    if ((res.json() as { redis?: string }).redis === 'up') return
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  throw new Error('Redis did not come up within 5 s')
+}
+
+/** Where introspections were answered so far, read from the service's own Prometheus counters. */
+async function answered(app: FastifyInstance, redis: boolean): Promise<Answered> {
+  const text = (await app.inject({ method: 'GET', url: '/metrics' })).body
+  const sum = (metric: string, label = '') => {
+    let total = 0
+    for (const line of text.split('\n')) {
+      if (line.startsWith(`${metric}{`) && line.includes(label)) total += Number(line.split(' ').pop())
+    }
+    return total
+  }
+  return {
+    l1: sum('session_cache_hits_total', 'level="l1"'),
+    redis: sum('session_cache_hits_total', 'level="l2"'),
+    // Every lookup that no cache answered is a Postgres read.
+    postgres: sum('session_cache_misses_total', redis ? 'level="l2"' : 'level="l1"'),
+    redisErrors: sum('redis_errors_total'),
+  }
+}
+
+async function main() {
+  const args = JSON.parse(process.argv[2] ?? '{}') as ServerArgs
+  const { app, token } = args.mode === 'bare' ? { app: bareApp(), token: null } : await serviceApp(args)
+  await app.listen({ host: '127.0.0.1', port: 0 })
+
+  // A stalled event loop explains outliers (and Redis command timeouts) that the load alone does not.
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 })
+  loopDelay.enable()
+
+  let stopping = false
+  const stop = async () => {
+    if (stopping) return
+    stopping = true
+    // A hung close must not keep the process (and the benchmark's schema) around.
+    setTimeout(() => process.exit(1), 5000).unref()
+    await app.close()
+    process.exit(0)
+  }
+  process.on('message', (message: ToChild) => {
+    if (message.type === 'stop') void stop()
+    else if (message.type === 'stats') {
+      const rss = process.memoryUsage().rss
+      const loopDelayMaxMs = loopDelay.max / 1e6
+      loopDelay.reset()
+      const reply = (a: Answered | null) => send({ type: 'stats', rss, loopDelayMaxMs, answered: a })
+      if (args.mode === 'bare') reply(null)
+      else void answered(app, args.mode !== 'postgres').then(reply)
+    }
+  })
+  // The parent went away (crashed, killed): never outlive it.
+  process.on('disconnect', () => void stop())
+  send({ type: 'ready', port: (app.server.address() as AddressInfo).port, token })
+}
+
+main().catch((err: unknown) => {
+  const message = err instanceof Error ? (err.stack ?? err.message) : String(err)
+  // Exit only once the message is out: the parent reports it.
+  if (process.send) process.send({ type: 'failed', message } satisfies ToParent, () => process.exit(1))
+  else process.exit(1)
+})
