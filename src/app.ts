@@ -154,7 +154,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(metricsPlugin, { metrics, probe: health.check })
   await app.register(callerAuth, { keys })
   await app.register(healthRoutes, { health })
-  await app.register(sessionRoutes, { sessions })
+  await app.register(sessionRoutes, { sessions, logIntrospection: config.logIntrospection })
   await app.register(userRoutes, { sessions })
   await app.register(apiKeyRoutes, { keys })
 

@@ -18,6 +18,15 @@ export const ConfigSchema = Type.Object({
   host: Type.String(env('HOST', 'Address to listen on', { default: '127.0.0.1', minLength: 1 })),
   port: Type.Integer(env('PORT', 'Port to listen on', { default: 8080, minimum: 0, maximum: 65535 })),
   logLevel: Type.Union(LogLevel, env('LOG_LEVEL', 'pino log level', { default: 'info' })),
+  logIntrospection: Type.Boolean(
+    env(
+      'LOG_INTROSPECTION',
+      'Write access log lines for introspection requests too (one per gateway request)',
+      {
+        default: false,
+      },
+    ),
+  ),
   databaseUrl: Type.Optional(
     Type.String(
       env('DATABASE_URL', 'Postgres URL; unset = embedded Postgres in DATA_DIR', {

@@ -29,7 +29,8 @@ export function connectRedis({ url, commandTimeoutMs, log, metrics }: RedisOptio
     retryStrategy: (times: number) => Math.min(100 * times, 2000),
     lazyConnect: false,
   }
-  const client = new Redis(url, { ...common, commandTimeout: commandTimeoutMs })
+  // Auto-pipelining sends the GETs of concurrent requests in one write.
+  const client = new Redis(url, { ...common, commandTimeout: commandTimeoutMs, enableAutoPipelining: true })
   // Invalidations and heartbeats are not on the hot path and must not be lost
   // to a short timeout on a merely slow Redis: they get a connection that waits longer.
   const writer = new Redis(url, { ...common, commandTimeout: Math.max(1000, 10 * commandTimeoutMs) })

@@ -227,7 +227,7 @@ function assertNoSecrets(text: string, secrets: Record<string, string>) {
 
 for (const logLevel of ['info', 'trace'] as const) {
   test(`logs at level ${logLevel} never contain a token, an Authorization header or an API key`, async (t) => {
-    const { app, logs } = await buildTestApp(t, { logLevel })
+    const { app, logs } = await buildTestApp(t, { logLevel, logIntrospection: true })
     const { secrets, sent } = await handleSecrets(app)
     const text = logs.text()
 
@@ -244,7 +244,7 @@ for (const logLevel of ['info', 'trace'] as const) {
 }
 
 test('every request log line carries the request id', async (t) => {
-  const { app, logs } = await buildTestApp(t)
+  const { app, logs } = await buildTestApp(t, { logIntrospection: true })
   const { sent } = await handleSecrets(app)
   const lines = parseLines(logs)
 
@@ -350,4 +350,16 @@ test('health probes are answered with the request id but not logged at info (the
     assert.equal(res.headers['x-request-id'], `probe-${url.slice(1)}`)
     assert.ok(!logs.text().includes(`probe-${url.slice(1)}`))
   }
+})
+
+test('introspection is not access-logged by default (one line per gateway request would drown the log)', async (t) => {
+  const { app, logs } = await buildTestApp(t)
+  const res = await app.inject({
+    method: 'POST',
+    url: '/v1/sessions/introspect',
+    headers: { ...auth(), 'x-request-id': 'quiet-introspection' },
+    payload: { token: 'sat_unknown' },
+  })
+  assert.equal(res.statusCode, 200)
+  assert.ok(!logs.text().includes('quiet-introspection'))
 })

@@ -4,11 +4,18 @@ import type { Metrics } from '../metrics.ts'
 /** Times every request by route and serves /metrics in Prometheus format. */
 export default fp(
   async (app, { metrics, probe }: { metrics: Metrics; probe: () => Promise<unknown> }) => {
+    // Label lookups hash their labels on every call; bind each combination once.
+    const series = new Map<string, ReturnType<typeof metrics.httpDuration.labels>>()
     app.addHook('onResponse', (request, reply, done) => {
       const route = request.routeOptions.url
       if (route !== undefined) {
-        const labels = { method: request.method, route, status: String(reply.statusCode) }
-        metrics.httpDuration.observe(labels, reply.elapsedTime / 1000)
+        const id = `${request.method} ${route} ${reply.statusCode}`
+        let timer = series.get(id)
+        if (!timer) {
+          timer = metrics.httpDuration.labels(request.method, route, String(reply.statusCode))
+          series.set(id, timer)
+        }
+        timer.observe(reply.elapsedTime / 1000)
       }
       done()
     })

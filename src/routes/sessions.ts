@@ -9,12 +9,15 @@ import {
   SessionParams,
   SessionView,
 } from '../sessions/schemas.ts'
-import { expiresAt, type SessionService } from '../sessions/service.ts'
+import type { SessionService } from '../sessions/service.ts'
 import { sessionView } from './views.ts'
 
 const tags = ['sessions']
 
-const sessionRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = async (app, { sessions }) => {
+const sessionRoutes: FastifyPluginAsyncTypebox<{
+  sessions: SessionService
+  logIntrospection: boolean
+}> = async (app, { sessions, logIntrospection }) => {
   app.post(
     '/v1/sessions',
     {
@@ -35,6 +38,9 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = a
   app.post(
     '/v1/sessions/introspect',
     {
+      // Called for every request a gateway serves: no access log lines unless asked
+      // (it is counted in /metrics); server errors are logged either way.
+      ...(logIntrospection ? {} : { logLevel: 'warn' }),
       config: { scope: 'introspect' },
       schema: {
         tags,
@@ -53,10 +59,10 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = a
         session_id: session.id,
         user_id: session.user_id,
         token_type: 'opaque' as const,
-        created_at: session.created_at.toISOString(),
-        last_seen_at: session.last_seen_at.toISOString(),
-        expires_at: expiresAt(session).toISOString(),
-        absolute_expires_at: session.absolute_expires_at.toISOString(),
+        created_at: session.created_at,
+        last_seen_at: result.seenAt,
+        expires_at: result.expiresAt,
+        absolute_expires_at: session.absolute_expires_at,
         metadata: session.metadata,
       }
     },

@@ -55,9 +55,6 @@ const TOMBSTONE = 'x'
 const TOMBSTONE_TTL_MS = 10_000
 const HEARTBEAT_MS = 1000
 
-const L1_POSITIVE = { level: 'l1', kind: 'positive' } as const
-const L1_NEGATIVE = { level: 'l1', kind: 'negative' } as const
-
 const DATES = ['created_at', 'last_seen_at', 'idle_expires_at', 'absolute_expires_at', 'ended_at'] as const
 
 function decode(raw: string): SessionRow {
@@ -78,11 +75,17 @@ export function createSessionCache(options: CacheOptions): SessionCache {
   const redisKey = (key: string) => `${keyPrefix}tok:${key}`
   const l1 =
     options.l1TtlMs > 0
-      ? new LRUCache<string, { session: SessionRow | null }>({
-          max: options.l1MaxEntries,
-          ttl: options.l1TtlMs,
-        })
+      ? new LRUCache<string, SessionRow>({ max: options.l1MaxEntries, ttl: options.l1TtlMs })
       : null
+  // Unknown tokens get an LRU of their own: a flood of garbage cannot evict
+  // live sessions, and "unknown" never goes stale (tokens are never guessed into existence).
+  const unknown = new LRUCache<string, true>({ max: options.l1MaxEntries, ttl: options.negativeTtlMs })
+  // Counters bound once: looking labels up costs more than the L1 hit itself.
+  const l1Positive = metrics.cacheHits.labels('l1', 'positive')
+  const l1Negative = metrics.cacheHits.labels('l1', 'negative')
+  const l1Miss = metrics.cacheMisses.labels('l1')
+  // One Redis/Postgres read per token at a time; concurrent misses share it.
+  const inflight = new Map<string, Promise<SessionRow | null>>()
   // Bumped whenever an entry may have been invalidated; a lookup that saw it
   // change while it read Postgres does not cache what it read.
   let generation = 0
@@ -171,10 +174,14 @@ export function createSessionCache(options: CacheOptions): SessionCache {
     writer.on('ready', resendUndelivered)
   }
 
+  function keepLocal(key: string, session: SessionRow | null) {
+    if (session === null) unknown.set(key, true)
+    else l1?.set(key, session)
+  }
+
   function fill(key: string, session: SessionRow | null, now: number, seen: number) {
     if (seen !== generation) return
-    const ttl = session === null ? options.negativeTtlMs : options.l1TtlMs
-    l1?.set(key, { session }, { ttl })
+    keepLocal(key, session)
     if (!redis) return
     const l2Ttl =
       session === null
@@ -188,34 +195,48 @@ export function createSessionCache(options: CacheOptions): SessionCache {
 
   function peek(key: string): SessionRow | null | undefined {
     const hit = l1?.get(key)
-    if (!hit) return undefined
-    metrics.cacheHits.inc(hit.session ? L1_POSITIVE : L1_NEGATIVE)
-    return hit.session
+    if (hit) {
+      l1Positive.inc()
+      return hit
+    }
+    if (unknown.get(key)) {
+      l1Negative.inc()
+      return null
+    }
+    return undefined
+  }
+
+  async function read(key: string, load: () => Promise<SessionRow | null>, now: number) {
+    const seen = generation
+    // A token whose invalidation Redis has not taken yet may still sit there, active.
+    if (redis && !undelivered.has(key)) {
+      const raw = await redis.run('get', (r) => r.get(redisKey(key)))
+      if (raw && raw !== TOMBSTONE) {
+        const session = raw === NO_SESSION ? null : decode(raw)
+        metrics.cacheHits.inc({ level: 'l2', kind: session ? 'positive' : 'negative' })
+        if (seen === generation) keepLocal(key, session)
+        return session
+      }
+      metrics.cacheMisses.inc({ level: 'l2' })
+    }
+    const session = await load()
+    fill(key, session, now, seen)
+    return session
   }
 
   return {
     peek,
 
     async lookup(key, load, now) {
-      const seen = generation
       const hit = peek(key)
       if (hit !== undefined) return hit
-      metrics.cacheMisses.inc({ level: 'l1' })
-      // A token whose invalidation Redis has not taken yet may still sit there, active.
-      if (redis && !undelivered.has(key)) {
-        const raw = await redis.run('get', (r) => r.get(redisKey(key)))
-        if (raw && raw !== TOMBSTONE) {
-          const session = raw === NO_SESSION ? null : decode(raw)
-          metrics.cacheHits.inc({ level: 'l2', kind: session ? 'positive' : 'negative' })
-          if (seen === generation)
-            l1?.set(key, { session }, session ? undefined : { ttl: options.negativeTtlMs })
-          return session
-        }
-        metrics.cacheMisses.inc({ level: 'l2' })
+      l1Miss.inc()
+      let pending = inflight.get(key)
+      if (!pending) {
+        pending = read(key, load, now).finally(() => inflight.delete(key))
+        inflight.set(key, pending)
       }
-      const session = await load()
-      fill(key, session, now, seen)
-      return session
+      return pending
     },
 
     async ready(timeoutMs) {
@@ -228,7 +249,7 @@ export function createSessionCache(options: CacheOptions): SessionCache {
     },
 
     refresh(key, session) {
-      l1?.set(key, { session })
+      l1?.set(key, session)
     },
 
     async invalidate(keys) {
@@ -247,6 +268,7 @@ export function createSessionCache(options: CacheOptions): SessionCache {
     async close() {
       stopHeartbeat()
       l1?.clear()
+      unknown.clear()
     },
   }
 }

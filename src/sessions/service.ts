@@ -23,7 +23,10 @@ export interface ClientInfo {
   user_agent?: string
 }
 
-export type Introspection = { active: false } | { active: true; session: SessionRow }
+/** An active answer carries the stored row as it is, plus this use: when, and until when it now lasts. */
+export type Introspection =
+  | { active: false }
+  | { active: true; session: SessionRow; seenAt: Date; expiresAt: Date }
 
 interface Deps {
   repo: SessionRepository
@@ -109,15 +112,7 @@ export function createSessionService({ repo, cache, touches, clock, config, log 
     }
 
     touches.record(session.id, now, client.ip ?? null)
-    return {
-      active: true,
-      session: {
-        ...session,
-        last_seen_at: now,
-        idle_expires_at: slide(session, nowMs),
-        ip: client.ip ?? session.ip,
-      },
-    }
+    return { active: true, session, seenAt: now, expiresAt: slide(session, nowMs) }
   }
 
   /** When the session idles out, counting the latest use this replica knows of (plus a grace). */
