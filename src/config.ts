@@ -86,7 +86,7 @@ export const ConfigSchema = Type.Object({
   ),
   negativeTtlMs: Type.Integer(
     env('NEGATIVE_TTL_MS', 'How long an unknown token is remembered as unknown', {
-      default: 5000,
+      default: 30_000,
       minimum: 1,
     }),
   ),
