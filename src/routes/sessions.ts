@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { nextTurn } from '../next-turn.ts'
 import { withErrors } from '../schemas.ts'
 import {
   IntrospectBody,
@@ -52,6 +53,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{
     async (request) => {
       const { token, ip, user_agent } = request.body
       const result = await sessions.introspect(token, { ip, user_agent })
+      await nextTurn()
       if (!result.active) return { active: false }
       const { session } = result
       return {
