@@ -7,7 +7,13 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 export function createMetrics() {
   const registry = new Registry()
   const registers = [registry]
+  // Read when scraped, not pushed per request (the queue changes on every introspection).
+  let queueSize = () => 0
   return {
+    /** Where write_behind_queue_size reads its value. */
+    watchWriteBehindQueue(size: () => number) {
+      queueSize = size
+    },
     registry,
     httpDuration: new Histogram({
       name: 'http_request_duration_seconds',
@@ -59,6 +65,9 @@ export function createMetrics() {
       name: 'write_behind_queue_size',
       help: 'Sessions with last-seen bookkeeping waiting to be written',
       registers,
+      collect() {
+        this.set(queueSize())
+      },
     }),
     writeBehindFlush: new Histogram({
       name: 'write_behind_flush_seconds',

@@ -43,7 +43,6 @@ export function createWriteBehind({
       log.warn({ err, sessions: batch.size }, 'write-behind flush failed; will retry')
     } finally {
       end()
-      metrics.writeBehindQueue.set(pending.size)
     }
   }
 
@@ -59,6 +58,7 @@ export function createWriteBehind({
     await flushing
   }
 
+  metrics.watchWriteBehindQueue(() => pending.size)
   const timer = setInterval(() => void flush(), intervalMs)
   timer.unref()
 
@@ -67,7 +67,6 @@ export function createWriteBehind({
       const touch = { id, at, ip: ip ?? lastUse.get(id)?.ip ?? null }
       pending.set(id, touch)
       lastUse.set(id, touch)
-      metrics.writeBehindQueue.set(pending.size)
     },
     /** The latest use of a session this replica knows of, written or not. */
     lastUse: (id: string): Touch | undefined => lastUse.get(id),
