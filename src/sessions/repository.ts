@@ -64,23 +64,24 @@ const COLUMNS = [
 export function createSessionRepository(sql: Sql) {
   const columns = sql.unsafe(COLUMNS)
 
+  /** Stores a new session and its `session.created` event in one statement (one round trip, atomic). */
   async function insert(session: NewSession): Promise<SessionRow> {
-    return sql.begin(async (tx) => {
-      const [row] = await tx<SessionRow[]>`
+    const event = { ip: session.ip, user_agent: session.user_agent, device: session.device }
+    const [row] = await sql<SessionRow[]>`
+      with created as (
         insert into sessions (id, user_id, token_hash, ip, user_agent, device, metadata, idle_timeout_seconds,
           absolute_lifetime_seconds, created_at, last_seen_at, idle_expires_at, absolute_expires_at)
         values (${session.id}, ${session.user_id}, ${session.token_hash}, ${session.ip}, ${session.user_agent},
-          ${tx.json(session.device as never)}, ${tx.json(session.metadata as never)}, ${session.idle_timeout_seconds},
+          ${sql.json(session.device as never)}, ${sql.json(session.metadata as never)}, ${session.idle_timeout_seconds},
           ${session.absolute_lifetime_seconds}, ${session.created_at}, ${session.last_seen_at},
           ${session.idle_expires_at}, ${session.absolute_expires_at})
-        returning ${columns}`
-      await tx`
+        returning *
+      ), recorded as (
         insert into session_events (session_id, user_id, type, data, created_at)
-        values (${session.id}, ${session.user_id}, 'session.created',
-          ${tx.json({ ip: session.ip, user_agent: session.user_agent, device: session.device } as never)},
-          ${session.created_at})`
-      return row as SessionRow
-    })
+        select id, user_id, 'session.created', ${sql.json(event as never)}, created_at from created
+      )
+      select ${columns} from created`
+    return row as SessionRow
   }
 
   async function findByTokenHash(tokenHash: Buffer): Promise<SessionRow | undefined> {
@@ -105,7 +106,7 @@ export function createSessionRepository(sql: Sql) {
 
   /**
    * Ends the given sessions (those still open) with a status and reason, and
-   * records one event each, in one transaction. Returns what it ended.
+   * records one event each, in one statement (atomic). Returns what it ended.
    */
   async function end(
     where: { ids: string[] } | { userId: string; exceptId: string | null },
@@ -114,23 +115,21 @@ export function createSessionRepository(sql: Sql) {
     now: Date,
   ): Promise<EndedSession[]> {
     const type: EventType = status === 'revoked' ? 'session.revoked' : 'session.expired'
-    return sql.begin(async (tx) => {
-      const filter =
-        'ids' in where
-          ? tx`id = any(${where.ids}::uuid[])`
-          : tx`user_id = ${where.userId} and (${where.exceptId}::uuid is null or id <> ${where.exceptId}::uuid)`
-      const ended = await tx<EndedSession[]>`
+    const filter =
+      'ids' in where
+        ? sql`id = any(${where.ids}::uuid[])`
+        : sql`user_id = ${where.userId} and (${where.exceptId}::uuid is null or id <> ${where.exceptId}::uuid)`
+    const ended = await sql<EndedSession[]>`
+      with ended as (
         update sessions set status = ${status}, ended_at = ${now}, end_reason = ${reason}
         where ${filter} and status in ('active', 'suspended')
-        returning id, user_id, token_hash`
-      if (ended.length > 0) {
-        await tx`
-          insert into session_events (session_id, user_id, type, data, created_at)
-          select s.id, s.user_id, ${type}, ${tx.json({ reason } as never)}, ${now}
-          from unnest(${ended.map((e) => e.id)}::uuid[], ${ended.map((e) => e.user_id)}::text[]) as s(id, user_id)`
-      }
-      return [...ended]
-    })
+        returning id, user_id, token_hash
+      ), recorded as (
+        insert into session_events (session_id, user_id, type, data, created_at)
+        select id, user_id, ${type}, ${sql.json({ reason } as never)}, ${now} from ended
+      )
+      select id, user_id, token_hash from ended`
+    return [...ended]
   }
 
   /**
