@@ -170,3 +170,45 @@ test('/metrics exposes latency, cache, invalidation, write-behind and store heal
   }
   assert.ok(!res.body.includes(token))
 })
+
+test('a request that arrives after a revocation never gets the answer of a read begun before it', async (t) => {
+  const { startTcpProxy } = await import('./fixtures/tcp-proxy.ts')
+  const proxy = await startTcpProxy({ host: '127.0.0.1', port: 5432 })
+  t.after(() => proxy.close())
+  const settings = { ...redisSettings(), l1TtlMs: 0 }
+  const direct = await buildTestApp(t, settings)
+  const slow = await buildTestApp(t, {
+    ...settings,
+    dbSchema: direct.config.dbSchema,
+    databaseUrl: `postgres://postgres@127.0.0.1:${proxy.port}/test`,
+    // One connection, already open: holding replies must not hold a connection handshake.
+    dbPoolMax: 1,
+  })
+  const { token, session } = await openSession(direct.app)
+  // The slow replica knows the caller's key and has the lookup statement prepared, so the
+  // held read below is one that Postgres has already answered.
+  await introspect(slow.app, `sat_${'A'.repeat(43)}`)
+
+  // The read's query runs in Postgres now, before the revocation; its reply is held back.
+  proxy.holdReplies()
+  const before = introspect(slow.app, token)
+  await new Promise((r) => setTimeout(r, 200))
+  const received = await metric(slow.app, 'session_cache_invalidations_received_total')
+  const res = await direct.app.inject({
+    method: 'DELETE',
+    url: `/v1/sessions/${session.id}`,
+    headers: auth(),
+  })
+  assert.equal(res.statusCode, 200)
+  await eventually(
+    async () => (await metric(slow.app, 'session_cache_invalidations_received_total')) > received,
+    3000,
+    'the slow replica hears of the revocation',
+  )
+  const after = introspect(slow.app, token)
+  await new Promise((r) => setTimeout(r, 100))
+  proxy.releaseReplies()
+  // The read begun before the revocation may say active; the request after it must not.
+  assert.equal((await before).active, true)
+  assert.equal((await after).active, false)
+})

@@ -84,8 +84,10 @@ export function createSessionCache(options: CacheOptions): SessionCache {
   const l1Positive = metrics.cacheHits.labels('l1', 'positive')
   const l1Negative = metrics.cacheHits.labels('l1', 'negative')
   const l1Miss = metrics.cacheMisses.labels('l1')
-  // One Redis/Postgres read per token at a time; concurrent misses share it.
-  const inflight = new Map<string, Promise<SessionRow | null>>()
+  // One Redis/Postgres read per token at a time; concurrent misses share it,
+  // but never across an invalidation: a read begun before a revocation could
+  // return the row as it was.
+  const inflight = new Map<string, { generation: number; read: Promise<SessionRow | null> }>()
   // Bumped whenever an entry may have been invalidated; a lookup that saw it
   // change while it read Postgres does not cache what it read.
   let generation = 0
@@ -231,12 +233,15 @@ export function createSessionCache(options: CacheOptions): SessionCache {
       const hit = peek(key)
       if (hit !== undefined) return hit
       l1Miss.inc()
-      let pending = inflight.get(key)
-      if (!pending) {
-        pending = read(key, load, now).finally(() => inflight.delete(key))
-        inflight.set(key, pending)
+      const shared = inflight.get(key)
+      if (shared && shared.generation === generation) return shared.read
+      const entry = { generation, read: read(key, load, now) }
+      inflight.set(key, entry)
+      const done = () => {
+        if (inflight.get(key) === entry) inflight.delete(key)
       }
-      return pending
+      entry.read.then(done, done)
+      return entry.read
     },
 
     async ready(timeoutMs) {
