@@ -14,7 +14,7 @@ export interface SessionCache {
   peek(tokenKey: string): SessionRow | null | undefined
   /** The cached answer for a token, or what `load` reads from Postgres (then cached). */
   lookup(tokenKey: string, load: () => Promise<SessionRow | null>, now: number): Promise<SessionRow | null>
-  /** Replaces this replica's entry with a row just read from Postgres. */
+  /** Replaces this replica's L1 entry, if it still has one, with a row just read from Postgres. */
   refresh(tokenKey: string, session: SessionRow): void
   /** Resolves once invalidations are being received (or after `timeoutMs`, if Redis is away). */
   ready(timeoutMs: number): Promise<void>
@@ -254,7 +254,9 @@ export function createSessionCache(options: CacheOptions): SessionCache {
     },
 
     refresh(key, session) {
-      l1?.set(key, session)
+      // Only over an entry that is still there: if an invalidation dropped it
+      // while the row was being read, the row may be older than the invalidation.
+      if (l1?.has(key)) l1.set(key, session)
     },
 
     async invalidate(keys) {
