@@ -79,7 +79,7 @@ async function counter(app: FastifyInstance, name: string, labels: Record<string
   assert.equal(res.statusCode, 200)
   let sum = 0
   for (const line of res.body.split('\n')) {
-    const match = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line)
+    const match = /^([a-z0-9_]+)(?:\{(.*)\})? (\S+)$/.exec(line)
     if (!match || match[1] !== name) continue
     const have = match[2] ?? ''
     if (Object.entries(labels).every(([k, v]) => have.includes(`${k}="${v}"`))) sum += Number(match[3])
@@ -575,4 +575,27 @@ test('a replica built while Redis is up listens for invalidations as soon as it 
     `built in ${ms(buildTook)}; dropped the revoked token ${ms(now() - revokedAt)} after the revocation`,
   )
   assert.ok(buildTook < 1500, `a replica with Redis up started in ${ms(buildTook)}`)
+})
+
+test('an invalidation channel that goes silent (replies stop, connection up) clears L1 and reconnects', async (t) => {
+  const redis = await privateRedis(t)
+  const proxy = await startTcpProxy({ host: '127.0.0.1', port: redis.port })
+  t.after(() => proxy.close())
+  const { app, logs } = await buildTestApp(t, {
+    ...redisSettings(),
+    redisUrl: `redis://127.0.0.1:${proxy.port}`,
+    l1TtlMs: 60_000,
+  })
+  const { token } = await openSession(app)
+  assert.equal((await introspect(app, token)).active, true)
+
+  // Nothing arrives from Redis any more, yet every connection still looks open:
+  // the replica cannot know whether it is missing invalidations.
+  proxy.holdReplies()
+  await eventually(() => logs.text().includes('invalidation channel silent'), 8000, 'silence detected')
+  assert.ok((await counter(app, 'session_cache_l1_clears_total', {})) >= 1)
+  assert.equal((await introspect(app, token)).active, true, 'answered from Postgres meanwhile')
+
+  proxy.releaseReplies()
+  await eventually(async () => (await readyz(app)).body.redis === 'up', 8000, 'Redis back')
 })
