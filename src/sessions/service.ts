@@ -119,12 +119,7 @@ export function createSessionService({ repo, cache, touches, clock, config, log 
   function idleExpiry(session: SessionRow, graceMs = 0): Date {
     const local = touches.lastUse(session.id)?.at
     const seen = local && local > session.last_seen_at ? local : session.last_seen_at
-    return new Date(
-      Math.min(
-        seen.getTime() + session.idle_timeout_seconds * 1000 + graceMs,
-        session.absolute_expires_at.getTime(),
-      ),
-    )
+    return slide(session, seen.getTime() + graceMs)
   }
 
   /** The idle expiry after a use at `nowMs`, never past the absolute expiry. */
