@@ -37,42 +37,26 @@ const bare: Scenario = {
   target: null,
 }
 
+/** Introspection of the session the server opened, answered by the path its mode leaves. */
+const introspectSession = (name: string, mode: Scenario['mode'], target: Scenario['target']): Scenario => ({
+  name,
+  mode,
+  path: INTROSPECT_PATH,
+  bodies: (token) => [introspectBody(token as string)],
+  expect: active,
+  target,
+})
+
 export const SCENARIOS: Scenario[] = [
   bare,
+  introspectSession('introspect, L1 hit', 'cached', { minRatio: 0.85 }),
   {
-    name: 'introspect, L1 hit',
-    mode: 'cached',
-    path: INTROSPECT_PATH,
-    bodies: (token) => [introspectBody(token as string)],
-    expect: active,
-    target: { minRatio: 0.85 },
-  },
-  {
-    name: 'introspect, L1 hit at ½ bare req/s',
-    mode: 'cached',
+    ...introspectSession('introspect, L1 hit at ½ bare req/s', 'cached', { maxP99Ms: 5 }),
     sameServer: true,
-    path: INTROSPECT_PATH,
-    bodies: (token) => [introspectBody(token as string)],
-    expect: active,
     rate: (bareRps) => Math.round(bareRps / 2),
-    target: { maxP99Ms: 5 },
   },
-  {
-    name: 'introspect, Redis hit (L1 off)',
-    mode: 'redis',
-    path: INTROSPECT_PATH,
-    bodies: (token) => [introspectBody(token as string)],
-    expect: active,
-    target: { minRatio: 0.6 },
-  },
-  {
-    name: 'introspect, Postgres only',
-    mode: 'postgres',
-    path: INTROSPECT_PATH,
-    bodies: (token) => [introspectBody(token as string)],
-    expect: active,
-    target: { minRatio: 0.25 },
-  },
+  introspectSession('introspect, Redis hit (L1 off)', 'redis', { minRatio: 0.6 }),
+  introspectSession('introspect, Postgres only', 'postgres', { minRatio: 0.25 }),
   {
     name: `unknown-token flood (${UNKNOWN_TOKENS.toLocaleString('en')} distinct)`,
     mode: 'cached',

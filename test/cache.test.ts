@@ -1,6 +1,14 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { auth, buildTestApp, eventually, introspect, openSession, redisSettings } from './helper.ts'
+import {
+  auth,
+  buildTestApp,
+  eventually,
+  introspect,
+  openSession,
+  redisSettings,
+  revokeSession,
+} from './helper.ts'
 
 /** A counter's value from /metrics, summed over the series whose labels include `labels`. */
 async function metric(app: Awaited<ReturnType<typeof buildTestApp>>['app'], name: string, labels = '') {
@@ -27,7 +35,7 @@ test('a revocation through one replica is seen by another at once (shared Postgr
     assert.equal((await introspect(b.app, token)).active, true)
     assert.equal((await introspect(b.app, token)).active, true)
 
-    const res = await a.app.inject({ method: 'DELETE', url: `/v1/sessions/${session.id}`, headers: auth() })
+    const res = await revokeSession(a.app, session.id)
     assert.equal(res.statusCode, 200)
     const revokedAt = performance.now()
     assert.equal((await introspect(a.app, token)).active, false, 'the revoking replica')
@@ -67,7 +75,7 @@ test('Redis serves a replica whose L1 is off, and a revoked token stays inactive
   const before = await metric(b.app, 'session_cache_hits_total', 'level="l2"')
   for (let i = 0; i < 5; i++) assert.equal((await introspect(b.app, token)).active, true)
   assert.equal((await metric(b.app, 'session_cache_hits_total', 'level="l2"')) - before, 5)
-  await a.app.inject({ method: 'DELETE', url: `/v1/sessions/${session.id}`, headers: auth() })
+  await revokeSession(a.app, session.id)
   assert.equal((await introspect(b.app, token)).active, false)
   assert.equal((await introspect(a.app, token)).active, false)
 })
@@ -194,11 +202,7 @@ test('a request that arrives after a revocation never gets the answer of a read 
   const before = introspect(slow.app, token)
   await new Promise((r) => setTimeout(r, 200))
   const received = await metric(slow.app, 'session_cache_invalidations_received_total')
-  const res = await direct.app.inject({
-    method: 'DELETE',
-    url: `/v1/sessions/${session.id}`,
-    headers: auth(),
-  })
+  const res = await revokeSession(direct.app, session.id)
   assert.equal(res.statusCode, 200)
   await eventually(
     async () => (await metric(slow.app, 'session_cache_invalidations_received_total')) > received,

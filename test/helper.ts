@@ -144,3 +144,8 @@ export async function eventually(
   }
   throw new Error(`${what} did not hold within ${timeoutMs} ms`)
 }
+
+/** Revokes a session through the API and returns the reply. */
+export function revokeSession(app: FastifyInstance, sessionId: string) {
+  return app.inject({ method: 'DELETE', url: `/v1/sessions/${sessionId}`, headers: auth() })
+}

@@ -7,7 +7,15 @@ import { Redis } from 'ioredis'
 import type { Config } from '../src/config.ts'
 import { type PrivateRedis, startRedisServer } from './fixtures/redis-server.ts'
 import { startTcpProxy } from './fixtures/tcp-proxy.ts'
-import { auth, buildTestApp, eventually, introspect, openSession, redisSettings } from './helper.ts'
+import {
+  auth,
+  buildTestApp,
+  eventually,
+  introspect,
+  openSession,
+  redisSettings,
+  revokeSession,
+} from './helper.ts'
 
 /**
  * What users rely on when Redis (the shared cache and invalidation channel)
@@ -179,11 +187,7 @@ test('Redis crashes during a stream of introspections and comes back: no 5xx, re
       assert.deepEqual(ready.body, { status: 'ready', postgres: 'up', redis: 'degraded' })
     }
 
-    const revoke = await A.inject({
-      method: 'DELETE',
-      url: `/v1/sessions/${victim.session.id}`,
-      headers: auth(),
-    })
+    const revoke = await revokeSession(A, victim.session.id)
     const revokedAt = now()
     assert.equal(revoke.statusCode, 200, revoke.body)
     assert.equal(revoke.json().status, 'revoked')
@@ -348,11 +352,7 @@ test('a session revoked while Redis hangs (breaker open) is not reported active 
     await sleep(100)
     const hang = peek.call('DEBUG', 'SLEEP', '2')
     await eventually(async () => (await readyz(A)).body.redis === 'degraded', 1500, 'breaker opens on A')
-    const revoke = await A.inject({
-      method: 'DELETE',
-      url: `/v1/sessions/${victim.session.id}`,
-      headers: auth(),
-    })
+    const revoke = await revokeSession(A, victim.session.id)
     const revokedAt = now()
     assert.equal(revoke.statusCode, 200, revoke.body)
     await hang
@@ -534,11 +534,7 @@ test('an app started while Redis is down listens for invalidations once Redis is
   const other = await buildTestApp(t, { ...settings, dbSchema: late.config.dbSchema })
   const { token, session } = await openSession(other.app)
   assert.equal((await introspect(late.app, token)).active, true)
-  const revoke = await other.app.inject({
-    method: 'DELETE',
-    url: `/v1/sessions/${session.id}`,
-    headers: auth(),
-  })
+  const revoke = await revokeSession(other.app, session.id)
   assert.equal(revoke.statusCode, 200)
   const revokedAt = now()
   await eventually(
@@ -559,11 +555,7 @@ test('a replica built while Redis is up listens for invalidations as soon as it 
 
   const { token, session } = await openSession(first.app)
   assert.equal((await introspect(second.app, token)).active, true)
-  const revoke = await first.app.inject({
-    method: 'DELETE',
-    url: `/v1/sessions/${session.id}`,
-    headers: auth(),
-  })
+  const revoke = await revokeSession(first.app, session.id)
   assert.equal(revoke.statusCode, 200)
   const revokedAt = now()
   await eventually(

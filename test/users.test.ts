@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { auth, buildTestApp, introspect, openSession, SAFARI_IPHONE } from './helper.ts'
+import { auth, buildTestApp, introspect, openSession, revokeSession, SAFARI_IPHONE } from './helper.ts'
 
 test("listing shows only that user's live sessions, newest first, with parsed devices and `current`", async (t) => {
   const { app, clock } = await buildTestApp(t, { idleTimeoutSeconds: 600 })
@@ -9,7 +9,7 @@ test("listing shows only that user's live sessions, newest first, with parsed de
   const phone = await openSession(app, { user_agent: SAFARI_IPHONE, ip: '2001:db8::1' })
   clock.advance(1000)
   const revoked = await openSession(app)
-  await app.inject({ method: 'DELETE', url: `/v1/sessions/${revoked.session.id}`, headers: auth() })
+  await revokeSession(app, revoked.session.id)
   await openSession(app, { user_id: 'bob' })
   const expiring = await openSession(app, { idle_timeout: 1 })
   clock.advance(2000)
@@ -159,11 +159,7 @@ test('events are written in the same transaction as the change: no event, no cha
   assert.equal(rows.length, 0)
 
   await sql`alter table session_events add constraint refuse_revoked check (type <> 'session.revoked') not valid`
-  const revoke = await app.inject({
-    method: 'DELETE',
-    url: `/v1/sessions/${kept.session.id}`,
-    headers: auth(),
-  })
+  const revoke = await revokeSession(app, kept.session.id)
   assert.equal(revoke.statusCode, 500)
   assert.equal((await introspect(app, kept.token)).active, true)
 })
