@@ -4,7 +4,7 @@
  * (ServerArgs); talks to the parent over IPC only (stdout is the service's log).
  */
 import { isUtf8 } from 'node:buffer'
-import { randomUUID } from 'node:crypto'
+import { randomBytes, randomUUID } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import Fastify, { type FastifyInstance } from 'fastify'
@@ -66,6 +66,7 @@ async function serviceApp(args: ServerArgs): Promise<{ app: FastifyInstance; tok
     // Quiet, but a Redis or Postgres problem during the run still shows.
     logLevel: 'warn',
     adminApiKey: ADMIN_KEY,
+    signingKeyEncryptionKey: randomBytes(32).toString('base64'),
     ...(args.mode === 'postgres' ? {} : { redisUrl: args.redisUrl, redisKeyPrefix: args.redisKeyPrefix }),
     ...(args.mode === 'cached' ? {} : { l1TtlMs: 0 }),
   })

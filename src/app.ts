@@ -6,7 +6,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRepl
 import type { Logger } from 'pino'
 import { createApiKeyStore } from './api-keys/api-keys.ts'
 import { type Clock, systemClock } from './clock.ts'
-import type { Config } from './config.ts'
+import { type Config, ConfigError } from './config.ts'
 import { Errors } from './errors.ts'
 import { createHealth } from './health.ts'
 import { loggerOptions } from './logger.ts'
@@ -20,10 +20,14 @@ import { connectRedis } from './redis.ts'
 import apiKeyRoutes from './routes/api-keys.ts'
 import healthRoutes from './routes/health.ts'
 import sessionRoutes from './routes/sessions.ts'
+import signingKeyRoutes from './routes/signing-keys.ts'
 import userRoutes from './routes/users.ts'
+import { createAccessTokens } from './sessions/access-tokens.ts'
 import { createSessionCache } from './sessions/cache.ts'
+import { keyEncryptionKey } from './sessions/key-encryption.ts'
 import { createSessionRepository } from './sessions/repository.ts'
 import { createSessionService } from './sessions/service.ts'
+import { createSigningKeys } from './sessions/signing-keys.ts'
 import { createWriteBehind } from './sessions/write-behind.ts'
 
 export interface AppOptions {
@@ -46,6 +50,12 @@ export const serverOptions = {
 /** Builds the whole service as a Fastify app; connects to Postgres but does not listen. */
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
   const clock = options.clock ?? systemClock
+  if (!config.signingKeyEncryptionKey && !config.devMode) {
+    throw new ConfigError(
+      'invalid configuration: SIGNING_KEY_ENCRYPTION_KEY is required (32 random bytes, e.g. `openssl rand -base64 32`); DEV_MODE=true runs without one, for local development only',
+    )
+  }
+  const kek = keyEncryptionKey(config.signingKeyEncryptionKey)
   const app = Fastify({
     ...serverOptions,
     loggerInstance: options.logger as FastifyBaseLogger | undefined,
@@ -123,6 +133,14 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     : null
   const keys = createApiKeyStore({ sql, clock, cacheTtlMs: config.apiKeyCacheTtlMs })
   await keys.seedEnvAdmin(config.adminApiKey)
+  if (kek.development) {
+    app.log.warn(
+      'DEV_MODE: signing keys are sealed with the public development key; never run so in production',
+    )
+  }
+  const signingKeys = createSigningKeys({ sql, clock, kek, config, log: app.log })
+  await signingKeys.start()
+  const access = createAccessTokens({ keys: signingKeys, config })
   const repo = createSessionRepository(sql)
   const cache = createSessionCache({
     ...config,
@@ -139,6 +157,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     cache,
     touches,
     clock,
+    access,
+    refreshSecret: kek.derive('refresh token chain'),
     // With Redis there may be other replicas whose last-seen writes are still pending.
     config: { ...config, idleGraceMs: redis ? config.writeBehindIntervalMs : 0 },
     log: app.log,
@@ -146,6 +166,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   // Hooks close in reverse order: bookkeeping is flushed before the pool (added earlier) ends.
   app.addHook('onClose', async () => {
     await touches.close()
+    await signingKeys.close()
     await cache.close()
     await redis?.close()
   })
@@ -154,9 +175,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(metricsPlugin, { metrics, probe: health.check })
   await app.register(callerAuth, { keys })
   await app.register(healthRoutes, { health })
-  await app.register(sessionRoutes, { sessions, logIntrospection: config.logIntrospection })
+  await app.register(sessionRoutes, { sessions, logIntrospection: config.logIntrospection, clock })
   await app.register(userRoutes, { sessions })
   await app.register(apiKeyRoutes, { keys })
+  await app.register(signingKeyRoutes, { keys: signingKeys, maxAgeSeconds: config.jwksMaxAgeSeconds })
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
   app.get('/openapi.yaml', { schema: { hide: true } }, async (_request, reply) =>

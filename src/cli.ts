@@ -3,11 +3,13 @@ import { parseArgs } from 'node:util'
 import pino from 'pino'
 import { createApiKeyStore, SCOPES, type Scope } from './api-keys/api-keys.ts'
 import { systemClock } from './clock.ts'
-import { ConfigError, loadConfig } from './config.ts'
+import { type Config, ConfigError, loadConfig } from './config.ts'
 import { connectDatabase } from './db/connect.ts'
 import { migrate } from './db/migrate.ts'
 import { loggerOptions } from './logger.ts'
 import { serve } from './server.ts'
+import { keyEncryptionKey } from './sessions/key-encryption.ts'
+import { createSigningKeys } from './sessions/signing-keys.ts'
 
 const USAGE = `usage: session-authority <command>
 
@@ -17,26 +19,29 @@ const USAGE = `usage: session-authority <command>
                                           scopes: ${SCOPES.join(', ')}
   keys list                               list API keys (never the keys themselves)
   keys revoke <id>                        revoke an API key
+  keys rotate-signing                     make a new JWT signing key current (tokens signed before stay valid)
+  keys signing                            list the JWT signing keys (never a private key)
 
 Settings come from the environment; see README.md.`
 
+type Database = Awaited<ReturnType<typeof connectDatabase>>
+
 /** Runs a command that needs only the database (not the HTTP app). */
 async function withDatabase<T>(
-  fn: (db: Awaited<ReturnType<typeof connectDatabase>>) => Promise<T>,
+  fn: (db: Database, context: { config: Config; log: pino.Logger }) => Promise<T>,
 ): Promise<T> {
   const config = loadConfig()
   const log = pino({ ...loggerOptions(config), level: 'warn' })
   const db = await connectDatabase(config, log)
   try {
     await migrate(db.sql, config.dbSchema, log)
-    return await fn(db)
+    return await fn(db, { config, log })
   } finally {
     await db.close()
   }
 }
 
-const keyStore = (db: Awaited<ReturnType<typeof connectDatabase>>) =>
-  createApiKeyStore({ sql: db.sql, clock: systemClock, cacheTtlMs: 0 })
+const keyStore = (db: Database) => createApiKeyStore({ sql: db.sql, clock: systemClock, cacheTtlMs: 0 })
 
 async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
@@ -90,6 +95,30 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'keys' && sub === 'revoke' && arg) {
     const key = await withDatabase((db) => keyStore(db).revoke(arg))
     console.log(`revoked ${key.id}`)
+    return 0
+  }
+  if (command === 'keys' && (sub === 'rotate-signing' || sub === 'signing')) {
+    const keys = await withDatabase(async (db, { config, log }) => {
+      if (!config.signingKeyEncryptionKey && !config.devMode) {
+        throw new ConfigError(
+          'invalid configuration: SIGNING_KEY_ENCRYPTION_KEY is required (or DEV_MODE=true)',
+        )
+      }
+      const kek = keyEncryptionKey(config.signingKeyEncryptionKey)
+      const signing = createSigningKeys({ sql: db.sql, clock: systemClock, kek, config, log })
+      if (sub === 'rotate-signing') await signing.rotateNow()
+      return signing.list()
+    })
+    if (sub === 'rotate-signing')
+      console.error('a new signing key is current; replicas sign with it within SIGNING_KEY_RELOAD_MS')
+    for (const k of keys) {
+      const state = k.current
+        ? 'current'
+        : k.publish_until
+          ? `published until ${k.publish_until.toISOString()}`
+          : 'retired'
+      console.log(`${k.kid}\t${k.alg}\t${k.created_at.toISOString()}\t${state}`)
+    }
     return 0
   }
   console.error(USAGE)

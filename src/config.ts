@@ -114,6 +114,81 @@ export const ConfigSchema = Type.Object({
       minimum: 1,
     }),
   ),
+  devMode: Type.Boolean(
+    env(
+      'DEV_MODE',
+      'Local development only: allows running without SIGNING_KEY_ENCRYPTION_KEY (keys are then sealed with a public development key)',
+      { default: false },
+    ),
+  ),
+  signingKeyEncryptionKey: Type.Optional(
+    Type.String(
+      env(
+        'SIGNING_KEY_ENCRYPTION_KEY',
+        'Seals the private JWT signing keys in Postgres: 32 random bytes as base64 or hex (`openssl rand -base64 32`); required unless DEV_MODE',
+        { pattern: '^([A-Za-z0-9+/_-]{43}=?|[0-9a-fA-F]{64})$' },
+      ),
+    ),
+  ),
+  jwtAlgorithm: Type.Union(
+    ['EdDSA', 'ES256', 'RS256'].map((a) => Type.Literal(a)),
+    env('JWT_ALGORITHM', 'Algorithm of new signing keys (a change takes effect with a new key at start)', {
+      default: 'EdDSA',
+    }),
+  ),
+  jwtIssuer: Type.String(
+    env('JWT_ISSUER', 'The `iss` of access JWTs', { default: 'session-authority', minLength: 1 }),
+  ),
+  jwtAudience: Type.String(
+    env('JWT_AUDIENCE', 'The `aud` of access JWTs (your API)', { default: 'api', minLength: 1 }),
+  ),
+  accessTokenTtlSeconds: Type.Integer(
+    env('ACCESS_TOKEN_TTL_SECONDS', 'Lifetime of an access JWT', {
+      default: 300,
+      minimum: 10,
+      maximum: 86_400,
+    }),
+  ),
+  jwtClockSkewSeconds: Type.Integer(
+    env('JWT_CLOCK_SKEW_SECONDS', 'Clock difference tolerated when checking exp, nbf and iat', {
+      default: 30,
+      minimum: 0,
+      maximum: 300,
+    }),
+  ),
+  refreshReuseGraceSeconds: Type.Integer(
+    env(
+      'REFRESH_REUSE_GRACE_SECONDS',
+      'A spent refresh token presented again within this time gets the same new pair (tabs refreshing together); after it, the session is revoked as stolen',
+      { default: 10, minimum: 0, maximum: 300 },
+    ),
+  ),
+  signingKeyRotationDays: Type.Integer(
+    env(
+      'SIGNING_KEY_ROTATION_DAYS',
+      'A new signing key is made current when the current one is this old. 0 = only by hand',
+      {
+        default: 30,
+        minimum: 0,
+      },
+    ),
+  ),
+  signingKeyReloadMs: Type.Integer(
+    env(
+      'SIGNING_KEY_RELOAD_MS',
+      'How often a replica rereads the signing keys (it sees a rotation made elsewhere within this)',
+      {
+        default: 10_000,
+        minimum: 100,
+      },
+    ),
+  ),
+  jwksMaxAgeSeconds: Type.Integer(
+    env('JWKS_MAX_AGE_SECONDS', 'Cache-Control max-age of /.well-known/jwks.json', {
+      default: 300,
+      minimum: 0,
+    }),
+  ),
   apiKeyCacheTtlMs: Type.Integer(
     env('API_KEY_CACHE_TTL_MS', 'How long a verified API key is trusted before it is read again', {
       default: 5000,

@@ -10,6 +10,20 @@ export const Errors = {
   VALIDATION_FAILED: createError('VALIDATION_FAILED', '%s', 400),
   INVALID_JSON: createError('INVALID_JSON', 'request body is not valid JSON: %s', 400),
   METADATA_TOO_LARGE: createError('METADATA_TOO_LARGE', 'metadata is %d bytes as JSON; the limit is %d', 400),
+  // 400, refresh: the end user must log in again (OAuth's invalid_grant)
+  REFRESH_TOKEN_INVALID: createError(
+    'REFRESH_TOKEN_INVALID',
+    'the refresh token is malformed or unknown',
+    400,
+  ),
+  REFRESH_TOKEN_REUSED: createError(
+    'REFRESH_TOKEN_REUSED',
+    'the refresh token was already used; the session has been revoked as a precaution',
+    400,
+  ),
+  SESSION_REVOKED: createError('SESSION_REVOKED', 'session %s has been revoked', 400),
+  SESSION_SUSPENDED: createError('SESSION_SUSPENDED', 'session %s is suspended', 400),
+  SESSION_EXPIRED: createError('SESSION_EXPIRED', 'session %s has expired', 400),
   // 401 / 403
   UNAUTHORIZED: createError('UNAUTHORIZED', '%s', 401),
   FORBIDDEN: createError('FORBIDDEN', 'this API key lacks the %s scope', 403),

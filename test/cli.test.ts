@@ -4,7 +4,7 @@ import { test } from 'node:test'
 import { buildApp } from '../src/app.ts'
 import { buildConfig } from '../src/config.ts'
 import { startCli } from './fixtures/process.ts'
-import { DATABASE_URL, dropSchema, uniqueSchema } from './helper.ts'
+import { DATABASE_URL, dropSchema, TEST_KEK, uniqueSchema } from './helper.ts'
 
 async function cli(args: string[], env: Record<string, string>) {
   const run = startCli(args, env)
@@ -29,7 +29,14 @@ test('the CLI migrates, creates a key that works (printed once), lists and revok
   const id = created.output.match(/created (key_[0-9a-f]+)/)?.[1]
   assert.ok(id)
 
-  const app = await buildApp(buildConfig({ databaseUrl: DATABASE_URL, dbSchema: schema, logLevel: 'silent' }))
+  const app = await buildApp(
+    buildConfig({
+      databaseUrl: DATABASE_URL,
+      dbSchema: schema,
+      logLevel: 'silent',
+      signingKeyEncryptionKey: TEST_KEK,
+    }),
+  )
   t.after(() => app.close())
   const introspect = () =>
     app.inject({
@@ -51,7 +58,12 @@ test('the CLI migrates, creates a key that works (printed once), lists and revok
   )
   // This replica trusted the key for API_KEY_CACHE_TTL_MS; a fresh one refuses it at once.
   const fresh = await buildApp(
-    buildConfig({ databaseUrl: DATABASE_URL, dbSchema: schema, logLevel: 'silent' }),
+    buildConfig({
+      databaseUrl: DATABASE_URL,
+      dbSchema: schema,
+      logLevel: 'silent',
+      signingKeyEncryptionKey: TEST_KEK,
+    }),
   )
   t.after(() => fresh.close())
   const refused = await fresh.inject({
@@ -61,6 +73,31 @@ test('the CLI migrates, creates a key that works (printed once), lists and revok
     payload: { token: 'x' },
   })
   assert.equal(refused.statusCode, 401)
+})
+
+test('keys rotate-signing makes a new current key and keeps the old one published', async (t) => {
+  const schema = uniqueSchema()
+  t.after(() => dropSchema(schema))
+  const env = { DATABASE_URL, DB_SCHEMA: schema, LOG_LEVEL: 'warn', SIGNING_KEY_ENCRYPTION_KEY: TEST_KEK }
+
+  const first = await cli(['keys', 'rotate-signing'], env)
+  assert.equal(first.code, 0, first.output)
+  const second = await cli(['keys', 'rotate-signing'], env)
+  assert.equal(second.code, 0, second.output)
+  const lines = (await cli(['keys', 'signing'], env)).output.trim().split('\n')
+  assert.equal(lines.length, 2, lines.join('\n'))
+  assert.match(lines[0] as string, /^[A-Za-z0-9_-]{43}\tEdDSA\t\S+\tcurrent$/)
+  assert.match(lines[1] as string, /^[A-Za-z0-9_-]{43}\tEdDSA\t\S+\tpublished until \S+$/)
+  assert.doesNotMatch(first.output + second.output, /PRIVATE|"d":/)
+
+  // Without a key-encryption key (and not in development) it refuses, in one line.
+  const refused = await cli(['keys', 'rotate-signing'], {
+    DATABASE_URL,
+    DB_SCHEMA: schema,
+    LOG_LEVEL: 'warn',
+  })
+  assert.equal(refused.code, 1)
+  assert.match(refused.output.trim(), /^invalid configuration: SIGNING_KEY_ENCRYPTION_KEY is required/)
 })
 
 test('the CLI refuses unknown scopes and commands with usage, exit 2', async () => {

@@ -14,6 +14,8 @@ export const DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgre
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
 
 export const ADMIN_KEY = 'test-admin-key-0123456789abcdef0123456789'
+/** The key-encryption key of the signing keys the tests' apps make. */
+export const TEST_KEK = randomBytes(32).toString('base64')
 export const auth = (key = ADMIN_KEY) => ({ authorization: `Bearer ${key}` })
 
 export const CHROME_WINDOWS =
@@ -63,6 +65,7 @@ export async function buildTestApp(t: TestContext, overrides: Partial<Config> = 
     dbPoolMax: 4,
     logLevel: 'info',
     adminApiKey: ADMIN_KEY,
+    signingKeyEncryptionKey: TEST_KEK,
     ...overrides,
   })
   const clock = manualClock(Date.parse('2026-01-01T00:00:00Z'))
@@ -79,7 +82,12 @@ export async function buildTestApp(t: TestContext, overrides: Partial<Config> = 
 /** An app built only to read its OpenAPI document. */
 export async function buildDocumentApp() {
   const schema = uniqueSchema()
-  const config = buildConfig({ databaseUrl: DATABASE_URL, dbSchema: schema, logLevel: 'silent' })
+  const config = buildConfig({
+    databaseUrl: DATABASE_URL,
+    dbSchema: schema,
+    logLevel: 'silent',
+    signingKeyEncryptionKey: TEST_KEK,
+  })
   const app = await buildApp(config, { migrate: true })
   await app.ready()
   return {

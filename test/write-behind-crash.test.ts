@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { test } from 'node:test'
 import { freePort, startCli, waitForOk } from './fixtures/process.ts'
-import { ADMIN_KEY, adminSql, DATABASE_URL, dropSchema, uniqueSchema } from './helper.ts'
+import { ADMIN_KEY, adminSql, DATABASE_URL, dropSchema, TEST_KEK, uniqueSchema } from './helper.ts'
 
 const INTERVAL_MS = 300
 
@@ -16,6 +16,7 @@ test('a killed process loses at most one write-behind interval of last-seen, nev
     DATABASE_URL,
     DB_SCHEMA: schema,
     ADMIN_API_KEY: ADMIN_KEY,
+    SIGNING_KEY_ENCRYPTION_KEY: TEST_KEK,
     WRITE_BEHIND_INTERVAL_MS: String(INTERVAL_MS),
     LOG_LEVEL: 'warn',
   })

@@ -1,24 +1,44 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { Clock } from '../clock.ts'
 import { nextTurn } from '../next-turn.ts'
 import { withErrors } from '../schemas.ts'
 import {
   IntrospectBody,
   IntrospectReply,
+  JwtIssued,
   OpenSessionBody,
   OpenSessionReply,
+  RefreshBody,
   RevokeQuery,
   SessionParams,
   SessionView,
 } from '../sessions/schemas.ts'
-import type { SessionService } from '../sessions/service.ts'
+import type { Issued, JwtPair, SessionService } from '../sessions/service.ts'
 import { sessionView } from './views.ts'
+
+/** A JWT login's or a refresh's answer on the wire. */
+function jwtView(issued: JwtPair, nowMs: number) {
+  return {
+    token_type: 'jwt' as const,
+    access_token: issued.access_token,
+    expires_in: Math.max(0, Math.round((issued.access_token_expires_at.getTime() - nowMs) / 1000)),
+    refresh_token: issued.refresh_token,
+    session: sessionView(issued.session),
+  }
+}
+
+function issuedView(issued: Issued, nowMs: number) {
+  if (issued.token_type === 'jwt') return jwtView(issued, nowMs)
+  return { token_type: 'opaque' as const, token: issued.token, session: sessionView(issued.session) }
+}
 
 const tags = ['sessions']
 
 const sessionRoutes: FastifyPluginAsyncTypebox<{
   sessions: SessionService
   logIntrospection: boolean
-}> = async (app, { sessions, logIntrospection }) => {
+  clock: Clock
+}> = async (app, { sessions, logIntrospection, clock }) => {
   app.post(
     '/v1/sessions',
     {
@@ -31,8 +51,27 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{
       },
     },
     async (request, reply) => {
-      const { token, session } = await sessions.open(request.body)
-      return reply.code(201).send({ token, token_type: 'opaque' as const, session: sessionView(session) })
+      const issued = await sessions.open(request.body, request.caller?.keyId ?? null)
+      return reply.code(201).send(issuedView(issued, clock.now()))
+    },
+  )
+
+  app.post(
+    '/v1/sessions/refresh',
+    {
+      config: { scope: 'sessions:write' },
+      schema: {
+        tags,
+        summary: 'Exchange a refresh token for a new access JWT and a new refresh token',
+        description:
+          'The refresh token is spent. Presented again within REFRESH_REUSE_GRACE_SECONDS it returns the same new pair (tabs refreshing together); after that, the session is revoked as stolen (REFRESH_TOKEN_REUSED).',
+        body: RefreshBody,
+        response: withErrors({ 200: JwtIssued }),
+      },
+    },
+    async (request) => {
+      const { refresh_token, ip, user_agent } = request.body
+      return jwtView(await sessions.refresh(refresh_token, { ip, user_agent }), clock.now())
     },
   )
 
@@ -55,12 +94,14 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{
       const result = await sessions.introspect(token, { ip, user_agent })
       await nextTurn()
       if (!result.active) return { active: false }
-      const { session } = result
+      const { session, claims } = result
       return {
         active: true,
         session_id: session.id,
         user_id: session.user_id,
-        token_type: 'opaque' as const,
+        token_type: session.token_type,
+        jti: claims?.jti,
+        client_id: session.client_id ?? undefined,
         created_at: session.created_at,
         last_seen_at: result.seenAt,
         expires_at: result.expiresAt,

@@ -6,10 +6,15 @@ export interface SessionRow {
   id: string
   user_id: string
   status: 'active' | 'suspended' | 'revoked' | 'expired'
+  token_type: 'opaque' | 'jwt'
   ip: string | null
   user_agent: string | null
   device: Device
   metadata: Record<string, unknown>
+  /** Metadata keys copied into the session's access JWTs (JWT sessions). */
+  access_claims: string[]
+  /** The API key that opened the session. */
+  client_id: string | null
   idle_timeout_seconds: number
   absolute_lifetime_seconds: number
   created_at: Date
@@ -21,8 +26,23 @@ export interface SessionRow {
 }
 
 export interface NewSession extends Omit<SessionRow, 'status' | 'ended_at' | 'end_reason'> {
-  token_hash: Buffer
+  /** The opaque token's hash; null for a JWT session, whose refresh tokens are kept apart. */
+  token_hash: Buffer | null
 }
+
+/** A refresh token as stored (by hash), with the access JWT issued beside it. */
+export interface RefreshTokenRow {
+  token_hash: Buffer
+  session_id: string
+  issued_at: Date
+  spent_at: Date | null
+  successor_hash: Buffer | null
+  access_jti: string
+  access_kid: string
+  access_expires_at: Date
+}
+
+export type NewRefreshToken = Omit<RefreshTokenRow, 'spent_at' | 'successor_hash'>
 
 export interface EventRow {
   id: string
@@ -33,23 +53,32 @@ export interface EventRow {
   created_at: Date
 }
 
-export type EventType = 'session.created' | 'session.revoked' | 'session.expired'
+export type EventType =
+  | 'session.created'
+  | 'session.refreshed'
+  | 'session.revoked'
+  | 'session.expired'
+  | 'refresh_token.reused'
 
 /** What a state change ended, so the cache can drop it. */
 export interface EndedSession {
   id: string
   user_id: string
-  token_hash: Buffer
+  /** Null for a JWT session (cached by id instead). */
+  token_hash: Buffer | null
 }
 
 const COLUMNS = [
   'id',
   'user_id',
   'status',
+  'token_type',
   'host(ip) as ip',
   'user_agent',
   'device',
   'metadata',
+  'access_claims',
+  'client_id',
   'idle_timeout_seconds',
   'absolute_lifetime_seconds',
   'created_at',
@@ -64,21 +93,36 @@ const COLUMNS = [
 export function createSessionRepository(sql: Sql) {
   const columns = sql.unsafe(COLUMNS)
 
-  /** Stores a new session and its `session.created` event in one statement (one round trip, atomic). */
-  async function insert(session: NewSession): Promise<SessionRow> {
-    const event = { ip: session.ip, user_agent: session.user_agent, device: session.device }
+  /**
+   * Stores a new session, its `session.created` event and (JWT sessions) its
+   * first refresh token in one statement (one round trip, atomic).
+   */
+  async function insert(session: NewSession, refresh: NewRefreshToken | null = null): Promise<SessionRow> {
+    const event = {
+      ip: session.ip,
+      user_agent: session.user_agent,
+      device: session.device,
+      token_type: session.token_type,
+    }
     const [row] = await sql<SessionRow[]>`
       with created as (
-        insert into sessions (id, user_id, token_hash, ip, user_agent, device, metadata, idle_timeout_seconds,
-          absolute_lifetime_seconds, created_at, last_seen_at, idle_expires_at, absolute_expires_at)
-        values (${session.id}, ${session.user_id}, ${session.token_hash}, ${session.ip}, ${session.user_agent},
-          ${sql.json(session.device as never)}, ${sql.json(session.metadata as never)}, ${session.idle_timeout_seconds},
+        insert into sessions (id, user_id, token_hash, token_type, ip, user_agent, device, metadata,
+          access_claims, client_id, idle_timeout_seconds, absolute_lifetime_seconds, created_at, last_seen_at,
+          idle_expires_at, absolute_expires_at)
+        values (${session.id}, ${session.user_id}, ${session.token_hash}, ${session.token_type}, ${session.ip},
+          ${session.user_agent}, ${sql.json(session.device as never)}, ${sql.json(session.metadata as never)},
+          ${session.access_claims}::text[], ${session.client_id}, ${session.idle_timeout_seconds},
           ${session.absolute_lifetime_seconds}, ${session.created_at}, ${session.last_seen_at},
           ${session.idle_expires_at}, ${session.absolute_expires_at})
         returning *
       ), recorded as (
         insert into session_events (session_id, user_id, type, data, created_at)
         select id, user_id, 'session.created', ${sql.json(event as never)}, created_at from created
+      ), refresh as (
+        insert into refresh_tokens (token_hash, session_id, issued_at, access_jti, access_kid, access_expires_at)
+        select ${refresh?.token_hash ?? null}::bytea, id, ${refresh?.issued_at ?? null}::timestamptz,
+          ${refresh?.access_jti ?? null}::uuid, ${refresh?.access_kid ?? null}, ${refresh?.access_expires_at ?? null}::timestamptz
+        from created where ${refresh !== null}
       )
       select ${columns} from created`
     return row as SessionRow
@@ -163,7 +207,90 @@ export function createSessionRepository(sql: Sql) {
       limit ${page.limit}`
   }
 
-  return { insert, findByTokenHash, findById, listLiveForUser, end, touchMany, listEvents }
+  /** Runs `work` in one transaction, with a repository bound to it. */
+  function transaction<T>(work: (repo: SessionRepository) => Promise<T>): Promise<T> {
+    return sql.begin((tx) => work(createSessionRepository(tx as unknown as Sql))) as Promise<T>
+  }
+
+  /**
+   * The session a refresh token belongs to, locked until the transaction ends:
+   * refreshes of one session take turns, so two tabs cannot both spend a token.
+   */
+  async function lockSessionOfRefreshToken(tokenHash: Buffer): Promise<SessionRow | undefined> {
+    const [row] = await sql<SessionRow[]>`
+      select ${columns} from sessions
+      where id = (select session_id from refresh_tokens where token_hash = ${tokenHash})
+      for update`
+    return row
+  }
+
+  async function findRefreshToken(tokenHash: Buffer): Promise<RefreshTokenRow | undefined> {
+    const [row] = await sql<RefreshTokenRow[]>`
+      select token_hash, session_id, issued_at, spent_at, successor_hash, access_jti, access_kid, access_expires_at
+      from refresh_tokens where token_hash = ${tokenHash}`
+    return row
+  }
+
+  /**
+   * Spends a refresh token for its successor and records the use on the
+   * session (last seen, IP, idle expiry) with a `session.refreshed` event, in
+   * one statement. Returns the session as it now is.
+   */
+  async function rotateRefreshToken(
+    spentHash: Buffer,
+    successor: NewRefreshToken,
+    use: { at: Date; ip: string | null; idleExpiresAt: Date },
+  ): Promise<SessionRow> {
+    const event = { ip: use.ip, access_jti: successor.access_jti }
+    const [row] = await sql<SessionRow[]>`
+      with spent as (
+        update refresh_tokens set spent_at = ${use.at}, successor_hash = ${successor.token_hash}
+        where token_hash = ${spentHash} and spent_at is null
+        returning session_id
+      ), issued as (
+        insert into refresh_tokens (token_hash, session_id, issued_at, access_jti, access_kid, access_expires_at)
+        select ${successor.token_hash}, session_id, ${successor.issued_at}, ${successor.access_jti},
+          ${successor.access_kid}, ${successor.access_expires_at}
+        from spent
+      ), used as (
+        update sessions s set last_seen_at = ${use.at}, ip = coalesce(${use.ip}::inet, s.ip),
+          idle_expires_at = ${use.idleExpiresAt}
+        from spent where s.id = spent.session_id
+        returning s.*
+      ), recorded as (
+        insert into session_events (session_id, user_id, type, data, created_at)
+        select id, user_id, 'session.refreshed', ${sql.json(event as never)}, ${use.at} from used
+      )
+      select ${columns} from used`
+    if (!row) throw new Error('refresh token was spent concurrently (the session lock should prevent this)')
+    return row as SessionRow
+  }
+
+  async function recordEvent(
+    session: Pick<SessionRow, 'id' | 'user_id'>,
+    type: EventType,
+    data: Record<string, unknown>,
+    at: Date,
+  ): Promise<void> {
+    await sql`
+      insert into session_events (session_id, user_id, type, data, created_at)
+      values (${session.id}, ${session.user_id}, ${type}, ${sql.json(data as never)}, ${at})`
+  }
+
+  return {
+    insert,
+    findByTokenHash,
+    findById,
+    listLiveForUser,
+    end,
+    touchMany,
+    listEvents,
+    transaction,
+    lockSessionOfRefreshToken,
+    findRefreshToken,
+    rotateRefreshToken,
+    recordEvent,
+  }
 }
 
 export type SessionRepository = ReturnType<typeof createSessionRepository>

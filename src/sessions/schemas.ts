@@ -25,6 +25,9 @@ export const Device = Type.Object({
 
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()])
 
+const TokenType = Type.Union([Type.Literal('opaque'), Type.Literal('jwt')])
+const ClaimName = Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$' })
+
 /** A session as it leaves the service: the allowlist of fields (never a token or its hash). */
 export const SessionView = Type.Object(
   {
@@ -36,6 +39,8 @@ export const SessionView = Type.Object(
       Type.Literal('revoked'),
       Type.Literal('expired'),
     ]),
+    token_type: TokenType,
+    client_id: Nullable(Type.String({ description: 'The API key that opened the session' })),
     ip: Nullable(Type.String()),
     user_agent: Nullable(Type.String()),
     device: Device,
@@ -62,15 +67,90 @@ export const OpenSessionBody = Type.Object(
     absolute_lifetime: Type.Optional(
       Seconds('Absolute lifetime of this session in seconds (default from config)'),
     ),
+    token_type: Type.Optional(
+      Type.Union([Type.Literal('opaque'), Type.Literal('jwt')], {
+        default: 'opaque',
+        description:
+          '`opaque`: one token, checked by introspection. `jwt`: a short-lived access JWT and a rotating refresh token',
+      }),
+    ),
+    access_token_claims: Type.Optional(
+      Type.Array(ClaimName, {
+        maxItems: 16,
+        description: 'Metadata keys copied into each access JWT as claims (JWT sessions only)',
+      }),
+    ),
   },
   { additionalProperties: false },
 )
 
-export const OpenSessionReply = Type.Object({
-  token: Type.String({ description: 'The session token. Shown once: only its hash is stored.' }),
-  token_type: Type.Literal('opaque'),
-  session: SessionView,
-})
+const OpaqueIssued = Type.Object(
+  {
+    token_type: Type.Literal('opaque'),
+    token: Type.String({ description: 'The session token. Shown once: only its hash is stored.' }),
+    session: SessionView,
+  },
+  { title: 'OpaqueSessionIssued' },
+)
+
+/** What a JWT login or a refresh returns. */
+export const JwtIssued = Type.Object(
+  {
+    token_type: Type.Literal('jwt'),
+    access_token: Type.String({ description: 'A signed access JWT (RFC 9068 profile, `typ: at+jwt`)' }),
+    expires_in: Type.Integer({ description: 'Seconds until the access JWT expires' }),
+    refresh_token: Type.String({
+      description:
+        'Exchanges for the next pair at /v1/sessions/refresh, once. Shown once: only its hash is stored.',
+    }),
+    session: SessionView,
+  },
+  { title: 'JwtSessionIssued' },
+)
+
+export const OpenSessionReply = Type.Union([OpaqueIssued, JwtIssued])
+
+export const RefreshBody = Type.Object(
+  {
+    refresh_token: Type.String({ maxLength: 256, description: 'The refresh token of the latest pair' }),
+    ip: Type.Optional(Ip),
+    user_agent: Type.Optional(UserAgent),
+  },
+  { additionalProperties: false },
+)
+
+const SigningKeyJwk = Type.Object(
+  {
+    kty: Type.String(),
+    kid: Type.String(),
+    alg: Type.String(),
+    use: Type.String(),
+    crv: Type.Optional(Type.String()),
+    x: Type.Optional(Type.String()),
+    y: Type.Optional(Type.String()),
+    n: Type.Optional(Type.String()),
+    e: Type.Optional(Type.String()),
+  },
+  { title: 'JWK' },
+)
+
+export const JwksReply = Type.Object({ keys: Type.Array(SigningKeyJwk) }, { title: 'JWKSet' })
+
+export const SigningKeyView = Type.Object(
+  {
+    kid: Type.String(),
+    alg: Type.String(),
+    current: Type.Boolean({ description: 'New access JWTs are signed with this key' }),
+    created_at: Timestamp(),
+    retired_at: Nullable(Timestamp()),
+    publish_until: Nullable(
+      Timestamp('A retired key stays in the JWKS until every token it signed has expired'),
+    ),
+  },
+  { title: 'SigningKey' },
+)
+
+export const SigningKeysReply = Type.Object({ keys: Type.Array(SigningKeyView) })
 
 export const IntrospectBody = Type.Object(
   {
@@ -86,10 +166,14 @@ export const IntrospectReply = Type.Object(
     active: Type.Boolean(),
     session_id: Type.Optional(Uuid()),
     user_id: Type.Optional(Type.String()),
-    token_type: Type.Optional(Type.Literal('opaque')),
+    token_type: Type.Optional(TokenType),
+    jti: Type.Optional(Type.String({ description: 'The access JWT id (JWT only)' })),
+    client_id: Type.Optional(Type.String({ description: 'The API key that opened the session' })),
     created_at: Type.Optional(Timestamp()),
     last_seen_at: Type.Optional(Timestamp('This use')),
-    expires_at: Type.Optional(Timestamp('The earlier of the slid idle expiry and the absolute expiry')),
+    expires_at: Type.Optional(
+      Timestamp('The earliest of the slid idle expiry, the absolute expiry and (JWT) the token exp'),
+    ),
     absolute_expires_at: Type.Optional(Timestamp()),
     metadata: Type.Optional(Metadata),
   },

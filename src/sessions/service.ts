@@ -3,10 +3,19 @@ import type { Clock } from '../clock.ts'
 import type { Config } from '../config.ts'
 import { Errors } from '../errors.ts'
 import type { Log } from '../logger.ts'
+import type { AccessClaims, AccessTokens } from './access-tokens.ts'
+import { RESERVED_CLAIMS } from './access-tokens.ts'
 import type { SessionCache } from './cache.ts'
 import { parseDevice } from './device.ts'
-import type { EndedSession, SessionRepository, SessionRow } from './repository.ts'
-import { generateOpaqueToken, hashToken, tokenKind } from './tokens.ts'
+import type { EndedSession, RefreshTokenRow, SessionRepository, SessionRow } from './repository.ts'
+import {
+  generateOpaqueToken,
+  generateRefreshToken,
+  hashToken,
+  hashTokenBytes,
+  successorRefreshToken,
+  tokenKind,
+} from './tokens.ts'
 import type { WriteBehind } from './write-behind.ts'
 
 export interface OpenSessionInput {
@@ -16,6 +25,20 @@ export interface OpenSessionInput {
   metadata?: Record<string, unknown>
   idle_timeout?: number
   absolute_lifetime?: number
+  token_type?: 'opaque' | 'jwt'
+  /** Metadata keys to copy into each access JWT as claims (JWT sessions). */
+  access_token_claims?: string[]
+}
+
+/** What a login or a refresh hands out. */
+export type Issued = { token_type: 'opaque'; token: string; session: SessionRow } | JwtPair
+
+export interface JwtPair {
+  token_type: 'jwt'
+  access_token: string
+  access_token_expires_at: Date
+  refresh_token: string
+  session: SessionRow
 }
 
 export interface ClientInfo {
@@ -26,14 +49,24 @@ export interface ClientInfo {
 /** An active answer carries the stored row as it is, plus this use: when, and until when it now lasts. */
 export type Introspection =
   | { active: false }
-  | { active: true; session: SessionRow; seenAt: Date; expiresAt: Date }
+  | { active: true; session: SessionRow; seenAt: Date; expiresAt: Date; claims: AccessClaims | null }
 
 interface Deps {
   repo: SessionRepository
   cache: SessionCache
   touches: WriteBehind
   clock: Clock
-  config: Pick<Config, 'idleTimeoutSeconds' | 'absoluteLifetimeSeconds' | 'metadataLimitBytes'> & {
+  access: AccessTokens
+  /** The secret that chains refresh tokens (see successorRefreshToken). */
+  refreshSecret: Buffer
+  config: Pick<
+    Config,
+    | 'idleTimeoutSeconds'
+    | 'absoluteLifetimeSeconds'
+    | 'metadataLimitBytes'
+    | 'accessTokenTtlSeconds'
+    | 'refreshReuseGraceSeconds'
+  > & {
     /**
      * How much longer than its idle timeout a session may live when its last
      * use is only known to another replica whose write is still pending (the
@@ -54,34 +87,90 @@ export function expiresAt(session: Pick<SessionRow, 'idle_expires_at' | 'absolut
 }
 
 /** The sessions domain: opening, checking and ending sessions, with the expiry policy. */
-export function createSessionService({ repo, cache, touches, clock, config, log }: Deps) {
-  async function open(input: OpenSessionInput): Promise<{ token: string; session: SessionRow }> {
+/** The cache key of a JWT session (its access tokens are many; the session is one). */
+export const sessionKey = (id: string) => `sid:${id}`
+
+// A chain of tabs each refreshing within the grace window is short; a long one is not tabs.
+const MAX_GRACE_HOPS = 8
+
+export function createSessionService({
+  repo,
+  cache,
+  touches,
+  clock,
+  access,
+  refreshSecret,
+  config,
+  log,
+}: Deps) {
+  async function open(input: OpenSessionInput, clientId: string | null = null): Promise<Issued> {
     const metadata = input.metadata ?? {}
     const size = Buffer.byteLength(JSON.stringify(metadata))
     if (size > config.metadataLimitBytes) throw new Errors.METADATA_TOO_LARGE(size, config.metadataLimitBytes)
+    const claims = [...new Set(input.access_token_claims ?? [])]
+    const reserved = claims.find((c) => RESERVED_CLAIMS.has(c))
+    if (reserved)
+      throw new Errors.VALIDATION_FAILED(`access_token_claims: "${reserved}" is set by the service`)
+    const tokenType = input.token_type ?? 'opaque'
+    if (claims.length > 0 && tokenType !== 'jwt') {
+      throw new Errors.VALIDATION_FAILED('access_token_claims: only JWT sessions carry claims')
+    }
 
     const now = clock.now()
     const idle = input.idle_timeout ?? config.idleTimeoutSeconds
     const absolute = input.absolute_lifetime ?? config.absoluteLifetimeSeconds
     const absoluteExpires = new Date(now + absolute * 1000)
     const idleExpires = new Date(Math.min(now + idle * 1000, absoluteExpires.getTime()))
-    const token = generateOpaqueToken()
-    const session = await repo.insert({
+    const token = tokenType === 'opaque' ? generateOpaqueToken() : null
+    const session: SessionRow & { token_hash: Buffer | null } = {
       id: randomUUID(),
       user_id: input.user_id,
-      token_hash: Buffer.from(hashToken(token), 'hex'),
+      status: 'active',
+      token_type: tokenType,
+      token_hash: token ? hashTokenBytes(token) : null,
       ip: input.ip ?? null,
       user_agent: input.user_agent ?? null,
       device: parseDevice(input.user_agent),
       metadata,
+      access_claims: claims,
+      client_id: clientId,
       idle_timeout_seconds: idle,
       absolute_lifetime_seconds: absolute,
       created_at: new Date(now),
       last_seen_at: new Date(now),
       idle_expires_at: idleExpires,
       absolute_expires_at: absoluteExpires,
+      ended_at: null,
+      end_reason: null,
+    }
+    if (token) return { token_type: 'opaque', token, session: await repo.insert(session) }
+
+    // Signed before the session is stored: a signing failure leaves nothing behind.
+    const refreshToken = generateRefreshToken()
+    const grant = { jti: randomUUID(), issuedAt: new Date(now), expiresAt: accessExpiry(session, now) }
+    const { token: accessToken, kid } = access.issue(session, grant)
+    const stored = await repo.insert(session, {
+      token_hash: hashTokenBytes(refreshToken),
+      session_id: session.id,
+      issued_at: grant.issuedAt,
+      access_jti: grant.jti,
+      access_kid: kid,
+      access_expires_at: grant.expiresAt,
     })
-    return { token, session }
+    return {
+      token_type: 'jwt',
+      access_token: accessToken,
+      access_token_expires_at: grant.expiresAt,
+      refresh_token: refreshToken,
+      session: stored,
+    }
+  }
+
+  /** An access JWT lives its configured lifetime, never past the session's absolute expiry. */
+  function accessExpiry(session: SessionRow, nowMs: number): Date {
+    return new Date(
+      Math.min(nowMs + config.accessTokenTtlSeconds * 1000, session.absolute_expires_at.getTime()),
+    )
   }
 
   /**
@@ -90,15 +179,33 @@ export function createSessionService({ repo, cache, touches, clock, config, log 
    * successful check slides the idle expiry (written behind, not waited for).
    */
   async function introspect(token: string, client: ClientInfo = {}): Promise<Introspection> {
-    if (tokenKind(token) === null) return INACTIVE
-    const key = hashToken(token)
-    const nowMs = clock.now()
-    let session = cache.peek(key)
-    if (session === undefined) {
+    const kind = tokenKind(token)
+    if (kind === 'opaque') {
+      const key = hashToken(token)
       const load = async () => (await repo.findByTokenHash(Buffer.from(key, 'hex'))) ?? null
-      session = await cache.lookup(key, load, nowMs)
+      return check(key, load, clock.now(), client, null)
     }
+    if (kind !== 'jwt') return INACTIVE
+    const verified = access.verify(token)
+    const claims = verified instanceof Promise ? await verified : verified
+    const nowMs = clock.now()
+    if (!claims || !access.timely(claims, nowMs)) return INACTIVE
+    const load = async () => (await repo.findById(claims.sid)) ?? null
+    return check(sessionKey(claims.sid), load, nowMs, client, claims)
+  }
+
+  /** The session behind a token, through the cache: live, not expired, and (for a JWT) the one it names. */
+  async function check(
+    key: string,
+    load: () => Promise<SessionRow | null>,
+    nowMs: number,
+    client: ClientInfo,
+    claims: AccessClaims | null,
+  ): Promise<Introspection> {
+    let session = cache.peek(key)
+    if (session === undefined) session = await cache.lookup(key, load, nowMs)
     if (session === null || session.status !== 'active') return INACTIVE
+    if (claims && (session.token_type !== 'jwt' || session.user_id !== claims.sub)) return INACTIVE
     const now = new Date(nowMs)
     if (session.absolute_expires_at <= now) return expire(session, 'absolute_lifetime', now)
 
@@ -112,7 +219,136 @@ export function createSessionService({ repo, cache, touches, clock, config, log 
     }
 
     touches.record(session.id, now, client.ip ?? null)
-    return { active: true, session, seenAt: now, expiresAt: slide(session, nowMs) }
+    let expiresAt = slide(session, nowMs)
+    if (claims && claims.exp * 1000 < expiresAt.getTime()) expiresAt = new Date(claims.exp * 1000)
+    return { active: true, session, seenAt: now, expiresAt, claims }
+  }
+
+  /**
+   * Exchanges a refresh token for a new access JWT and a new refresh token.
+   * The old one is spent. Presented again within the grace window, it gets the
+   * session's current pair again (two tabs refreshing at once); after it, it
+   * is taken for stolen and the session is revoked.
+   */
+  async function refresh(refreshToken: string, client: ClientInfo = {}): Promise<JwtPair> {
+    if (tokenKind(refreshToken) !== 'refresh') throw new Errors.REFRESH_TOKEN_INVALID()
+    const presentedHash = hashTokenBytes(refreshToken)
+    const outcome = await repo.transaction(async (tx) => {
+      const session = await tx.lockSessionOfRefreshToken(presentedHash)
+      // Read after the lock: a concurrent refresh of this session has committed by now.
+      const presented = session && (await tx.findRefreshToken(presentedHash))
+      if (!session || !presented) return { kind: 'invalid' as const }
+      if (session.status !== 'active') return { kind: 'ended' as const, session }
+      const nowMs = clock.now()
+      const now = new Date(nowMs)
+      const expiredBy =
+        session.absolute_expires_at <= now
+          ? 'absolute_lifetime'
+          : idleExpiry(session, config.idleGraceMs) <= now
+            ? 'idle_timeout'
+            : null
+      if (expiredBy) {
+        return {
+          kind: 'expired' as const,
+          ended: await tx.end({ ids: [session.id] }, 'expired', expiredBy, now),
+        }
+      }
+
+      if (presented.spent_at === null) {
+        const successor = successorRefreshToken(refreshToken, refreshSecret)
+        const grant = { jti: randomUUID(), issuedAt: now, expiresAt: accessExpiry(session, nowMs) }
+        // Signed inside the transaction: a signing failure spends nothing.
+        const signed = access.issue(session, grant)
+        const updated = await tx.rotateRefreshToken(
+          presentedHash,
+          {
+            token_hash: hashTokenBytes(successor),
+            session_id: session.id,
+            issued_at: now,
+            access_jti: grant.jti,
+            access_kid: signed.kid,
+            access_expires_at: grant.expiresAt,
+          },
+          { at: now, ip: client.ip ?? null, idleExpiresAt: slide(session, nowMs) },
+        )
+        touches.forget(session.id)
+        return { kind: 'issued' as const, issued: jwtPair(updated, signed.token, grant.expiresAt, successor) }
+      }
+
+      if (nowMs - presented.spent_at.getTime() <= config.refreshReuseGraceSeconds * 1000) {
+        const head = await currentPair(tx, refreshToken, presented)
+        if (!head) return { kind: 'invalid' as const }
+        const grant = {
+          jti: head.row.access_jti,
+          issuedAt: head.row.issued_at,
+          expiresAt: head.row.access_expires_at,
+          kid: head.row.access_kid,
+        }
+        const { token } = access.issue(session, grant)
+        return { kind: 'issued' as const, issued: jwtPair(session, token, grant.expiresAt, head.token) }
+      }
+
+      await tx.recordEvent(
+        session,
+        'refresh_token.reused',
+        { spent_at: presented.spent_at, ip: client.ip ?? null, user_agent: client.user_agent ?? null },
+        now,
+      )
+      return {
+        kind: 'reused' as const,
+        ended: await tx.end({ ids: [session.id] }, 'revoked', 'refresh_token_reused', now),
+      }
+    })
+
+    switch (outcome.kind) {
+      case 'issued':
+        return outcome.issued
+      case 'invalid':
+        throw new Errors.REFRESH_TOKEN_INVALID()
+      case 'ended':
+        throw outcome.session.status === 'suspended'
+          ? new Errors.SESSION_SUSPENDED(outcome.session.id)
+          : outcome.session.status === 'expired'
+            ? new Errors.SESSION_EXPIRED(outcome.session.id)
+            : new Errors.SESSION_REVOKED(outcome.session.id)
+      case 'expired':
+        await endAndInvalidate(outcome.ended)
+        throw new Errors.SESSION_EXPIRED(outcome.ended[0]?.id ?? '')
+      case 'reused':
+        await endAndInvalidate(outcome.ended)
+        log.warn({ sessionId: outcome.ended[0]?.id }, 'spent refresh token presented again: session revoked')
+        throw new Errors.REFRESH_TOKEN_REUSED()
+    }
+  }
+
+  /**
+   * Follows a spent token's successors to the one not yet spent, deriving each
+   * successor token on the way; null if the chain does not lead there (too
+   * long, or derived with another secret).
+   */
+  async function currentPair(
+    tx: SessionRepository,
+    token: string,
+    row: RefreshTokenRow,
+  ): Promise<{ token: string; row: RefreshTokenRow } | null> {
+    for (let hop = 0; hop < MAX_GRACE_HOPS && row.successor_hash; hop++) {
+      token = successorRefreshToken(token, refreshSecret)
+      const next = await tx.findRefreshToken(row.successor_hash)
+      if (!next || !next.token_hash.equals(hashTokenBytes(token))) return null
+      row = next
+      if (row.spent_at === null) return { token, row }
+    }
+    return null
+  }
+
+  function jwtPair(session: SessionRow, accessToken: string, expiresAt: Date, refreshToken: string): JwtPair {
+    return {
+      token_type: 'jwt',
+      access_token: accessToken,
+      access_token_expires_at: expiresAt,
+      refresh_token: refreshToken,
+      session: withLocalUse(session),
+    }
   }
 
   /** When the session idles out, counting the latest use this replica knows of (plus a grace). */
@@ -155,7 +391,7 @@ export function createSessionService({ repo, cache, touches, clock, config, log 
   /** Ends the sessions in Postgres, then drops them from every cache, then returns. */
   async function endAndInvalidate(ended: EndedSession[]): Promise<number> {
     for (const e of ended) touches.forget(e.id)
-    await cache.invalidate(ended.map((e) => e.token_hash.toString('hex')))
+    await cache.invalidate(ended.map((e) => (e.token_hash ? e.token_hash.toString('hex') : sessionKey(e.id))))
     return ended.length
   }
 
@@ -176,7 +412,16 @@ export function createSessionService({ repo, cache, touches, clock, config, log 
     return (await repo.listLiveForUser(userId, new Date(clock.now()), limit)).map(withLocalUse)
   }
 
-  return { open, introspect, get, revoke, revokeAllForUser, listForUser, listEvents: repo.listEvents }
+  return {
+    open,
+    introspect,
+    refresh,
+    get,
+    revoke,
+    revokeAllForUser,
+    listForUser,
+    listEvents: repo.listEvents,
+  }
 }
 
 export type SessionService = ReturnType<typeof createSessionService>

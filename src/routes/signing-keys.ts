@@ -1,0 +1,58 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { withErrors } from '../schemas.ts'
+import { JwksReply, SigningKeysReply, SigningKeyView } from '../sessions/schemas.ts'
+import type { SigningKeys } from '../sessions/signing-keys.ts'
+
+/** The public JWK Set for verifiers, and the admin view and rotation of the signing keys. */
+const signingKeyRoutes: FastifyPluginAsyncTypebox<{ keys: SigningKeys; maxAgeSeconds: number }> = async (
+  app,
+  { keys, maxAgeSeconds },
+) => {
+  app.get(
+    '/.well-known/jwks.json',
+    {
+      schema: {
+        tags: ['sessions'],
+        summary: 'The public keys that sign access JWTs (RFC 7517 JWK Set)',
+        description:
+          'Retired keys stay listed until every token they signed has expired. A verifier that meets an unknown kid should fetch this again.',
+        response: { 200: JwksReply },
+      },
+    },
+    async (_request, reply) => {
+      const jwks = keys.jwks()
+      // Never cached past the moment a retired key leaves the set.
+      const maxAge = Math.min(maxAgeSeconds, jwks.maxAgeSeconds)
+      reply.header('cache-control', `public, max-age=${maxAge}`)
+      return { keys: jwks.keys }
+    },
+  )
+
+  app.get(
+    '/v1/signing-keys',
+    {
+      config: { scope: 'admin' },
+      schema: {
+        tags: ['api keys'],
+        summary: 'The JWT signing keys, newest first (never a private key)',
+        response: withErrors({ 200: SigningKeysReply }),
+      },
+    },
+    async () => ({ keys: await keys.list() }),
+  )
+
+  app.post(
+    '/v1/signing-keys/rotate',
+    {
+      config: { scope: 'admin' },
+      schema: {
+        tags: ['api keys'],
+        summary: 'Make a new signing key current; tokens signed before stay valid until they expire',
+        response: withErrors({ 201: SigningKeyView }),
+      },
+    },
+    async (_request, reply) => reply.code(201).send(await keys.rotateNow()),
+  )
+}
+
+export default signingKeyRoutes
