@@ -27,7 +27,9 @@ test('the document covers the HTTP surface, with auth on every /v1 operation', a
   for (const path of [
     '/v1/sessions',
     '/v1/sessions/introspect',
+    '/v1/sessions/refresh',
     '/v1/sessions/{id}',
+    '/.well-known/jwks.json',
     '/v1/users/{user_id}/sessions',
     '/v1/users/{user_id}/events',
     '/healthz',

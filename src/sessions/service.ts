@@ -334,7 +334,7 @@ export function createSessionService({
     for (let hop = 0; hop < MAX_GRACE_HOPS && row.successor_hash; hop++) {
       token = successorRefreshToken(token, refreshSecret)
       const next = await tx.findRefreshToken(row.successor_hash)
-      if (!next || !next.token_hash.equals(hashTokenBytes(token))) return null
+      if (!next?.token_hash.equals(hashTokenBytes(token))) return null
       row = next
       if (row.spent_at === null) return { token, row }
     }
