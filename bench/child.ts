@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import type { ServerArgs, Stats, ToChild, ToParent } from './protocol.ts'
+import type { ServerArgs, Stats, ToChild, Tokens, ToParent } from './protocol.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const SERVER = fileURLToPath(new URL('./server.ts', import.meta.url))
@@ -20,8 +20,8 @@ export function killServers(): void {
 
 export interface Server {
   port: number
-  /** The token of the session the child opened (null for the bare route). */
-  token: string | null
+  /** The tokens of the sessions the child opened (null for the bare route). */
+  tokens: Tokens | null
   /** Rejects if the child exits before stop(): race a measurement with it to fail fast. */
   died: Promise<never>
   stats(): Promise<Stats>
@@ -83,10 +83,10 @@ export async function startServer(args: ServerArgs): Promise<Server> {
   died.catch(() => {})
 
   try {
-    const { port, token } = await reply(child, 'ready', START_TIMEOUT_MS)
+    const { port, tokens } = await reply(child, 'ready', START_TIMEOUT_MS)
     return {
       port,
-      token,
+      tokens,
       died,
       async stats() {
         const answer = reply(child, 'stats', REPLY_TIMEOUT_MS)

@@ -3,9 +3,16 @@
 /**
  * How the child sets the service up: `bare` is a plain Fastify route; the
  * others are the service with its caches on (`cached`), L1 off (`redis`), or
- * L1 off and no Redis (`postgres`).
+ * L1 off and no Redis (`postgres`), or caches on but no verified-JWT cache, so
+ * every JWT's signature is checked (`jwt-uncached`).
  */
-export type ServerMode = 'bare' | 'cached' | 'redis' | 'postgres'
+export type ServerMode = 'bare' | 'cached' | 'redis' | 'postgres' | 'jwt-uncached'
+
+/** The tokens of the two sessions the service child opened: one opaque, one JWT (its access token). */
+export interface Tokens {
+  opaque: string
+  jwt: string
+}
 
 export interface ServerArgs {
   mode: ServerMode
@@ -33,7 +40,7 @@ export interface Stats {
 }
 
 export type ToParent =
-  | { type: 'ready'; port: number; token: string | null }
+  | { type: 'ready'; port: number; tokens: Tokens | null }
   | ({ type: 'stats' } & Stats)
   | { type: 'failed'; message: string }
 export type ToChild = { type: 'stats' } | { type: 'stop' }
@@ -52,5 +59,10 @@ export const CLIENT = {
 }
 
 /** A login as a backend sends it. */
-export const openSessionBody = (userId: string) =>
-  JSON.stringify({ user_id: userId, ...CLIENT, metadata: { tenant: 'acme', plan: 'pro' } })
+export const openSessionBody = (userId: string, tokenType: 'opaque' | 'jwt' = 'opaque') =>
+  JSON.stringify({
+    user_id: userId,
+    ...CLIENT,
+    metadata: { tenant: 'acme', plan: 'pro' },
+    token_type: tokenType,
+  })

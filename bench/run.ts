@@ -19,6 +19,7 @@ import { CONNECTIONS, measure } from './load.ts'
 import type { Answered, ServerArgs, ServerMode } from './protocol.ts'
 import { SCENARIOS } from './scenarios.ts'
 import { count, markdown, problems, type Row } from './table.ts'
+import { measureVerification, verificationTable } from './verify.ts'
 
 // The machine's Postgres and Redis, as the tests use them (same overrides).
 const DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
@@ -114,7 +115,7 @@ async function runScenarios(): Promise<{ rows: Row[]; bareRps: number }> {
       const load = {
         port: server.port,
         path: scenario.path,
-        bodies: scenario.bodies(server.token),
+        bodies: scenario.bodies(server.tokens),
         expect: scenario.expect,
         rate,
       }
@@ -145,8 +146,12 @@ async function main(): Promise<number> {
   // Anything else busy on the machine skews every row: say so next to the numbers.
   const loadBefore = os.loadavg()[0] ?? 0
   let result: Awaited<ReturnType<typeof runScenarios>>
+  let verification: ReturnType<typeof measureVerification>
   let clean = false
   try {
+    // First, while nothing else runs: it uses this process's one core.
+    console.error('… signature verification on one core')
+    verification = measureVerification(ONLY ? 1 : 3)
     result = await runScenarios()
   } finally {
     clean = await cleanUp()
@@ -169,6 +174,10 @@ async function main(): Promise<number> {
     '  requests arrive in bursts at the start of each second, not evenly spaced: a pessimistic p99.',
     '- p50/p99: 2xx responses only, exact (not rounded to whole ms). RSS includes the TypeScript loader',
     '  the server runs under; compare with the bare row.',
+    '',
+    'Access JWT signature verification, in process, nothing cached, distinct tokens:',
+    '',
+    verificationTable(verification),
     '',
     `Total run time: ${seconds.toFixed(0)} s.`,
   ].join('\n')

@@ -1,5 +1,12 @@
 import { randomBytes } from 'node:crypto'
-import { CLIENT, CREATE_PATH, INTROSPECT_PATH, openSessionBody, type ServerMode } from './protocol.ts'
+import {
+  CLIENT,
+  CREATE_PATH,
+  INTROSPECT_PATH,
+  openSessionBody,
+  type ServerMode,
+  type Tokens,
+} from './protocol.ts'
 
 /** What a row is judged by: req/s as a fraction of the bare route's, or the p99 latency. */
 export type Target = { minRatio: number } | { maxP99Ms: number } | null
@@ -10,8 +17,8 @@ export interface Scenario {
   /** Measured on the server of the row before (warm, caches filled) instead of a fresh one. */
   sameServer?: boolean
   path: string
-  /** The request bodies, given the token of the session the server opened. */
-  bodies(token: string | null): string[]
+  /** The request bodies, given the tokens of the sessions the server opened. */
+  bodies(tokens: Tokens | null): string[]
   /** Is this the answer the row means to measure? (A 200 "inactive" is not an L1 hit.) */
   expect(body: string): boolean
   /** A fixed request rate derived from the bare route's req/s; unset = as fast as the server answers. */
@@ -37,12 +44,17 @@ const bare: Scenario = {
   target: null,
 }
 
-/** Introspection of the session the server opened, answered by the path its mode leaves. */
-const introspectSession = (name: string, mode: Scenario['mode'], target: Scenario['target']): Scenario => ({
+/** Introspection of a session the server opened, answered by the path its mode leaves. */
+const introspectSession = (
+  name: string,
+  mode: Scenario['mode'],
+  target: Scenario['target'],
+  kind: keyof Tokens = 'opaque',
+): Scenario => ({
   name,
   mode,
   path: INTROSPECT_PATH,
-  bodies: (token) => [introspectBody(token as string)],
+  bodies: (tokens) => [introspectBody((tokens as Tokens)[kind])],
   expect: active,
   target,
 })
@@ -55,6 +67,13 @@ export const SCENARIOS: Scenario[] = [
     sameServer: true,
     rate: (bareRps) => Math.round(bareRps / 2),
   },
+  introspectSession(
+    'introspect JWT, warm (signature verified before, L1 hit)',
+    'cached',
+    { minRatio: 0.8 },
+    'jwt',
+  ),
+  introspectSession('introspect JWT, signature checked every time', 'jwt-uncached', null, 'jwt'),
   introspectSession('introspect, Redis hit (L1 off)', 'redis', { minRatio: 0.6 }),
   introspectSession('introspect, Postgres only', 'postgres', { minRatio: 0.25 }),
   {

@@ -18,6 +18,7 @@ import {
   openSessionBody,
   type ServerArgs,
   type ToChild,
+  type Tokens,
   type ToParent,
 } from './protocol.ts'
 
@@ -58,8 +59,8 @@ function bareApp(): FastifyInstance {
   return app
 }
 
-/** The service on the benchmark's schema, with one open session whose token the parent introspects. */
-async function serviceApp(args: ServerArgs): Promise<{ app: FastifyInstance; token: string }> {
+/** The service on the benchmark's schema, with an opaque and a JWT session whose tokens the parent introspects. */
+async function serviceApp(args: ServerArgs): Promise<{ app: FastifyInstance; tokens: Tokens }> {
   const config = buildConfig({
     databaseUrl: args.databaseUrl,
     dbSchema: args.schema,
@@ -68,18 +69,21 @@ async function serviceApp(args: ServerArgs): Promise<{ app: FastifyInstance; tok
     adminApiKey: ADMIN_KEY,
     signingKeyEncryptionKey: randomBytes(32).toString('base64'),
     ...(args.mode === 'postgres' ? {} : { redisUrl: args.redisUrl, redisKeyPrefix: args.redisKeyPrefix }),
-    ...(args.mode === 'cached' ? {} : { l1TtlMs: 0 }),
+    ...(args.mode === 'redis' || args.mode === 'postgres' ? { l1TtlMs: 0 } : {}),
+    ...(args.mode === 'jwt-uncached' ? { jwtVerifiedCacheEntries: 0 } : {}),
+    // The access JWT must outlive the run.
+    accessTokenTtlSeconds: 3600,
   })
   const app = await buildApp(config, { migrate: true })
   if (config.redisUrl) await untilRedisUp(app)
-  const res = await app.inject({
-    method: 'POST',
-    url: CREATE_PATH,
-    headers: auth,
-    payload: openSessionBody('bench-user'),
-  })
-  if (res.statusCode !== 201) throw new Error(`opening a session failed: ${res.statusCode} ${res.body}`)
-  return { app, token: (res.json() as { token: string }).token }
+  const open = async (body: string) => {
+    const res = await app.inject({ method: 'POST', url: CREATE_PATH, headers: auth, payload: body })
+    if (res.statusCode !== 201) throw new Error(`opening a session failed: ${res.statusCode} ${res.body}`)
+    return res.json() as { token?: string; access_token?: string }
+  }
+  const opaque = (await open(openSessionBody('bench-user'))).token as string
+  const jwt = (await open(openSessionBody('bench-user', 'jwt'))).access_token as string
+  return { app, tokens: { opaque, jwt } }
 }
 
 /** Redis connects in the background; a scenario meant to hit it must not start on the fallback path. */
@@ -114,7 +118,7 @@ async function answered(app: FastifyInstance, redis: boolean): Promise<Answered>
 
 async function main() {
   const args = JSON.parse(process.argv[2] ?? '{}') as ServerArgs
-  const { app, token } = args.mode === 'bare' ? { app: bareApp(), token: null } : await serviceApp(args)
+  const { app, tokens } = args.mode === 'bare' ? { app: bareApp(), tokens: null } : await serviceApp(args)
   await app.listen({ host: '127.0.0.1', port: 0 })
 
   // A stalled event loop explains outliers (and Redis command timeouts) that the load alone does not.
@@ -143,7 +147,7 @@ async function main() {
   })
   // The parent went away (crashed, killed): never outlive it.
   process.on('disconnect', () => void stop())
-  send({ type: 'ready', port: (app.server.address() as AddressInfo).port, token })
+  send({ type: 'ready', port: (app.server.address() as AddressInfo).port, tokens })
 }
 
 main().catch((err: unknown) => {

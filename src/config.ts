@@ -183,6 +183,13 @@ export const ConfigSchema = Type.Object({
       },
     ),
   ),
+  jwtVerifiedCacheEntries: Type.Integer(
+    env(
+      'JWT_VERIFIED_CACHE_ENTRIES',
+      'Access JWTs whose signature each replica remembers as verified (the session is still checked every time). 0 = off',
+      { default: 100_000, minimum: 0 },
+    ),
+  ),
   jwksMaxAgeSeconds: Type.Integer(
     env('JWKS_MAX_AGE_SECONDS', 'Cache-Control max-age of /.well-known/jwks.json', {
       default: 300,

@@ -42,7 +42,10 @@ const TYPES = new Set(['at+jwt', 'application/at+jwt'])
 
 interface Deps {
   keys: SigningKeys
-  config: Pick<Config, 'jwtIssuer' | 'jwtAudience' | 'accessTokenTtlSeconds' | 'jwtClockSkewSeconds'>
+  config: Pick<
+    Config,
+    'jwtIssuer' | 'jwtAudience' | 'accessTokenTtlSeconds' | 'jwtClockSkewSeconds' | 'jwtVerifiedCacheEntries'
+  >
 }
 
 /** What an access JWT is issued with: its id, when, until when, and (to issue it again) which key. */
@@ -59,10 +62,13 @@ export function createAccessTokens({ keys, config }: Deps) {
   // Verified tokens, keyed by a hash of the token. Times are checked on every
   // use, so an entry is never trusted past its exp; the session behind it is
   // checked on every use too, so a revocation needs nothing from this cache.
-  const verified = new LRUCache<string, AccessClaims>({
-    max: 100_000,
-    ttl: config.accessTokenTtlSeconds * 1000 + skewMs,
-  })
+  const verified =
+    config.jwtVerifiedCacheEntries > 0
+      ? new LRUCache<string, AccessClaims>({
+          max: config.jwtVerifiedCacheEntries,
+          ttl: config.accessTokenTtlSeconds * 1000 + skewMs,
+        })
+      : null
   // Tokens whose signature or claims failed: a bad token never turns good.
   const rejected = new LRUCache<string, true>({ max: 10_000, ttl: 60_000 })
 
@@ -129,7 +135,7 @@ export function createAccessTokens({ keys, config }: Deps) {
       rejected.set(key, true)
       return null
     }
-    verified.set(key, claims)
+    verified?.set(key, claims)
     return claims
   }
 
@@ -139,7 +145,7 @@ export function createAccessTokens({ keys, config }: Deps) {
    */
   function verify(token: string): AccessClaims | null | Promise<AccessClaims | null> {
     const key = hashToken(token)
-    const known = verified.get(key)
+    const known = verified?.get(key)
     if (known) return known
     if (rejected.has(key)) return null
     return check(token, key, true)

@@ -112,7 +112,11 @@ export const OpenSessionReply = Type.Union([OpaqueIssued, JwtIssued])
 
 export const RefreshBody = Type.Object(
   {
-    refresh_token: Type.String({ maxLength: 256, description: 'The refresh token of the latest pair' }),
+    refresh_token: Type.String({
+      // As long as any token may be: a wrong kind of token is REFRESH_TOKEN_INVALID, whatever its length.
+      maxLength: 8192,
+      description: 'The refresh token of the latest pair',
+    }),
     ip: Type.Optional(Ip),
     user_agent: Type.Optional(UserAgent),
   },

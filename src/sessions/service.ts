@@ -275,7 +275,8 @@ export function createSessionService({
         return { kind: 'issued' as const, issued: jwtPair(updated, signed.token, grant.expiresAt, successor) }
       }
 
-      if (nowMs - presented.spent_at.getTime() <= config.refreshReuseGraceSeconds * 1000) {
+      // Strictly within: a grace of 0 turns the window off, even for a replay in the same millisecond.
+      if (nowMs - presented.spent_at.getTime() < config.refreshReuseGraceSeconds * 1000) {
         const head = await currentPair(tx, refreshToken, presented)
         if (!head) return { kind: 'invalid' as const }
         const grant = {

@@ -51,7 +51,8 @@ export function thumbprint(jwk: JsonWebKey): string {
   return hash('sha256', canonical, 'base64url')
 }
 
-function generate(alg: SigningAlgorithm): { jwk: PublicJwk; privateDer: Buffer } {
+/** A new key pair for `alg`: the public half as a JWK (kid = thumbprint), the private half as PKCS#8 DER. */
+export function generateSigningKey(alg: SigningAlgorithm): { jwk: PublicJwk; privateDer: Buffer } {
   const pair =
     alg === 'EdDSA'
       ? generateKeyPairSync('ed25519')
@@ -67,6 +68,37 @@ function generate(alg: SigningAlgorithm): { jwk: PublicJwk; privateDer: Buffer }
     use: 'sig',
   }
   return { jwk, privateDer: pair.privateKey.export({ format: 'der', type: 'pkcs8' }) }
+}
+
+/**
+ * Verifies tokens signed by one key: signature with the algorithm pinned to
+ * the key (a token cannot pick its own: no "none", no HS256 keyed with the
+ * public key), issuer, audience and the claims introspection needs. Times are
+ * left to the caller, which checks them against the service's clock.
+ */
+export function keyVerifier(jwk: PublicJwk, audience: { issuer: string; audience: string }): Verify {
+  const pem = createPublicKey({ key: jwk, format: 'jwk' }).export({ format: 'pem', type: 'spki' })
+  return createVerifier({
+    key: pem.toString(),
+    algorithms: [jwk.alg as Algorithm],
+    allowedIss: audience.issuer,
+    allowedAud: audience.audience,
+    requiredClaims: ['sub', 'sid', 'jti', 'iat', 'exp'],
+    ignoreExpiration: true,
+    ignoreNotBefore: true,
+    cache: false,
+  }) as Verify
+}
+
+/** Signs access JWTs with one private key: header `typ: at+jwt` and the kid; iat and exp come in the payload. */
+export function keySigner(privateDer: Buffer, jwk: Pick<PublicJwk, 'alg' | 'kid'>): Sign {
+  const key = createPrivateKey({ key: privateDer, format: 'der', type: 'pkcs8' })
+  return createSigner({
+    key: key.export({ format: 'pem', type: 'pkcs8' }).toString(),
+    algorithm: jwk.alg as Algorithm,
+    kid: jwk.kid,
+    header: { alg: jwk.alg, typ: 'at+jwt' },
+  }) as Sign
 }
 
 interface Deps {
@@ -102,29 +134,11 @@ export function createSigningKeys({ sql, clock, kek, config, log }: Deps) {
   let timer: NodeJS.Timeout | undefined
   let lastReload = 0
   let reloading: Promise<void> | null = null
+  const audience = { issuer: config.jwtIssuer, audience: config.jwtAudience }
 
   /** How long a retired key stays trusted: the last token it may sign, plus that token's lifetime. */
   const retiredLifetimeMs = () =>
     config.signingKeyReloadMs + (config.accessTokenTtlSeconds + config.jwtClockSkewSeconds) * 1000
-
-  function verifierFor(row: KeyRow): Verify {
-    const pem = createPublicKey({ key: row.public_jwk, format: 'jwk' }).export({
-      format: 'pem',
-      type: 'spki',
-    })
-    return createVerifier({
-      key: pem.toString(),
-      // Pinned per key: a token cannot pick its own algorithm (no "none", no HS256 with the public key).
-      algorithms: [row.alg as Algorithm],
-      allowedIss: config.jwtIssuer,
-      allowedAud: config.jwtAudience,
-      requiredClaims: ['sub', 'sid', 'jti', 'iat', 'exp'],
-      // Times are checked by the caller against the service's clock.
-      ignoreExpiration: true,
-      ignoreNotBefore: true,
-      cache: false,
-    }) as Verify
-  }
 
   async function load(): Promise<void> {
     const now = new Date(clock.now())
@@ -137,7 +151,8 @@ export function createSigningKeys({ sql, clock, kek, config, log }: Deps) {
     const kids = new Set(rows.map((r) => r.kid))
     for (const kid of verifiers.keys()) if (!kids.has(kid)) verifiers.delete(kid)
     for (const kid of signers.keys()) if (!kids.has(kid)) signers.delete(kid)
-    for (const row of rows) if (!verifiers.has(row.kid)) verifiers.set(row.kid, verifierFor(row))
+    for (const row of rows)
+      if (!verifiers.has(row.kid)) verifiers.set(row.kid, keyVerifier(row.public_jwk, audience))
   }
 
   /** The key new tokens are signed with: the newest one not retired. */
@@ -192,7 +207,7 @@ export function createSigningKeys({ sql, clock, kek, config, log }: Deps) {
         order by created_at desc, kid limit 1`
       const reason = onlyIf ? onlyIf(latest, now) : 'by request'
       if (!reason) return null
-      const { jwk, privateDer } = generate(config.jwtAlgorithm)
+      const { jwk, privateDer } = generateSigningKey(config.jwtAlgorithm)
       const at = new Date(now)
       const until = new Date(now + retiredLifetimeMs())
       await tx`
@@ -230,14 +245,7 @@ export function createSigningKeys({ sql, clock, kek, config, log }: Deps) {
         'the current signing key was sealed with another SIGNING_KEY_ENCRYPTION_KEY than this replica has',
       )
     }
-    const key = createPrivateKey({ key: kek.open(row.private_key, kid), format: 'der', type: 'pkcs8' })
-    sign = createSigner({
-      key: key.export({ format: 'pem', type: 'pkcs8' }).toString(),
-      algorithm: row.alg as Algorithm,
-      kid,
-      header: { alg: row.alg, typ: 'at+jwt' },
-      // iat and exp come in the payload, from the service's clock (a given iat is kept).
-    }) as Sign
+    sign = keySigner(kek.open(row.private_key, kid), row.public_jwk)
     signers.set(kid, sign)
     return sign
   }
