@@ -83,7 +83,7 @@ export function keyVerifier(jwk: PublicJwk, audience: { issuer: string; audience
     algorithms: [jwk.alg as Algorithm],
     allowedIss: audience.issuer,
     allowedAud: audience.audience,
-    requiredClaims: ['sub', 'sid', 'jti', 'iat', 'exp'],
+    requiredClaims: ['iss', 'aud', 'sub', 'sid', 'jti', 'iat', 'exp'],
     ignoreExpiration: true,
     ignoreNotBefore: true,
     cache: false,
