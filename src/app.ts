@@ -17,6 +17,7 @@ import db from './plugins/db.ts'
 import errorHandler from './plugins/error-handler.ts'
 import metricsPlugin from './plugins/metrics.ts'
 import { connectRedis } from './redis.ts'
+import adminRoutes from './routes/admin.ts'
 import apiKeyRoutes from './routes/api-keys.ts'
 import healthRoutes from './routes/health.ts'
 import sessionRoutes from './routes/sessions.ts'
@@ -108,7 +109,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       tags: [
         { name: 'sessions', description: 'Open, check and end sessions' },
         { name: 'users', description: "A user's sessions and history" },
-        { name: 'api keys', description: 'Callers of the API (scope admin)' },
+        { name: 'api keys', description: 'Callers of the API and the JWT signing keys (scope admin)' },
+        { name: 'admin', description: 'Actions over many sessions (scope admin)' },
         { name: 'operations', description: 'Health, readiness and this document' },
       ],
     },
@@ -163,8 +165,20 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     config: { ...config, idleGraceMs: redis ? config.writeBehindIntervalMs : 0 },
     log: app.log,
   })
+  // One replica at a time purges (the others find the lock taken and skip the round).
+  const sweeper =
+    config.purgeIntervalMs > 0
+      ? setInterval(() => {
+          sessions
+            .purge(false)
+            .then((counts) => counts && app.log.info(counts, 'purge done'))
+            .catch((err: unknown) => app.log.warn({ err }, 'purge failed'))
+        }, config.purgeIntervalMs)
+      : undefined
+  sweeper?.unref()
   // Hooks close in reverse order: bookkeeping is flushed before the pool (added earlier) ends.
   app.addHook('onClose', async () => {
+    clearInterval(sweeper)
     await touches.close()
     await signingKeys.close()
     await cache.close()
@@ -175,7 +189,13 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(metricsPlugin, { metrics, probe: health.check })
   await app.register(callerAuth, { keys })
   await app.register(healthRoutes, { health })
-  await app.register(sessionRoutes, { sessions, logIntrospection: config.logIntrospection, clock })
+  await app.register(sessionRoutes, {
+    sessions,
+    logIntrospection: config.logIntrospection,
+    logoutAllOnLogout: config.logoutAllOnLogout,
+    clock,
+  })
+  await app.register(adminRoutes, { sessions })
   await app.register(userRoutes, { sessions })
   await app.register(apiKeyRoutes, { keys })
   await app.register(signingKeyRoutes, { keys: signingKeys, maxAgeSeconds: config.jwksMaxAgeSeconds })

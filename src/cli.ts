@@ -9,12 +9,15 @@ import { migrate } from './db/migrate.ts'
 import { loggerOptions } from './logger.ts'
 import { serve } from './server.ts'
 import { keyEncryptionKey } from './sessions/key-encryption.ts'
+import { purgeSessions } from './sessions/purge.ts'
+import { createSessionRepository } from './sessions/repository.ts'
 import { createSigningKeys } from './sessions/signing-keys.ts'
 
 const USAGE = `usage: session-authority <command>
 
   serve                                   run the service (applies migrations unless MIGRATE_ON_START=false)
   migrate                                 apply pending database migrations and exit
+  purge                                   mark overdue sessions expired, delete old ended sessions and events
   keys create --name N --scopes a,b       create an API key and print it once
                                           scopes: ${SCOPES.join(', ')}
   keys list                               list API keys (never the keys themselves)
@@ -68,6 +71,17 @@ async function main(argv: string[]): Promise<number> {
     } finally {
       await db.close()
     }
+    return 0
+  }
+  if (command === 'purge') {
+    // No cache to drop here: a session past its expiry is inactive by its own timestamps on every replica.
+    const invalidate = async () => {}
+    const counts = await withDatabase((db, { config }) =>
+      purgeSessions(createSessionRepository(db.sql), { clock: systemClock, config, invalidate }, true),
+    )
+    console.log(
+      `expired ${counts?.expired ?? 0}, deleted ${counts?.sessions_deleted ?? 0} sessions, deleted ${counts?.events_deleted ?? 0} events`,
+    )
     return 0
   }
   if (command === 'keys' && sub === 'create') {

@@ -14,6 +14,9 @@ const env = (name: string, description: string, extra: Record<string, unknown> =
 
 const LogLevel = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l))
 
+const DriftPolicy = ['ignore', 'record', 'suspend'].map((p) => Type.Literal(p))
+const LimitAction = ['evict_oldest', 'evict_least_recently_used', 'reject'].map((p) => Type.Literal(p))
+
 export const ConfigSchema = Type.Object({
   host: Type.String(env('HOST', 'Address to listen on', { default: '127.0.0.1', minLength: 1 })),
   port: Type.Integer(env('PORT', 'Port to listen on', { default: 8080, minimum: 0, maximum: 65535 })),
@@ -193,6 +196,71 @@ export const ConfigSchema = Type.Object({
   jwksMaxAgeSeconds: Type.Integer(
     env('JWKS_MAX_AGE_SECONDS', 'Cache-Control max-age of /.well-known/jwks.json', {
       default: 300,
+      minimum: 0,
+    }),
+  ),
+  uaDriftPolicy: Type.Union(
+    DriftPolicy,
+    env('UA_DRIFT_POLICY', 'What a change of browser, OS or device type does: ignore, record or suspend', {
+      default: 'suspend',
+    }),
+  ),
+  ipDriftPolicy: Type.Union(
+    DriftPolicy,
+    env('IP_DRIFT_POLICY', 'What an IP move outside the tolerated prefix does: ignore, record or suspend', {
+      default: 'suspend',
+    }),
+  ),
+  ipv4DriftPrefix: Type.Integer(
+    env('IPV4_DRIFT_PREFIX', 'IPv4 moves within this prefix length are not drift', {
+      default: 24,
+      minimum: 0,
+      maximum: 32,
+    }),
+  ),
+  ipv6DriftPrefix: Type.Integer(
+    env('IPV6_DRIFT_PREFIX', 'IPv6 moves within this prefix length are not drift', {
+      default: 64,
+      minimum: 0,
+      maximum: 128,
+    }),
+  ),
+  maxSessionsPerUser: Type.Integer(
+    env('MAX_SESSIONS_PER_USER', 'Concurrent live sessions per user; 0 = unlimited', {
+      default: 0,
+      minimum: 0,
+    }),
+  ),
+  sessionLimitAction: Type.Union(
+    LimitAction,
+    env('SESSION_LIMIT_ACTION', 'At the limit: evict_oldest, evict_least_recently_used or reject', {
+      default: 'evict_oldest',
+    }),
+  ),
+  logoutAllOnLogout: Type.Boolean(
+    env('LOGOUT_ALL_ON_LOGOUT', 'Revoking a session revokes every session of its user by default', {
+      default: false,
+    }),
+  ),
+  purgeIntervalMs: Type.Integer(
+    env(
+      'PURGE_INTERVAL_MS',
+      'How often a replica purges old sessions and events (one replica at a time); 0 = never',
+      {
+        default: 3_600_000,
+        minimum: 0,
+      },
+    ),
+  ),
+  purgeRetentionDays: Type.Integer(
+    env('PURGE_RETENTION_DAYS', 'Ended sessions are deleted this long after they ended', {
+      default: 30,
+      minimum: 0,
+    }),
+  ),
+  eventRetentionDays: Type.Integer(
+    env('EVENT_RETENTION_DAYS', 'Events are deleted when this old (also those of purged sessions)', {
+      default: 90,
       minimum: 0,
     }),
   ),

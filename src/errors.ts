@@ -31,6 +31,13 @@ export const Errors = {
   NOT_FOUND: createError('NOT_FOUND', 'no route %s %s', 404),
   SESSION_NOT_FOUND: createError('SESSION_NOT_FOUND', 'session %s not found', 404),
   API_KEY_NOT_FOUND: createError('API_KEY_NOT_FOUND', 'API key %s not found', 404),
+  // 409
+  SESSION_LIMIT_REACHED: createError(
+    'SESSION_LIMIT_REACHED',
+    'user %s already has %d live sessions; log one out first',
+    409,
+  ),
+  SESSION_ENDED: createError('SESSION_ENDED', 'session %s is %s; it cannot be suspended or resumed', 409),
   // 405 / 413 / 415
   METHOD_NOT_ALLOWED: createError('METHOD_NOT_ALLOWED', '%s', 405),
   PAYLOAD_TOO_LARGE: createError('PAYLOAD_TOO_LARGE', 'request body is larger than %d bytes', 413),

@@ -1,4 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { allows } from '../api-keys/api-keys.ts'
 import type { Clock } from '../clock.ts'
 import { nextTurn } from '../next-turn.ts'
 import { withErrors } from '../schemas.ts'
@@ -9,9 +11,11 @@ import {
   OpenSessionBody,
   OpenSessionReply,
   RefreshBody,
+  ResumeBody,
   RevokeQuery,
   SessionParams,
   SessionView,
+  SuspendBody,
 } from '../sessions/schemas.ts'
 import type { Issued, JwtPair, SessionService } from '../sessions/service.ts'
 import { sessionView } from './views.ts'
@@ -32,13 +36,20 @@ function issuedView(issued: Issued, nowMs: number) {
   return { token_type: 'opaque' as const, token: issued.token, session: sessionView(issued.session) }
 }
 
+/** For routes whose body is optional: a request without one is validated as `{}`. */
+function noBodyIsEmpty(request: FastifyRequest, _reply: FastifyReply, done: () => void) {
+  request.body ??= {}
+  done()
+}
+
 const tags = ['sessions']
 
 const sessionRoutes: FastifyPluginAsyncTypebox<{
   sessions: SessionService
   logIntrospection: boolean
+  logoutAllOnLogout: boolean
   clock: Clock
-}> = async (app, { sessions, logIntrospection, clock }) => {
+}> = async (app, { sessions, logIntrospection, logoutAllOnLogout, clock }) => {
   app.post(
     '/v1/sessions',
     {
@@ -93,7 +104,11 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{
       const { token, ip, user_agent } = request.body
       const result = await sessions.introspect(token, { ip, user_agent })
       await nextTurn()
-      if (!result.active) return { active: false }
+      if (!result.active) {
+        // Why is for callers trusted with sessions; a gateway's key learns only "inactive".
+        const trusted = result.reason && request.caller && allows(request.caller.scopes, 'sessions:read')
+        return trusted ? { active: false, reason: result.reason } : { active: false }
+      }
       const { session, claims } = result
       return {
         active: true,
@@ -137,7 +152,43 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{
         response: withErrors({ 200: SessionView }),
       },
     },
-    async (request) => sessionView(await sessions.revoke(request.params.id, request.query.reason ?? 'api')),
+    async (request) => {
+      const { reason = 'api', scope = logoutAllOnLogout ? 'user' : 'session' } = request.query
+      return sessionView(await sessions.revoke(request.params.id, reason, scope))
+    },
+  )
+
+  app.post(
+    '/v1/sessions/:id/suspend',
+    {
+      preValidation: noBodyIsEmpty,
+      config: { scope: 'sessions:write' },
+      schema: {
+        tags,
+        summary: 'Suspend a session: its tokens are inactive until it is resumed (idempotent)',
+        params: SessionParams,
+        body: SuspendBody,
+        response: withErrors({ 200: SessionView }),
+      },
+    },
+    async (request) => sessionView(await sessions.suspend(request.params.id, request.body.reason ?? 'api')),
+  )
+
+  app.post(
+    '/v1/sessions/:id/resume',
+    {
+      preValidation: noBodyIsEmpty,
+      config: { scope: 'sessions:write' },
+      schema: {
+        tags,
+        summary:
+          'Resume a suspended session, optionally binding it to the client it is now used from (idempotent)',
+        params: SessionParams,
+        body: ResumeBody,
+        response: withErrors({ 200: SessionView }),
+      },
+    },
+    async (request) => sessionView(await sessions.resume(request.params.id, request.body)),
   )
 }
 

@@ -1,5 +1,6 @@
 import type { Sql } from '../db/connect.ts'
 import type { Device } from './device.ts'
+import type { Binding, Client } from './drift.ts'
 
 /** A session as stored (never with its token hash: that stays in the repository). */
 export interface SessionRow {
@@ -15,6 +16,10 @@ export interface SessionRow {
   access_claims: string[]
   /** The API key that opened the session. */
   client_id: string | null
+  /** Per-session overrides of the drift policies. */
+  binding: Binding
+  suspended_at: Date | null
+  suspension_reason: string | null
   idle_timeout_seconds: number
   absolute_lifetime_seconds: number
   created_at: Date
@@ -25,7 +30,8 @@ export interface SessionRow {
   end_reason: string | null
 }
 
-export interface NewSession extends Omit<SessionRow, 'status' | 'ended_at' | 'end_reason'> {
+export interface NewSession
+  extends Omit<SessionRow, 'status' | 'ended_at' | 'end_reason' | 'suspended_at' | 'suspension_reason'> {
   /** The opaque token's hash; null for a JWT session, whose refresh tokens are kept apart. */
   token_hash: Buffer | null
 }
@@ -56,6 +62,9 @@ export interface EventRow {
 export type EventType =
   | 'session.created'
   | 'session.refreshed'
+  | 'session.client_changed'
+  | 'session.suspended'
+  | 'session.resumed'
   | 'session.revoked'
   | 'session.expired'
   | 'refresh_token.reused'
@@ -79,6 +88,9 @@ const COLUMNS = [
   'metadata',
   'access_claims',
   'client_id',
+  'binding',
+  'suspended_at',
+  'suspension_reason',
   'idle_timeout_seconds',
   'absolute_lifetime_seconds',
   'created_at',
@@ -89,9 +101,23 @@ const COLUMNS = [
   'end_reason',
 ].join(', ')
 
+/** Which sessions a bulk change applies to. */
+export type SessionFilter =
+  | { ids: string[] }
+  | { userId: string; exceptId: string | null }
+  | { userIds: string[] }
+  | { allUsersExcept: string[] }
+
 /** All SQL of the sessions domain. Times come from the caller (the domain's clock), never from now(). */
 export function createSessionRepository(sql: Sql) {
   const columns = sql.unsafe(COLUMNS)
+
+  function filterOf(where: SessionFilter) {
+    if ('ids' in where) return sql`id = any(${where.ids}::uuid[])`
+    if ('userIds' in where) return sql`user_id = any(${where.userIds}::text[])`
+    if ('allUsersExcept' in where) return sql`user_id <> all(${where.allUsersExcept}::text[])`
+    return sql`user_id = ${where.userId} and (${where.exceptId}::uuid is null or id <> ${where.exceptId}::uuid)`
+  }
 
   /**
    * Stores a new session, its `session.created` event and (JWT sessions) its
@@ -107,11 +133,12 @@ export function createSessionRepository(sql: Sql) {
     const [row] = await sql<SessionRow[]>`
       with created as (
         insert into sessions (id, user_id, token_hash, token_type, ip, user_agent, device, metadata,
-          access_claims, client_id, idle_timeout_seconds, absolute_lifetime_seconds, created_at, last_seen_at,
+          access_claims, client_id, binding, idle_timeout_seconds, absolute_lifetime_seconds, created_at, last_seen_at,
           idle_expires_at, absolute_expires_at)
         values (${session.id}, ${session.user_id}, ${session.token_hash}, ${session.token_type}, ${session.ip},
           ${session.user_agent}, ${sql.json(session.device as never)}, ${sql.json(session.metadata as never)},
-          ${session.access_claims}::text[], ${session.client_id}, ${session.idle_timeout_seconds},
+          ${session.access_claims}::text[], ${session.client_id}, ${sql.json(session.binding as never)},
+          ${session.idle_timeout_seconds},
           ${session.absolute_lifetime_seconds}, ${session.created_at}, ${session.last_seen_at},
           ${session.idle_expires_at}, ${session.absolute_expires_at})
         returning *
@@ -153,20 +180,20 @@ export function createSessionRepository(sql: Sql) {
    * records one event each, in one statement (atomic). Returns what it ended.
    */
   async function end(
-    where: { ids: string[] } | { userId: string; exceptId: string | null },
+    where: SessionFilter,
     status: 'revoked' | 'expired',
     reason: string,
     now: Date,
+    limit: number | null = null,
   ): Promise<EndedSession[]> {
     const type: EventType = status === 'revoked' ? 'session.revoked' : 'session.expired'
-    const filter =
-      'ids' in where
-        ? sql`id = any(${where.ids}::uuid[])`
-        : sql`user_id = ${where.userId} and (${where.exceptId}::uuid is null or id <> ${where.exceptId}::uuid)`
     const ended = await sql<EndedSession[]>`
-      with ended as (
+      with target as (
+        select id from sessions where ${filterOf(where)} and status in ('active', 'suspended')
+        ${limit === null ? sql`` : sql`limit ${limit}`}
+      ), ended as (
         update sessions set status = ${status}, ended_at = ${now}, end_reason = ${reason}
-        where ${filter} and status in ('active', 'suspended')
+        where id in (select id from target) and status in ('active', 'suspended')
         returning id, user_id, token_hash
       ), recorded as (
         insert into session_events (session_id, user_id, type, data, created_at)
@@ -277,7 +304,164 @@ export function createSessionRepository(sql: Sql) {
       values (${session.id}, ${session.user_id}, ${type}, ${sql.json(data as never)}, ${at})`
   }
 
+  /** Suspends an active session and records why, with the event, in one statement. */
+  async function suspend(
+    id: string,
+    reason: string,
+    data: Record<string, unknown>,
+    now: Date,
+  ): Promise<EndedSession | undefined> {
+    const [row] = await sql<EndedSession[]>`
+      with changed as (
+        update sessions set status = 'suspended', suspended_at = ${now}, suspension_reason = ${reason}
+        where id = ${id} and status = 'active'
+        returning id, user_id, token_hash
+      ), recorded as (
+        insert into session_events (session_id, user_id, type, data, created_at)
+        select id, user_id, 'session.suspended', ${sql.json({ reason, ...data } as never)}, ${now} from changed
+      )
+      select id, user_id, token_hash from changed`
+    return row
+  }
+
+  /** Makes a suspended session active again, bound to `client` when one is given, with the event. */
+  async function resume(id: string, client: Client | null, now: Date): Promise<EndedSession | undefined> {
+    const [row] = await sql<EndedSession[]>`
+      with before as (
+        select id, host(ip) as ip, user_agent, device from sessions where id = ${id} and status = 'suspended' for update
+      ), changed as (
+        update sessions s set status = 'active', suspended_at = null, suspension_reason = null,
+          ip = coalesce(${client?.ip ?? null}::inet, s.ip),
+          user_agent = coalesce(${client?.user_agent ?? null}, s.user_agent),
+          device = coalesce(${client?.user_agent ? sql.json(client.device as never) : null}::jsonb, s.device)
+        from before b where s.id = b.id
+        returning s.id, s.user_id, s.token_hash, host(s.ip) as ip, s.user_agent, s.device,
+          b.ip as previous_ip, b.user_agent as previous_user_agent, b.device as previous_device
+      ), recorded as (
+        insert into session_events (session_id, user_id, type, data, created_at)
+        select id, user_id, 'session.resumed', jsonb_build_object(
+          'previous', jsonb_build_object('ip', previous_ip, 'user_agent', previous_user_agent, 'device', previous_device),
+          'current', jsonb_build_object('ip', ip, 'user_agent', user_agent, 'device', device)), ${now}
+        from changed
+      )
+      select id, user_id, token_hash from changed`
+    return row
+  }
+
+  /** Rebinds an active session to the client it is now used from, with an event when one is given. */
+  async function updateClient(
+    id: string,
+    client: Client,
+    event: { type: EventType; data: Record<string, unknown> } | null,
+    now: Date,
+  ): Promise<EndedSession | undefined> {
+    const [row] = await sql<EndedSession[]>`
+      with changed as (
+        update sessions set ip = ${client.ip}, user_agent = ${client.user_agent},
+          device = ${sql.json(client.device as never)}
+        where id = ${id} and status = 'active'
+        returning id, user_id, token_hash
+      ), recorded as (
+        insert into session_events (session_id, user_id, type, data, created_at)
+        select id, user_id, ${event?.type ?? 'session.client_changed'}, ${sql.json((event?.data ?? {}) as never)}, ${now}
+        from changed where ${event !== null}
+      )
+      select id, user_id, token_hash from changed`
+    return row
+  }
+
+  /** Serialises logins of one user until the transaction ends (the concurrent-session limit). */
+  async function lockUser(userId: string): Promise<void> {
+    await sql`select pg_advisory_xact_lock(hashtext(${`session-authority:user:${userId}`}))`
+  }
+
+  /** The user's live sessions (what counts towards the limit), oldest first. */
+  async function liveForLimit(userId: string, now: Date) {
+    return sql<Array<{ id: string; created_at: Date; last_seen_at: Date }>>`
+      select id, created_at, last_seen_at from sessions
+      where user_id = ${userId} and status in ('active', 'suspended')
+        and idle_expires_at > ${now} and absolute_expires_at > ${now}
+      order by created_at, id`
+  }
+
+  /**
+   * Marks up to `limit` sessions that ran out but were never seen again as
+   * expired, with their events. Rows another purge holds are skipped.
+   */
+  async function expireOverdue(now: Date, idleBefore: Date, limit: number): Promise<EndedSession[]> {
+    const ended = await sql<EndedSession[]>`
+      with target as (
+        select id, case when absolute_expires_at <= ${now} then 'absolute_lifetime' else 'idle_timeout' end as reason
+        from sessions
+        where status in ('active', 'suspended')
+          and (absolute_expires_at <= ${now} or idle_expires_at <= ${idleBefore})
+        limit ${limit}
+        for update skip locked
+      ), ended as (
+        update sessions s set status = 'expired', ended_at = ${now}, end_reason = t.reason
+        from target t where s.id = t.id
+        returning s.id, s.user_id, s.token_hash, t.reason
+      ), recorded as (
+        insert into session_events (session_id, user_id, type, data, created_at)
+        select id, user_id, 'session.expired', jsonb_build_object('reason', reason), ${now} from ended
+      )
+      select id, user_id, token_hash from ended`
+    return [...ended]
+  }
+
+  /** Deletes up to `limit` sessions that ended before `cutoff` (their refresh tokens go with them). */
+  async function deleteEnded(cutoff: Date, limit: number): Promise<number> {
+    const result = await sql`
+      delete from sessions where id in (
+        select id from sessions where ended_at < ${cutoff} limit ${limit} for update skip locked)`
+    return result.count
+  }
+
+  async function deleteEvents(cutoff: Date, limit: number): Promise<number> {
+    const result = await sql`
+      delete from session_events where id in (
+        select id from session_events where created_at < ${cutoff} limit ${limit} for update skip locked)`
+    return result.count
+  }
+
+  /**
+   * Runs `work` on one connection holding the purge lock, so one replica
+   * purges at a time; waits for it, or gives up at once when `wait` is false.
+   */
+  async function withPurgeLock<T>(
+    wait: boolean,
+    work: (repo: SessionRepository) => Promise<T>,
+  ): Promise<T | null> {
+    const reserved = await sql.reserve()
+    try {
+      const key = sql`hashtext('session-authority:purge')`
+      if (wait) await reserved`select pg_advisory_lock(${key})`
+      else {
+        const [row] = await reserved<
+          Array<{ locked: boolean }>
+        >`select pg_try_advisory_lock(${key}) as locked`
+        if (!row?.locked) return null
+      }
+      try {
+        return await work(createSessionRepository(reserved as unknown as Sql))
+      } finally {
+        await reserved`select pg_advisory_unlock(${key})`
+      }
+    } finally {
+      reserved.release()
+    }
+  }
+
   return {
+    suspend,
+    resume,
+    updateClient,
+    lockUser,
+    liveForLimit,
+    expireOverdue,
+    deleteEnded,
+    deleteEvents,
+    withPurgeLock,
     insert,
     findByTokenHash,
     findById,

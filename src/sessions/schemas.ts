@@ -26,6 +26,21 @@ export const Device = Type.Object({
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()])
 
 const TokenType = Type.Union([Type.Literal('opaque'), Type.Literal('jwt')])
+const DriftPolicy = Type.Union([Type.Literal('ignore'), Type.Literal('record'), Type.Literal('suspend')])
+
+export const Binding = Type.Object(
+  {
+    user_agent: Type.Optional(DriftPolicy),
+    ip: Type.Optional(DriftPolicy),
+    ipv4_prefix: Type.Optional(Type.Integer({ minimum: 0, maximum: 32 })),
+    ipv6_prefix: Type.Optional(Type.Integer({ minimum: 0, maximum: 128 })),
+  },
+  {
+    additionalProperties: false,
+    description:
+      'What drift from the client the session was opened from does (overrides UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX for this session)',
+  },
+)
 const ClaimName = Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$' })
 
 /** A session as it leaves the service: the allowlist of fields (never a token or its hash). */
@@ -41,6 +56,9 @@ export const SessionView = Type.Object(
     ]),
     token_type: TokenType,
     client_id: Nullable(Type.String({ description: 'The API key that opened the session' })),
+    binding: Binding,
+    suspended_at: Nullable(Timestamp()),
+    suspension_reason: Nullable(Type.String()),
     ip: Nullable(Type.String()),
     user_agent: Nullable(Type.String()),
     device: Device,
@@ -73,6 +91,24 @@ export const OpenSessionBody = Type.Object(
         description:
           '`opaque`: one token, checked by introspection. `jwt`: a short-lived access JWT and a rotating refresh token',
       }),
+    ),
+    binding: Type.Optional(Binding),
+    max_sessions: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 100_000,
+        description:
+          "The user's limit of live sessions for this login (default MAX_SESSIONS_PER_USER; 0 = none)",
+      }),
+    ),
+    on_limit: Type.Optional(
+      Type.Union(
+        [Type.Literal('evict_oldest'), Type.Literal('evict_least_recently_used'), Type.Literal('reject')],
+        {
+          description:
+            'At the limit: log out the oldest or least recently used session, or refuse this login (409)',
+        },
+      ),
     ),
     access_token_claims: Type.Optional(
       Type.Array(ClaimName, {
@@ -168,6 +204,11 @@ export const IntrospectBody = Type.Object(
 export const IntrospectReply = Type.Object(
   {
     active: Type.Boolean(),
+    reason: Type.Optional(
+      Type.Literal('suspended', {
+        description: 'Why the token is inactive; only for callers whose key can read sessions',
+      }),
+    ),
     session_id: Type.Optional(Uuid()),
     user_id: Type.Optional(Type.String()),
     token_type: Type.Optional(TokenType),
@@ -188,6 +229,12 @@ export const SessionParams = Type.Object({ id: Uuid('Session id') })
 
 export const RevokeQuery = Type.Object(
   {
+    scope: Type.Optional(
+      Type.Union([Type.Literal('session'), Type.Literal('user')], {
+        description:
+          "`user`: revoke every session of this session's user (log out everywhere). Default `session`, or `user` with LOGOUT_ALL_ON_LOGOUT",
+      }),
+    ),
     reason: Type.Optional(
       Text({ maxLength: 200, description: 'Recorded with the revocation (default: api)' }),
     ),
@@ -248,3 +295,44 @@ export const EventsReply = Type.Object({
 })
 
 export type OpenSessionBody = Static<typeof OpenSessionBody>
+
+export const SuspendBody = Type.Object(
+  {
+    reason: Type.Optional(
+      Text({ maxLength: 200, description: 'Recorded with the suspension (default: api)' }),
+    ),
+  },
+  { additionalProperties: false },
+)
+
+export const ResumeBody = Type.Object(
+  {
+    ip: Type.Optional(Ip),
+    user_agent: Type.Optional(UserAgent),
+  },
+  {
+    additionalProperties: false,
+    description:
+      'Given fields bind the session to that client from now on; without them it stays bound as before',
+  },
+)
+
+const UserList = (description: string, minItems: number) =>
+  Type.Array(UserId, { minItems, maxItems: 10_000, description })
+
+export const BulkRevokeBody = Type.Object(
+  {
+    user_ids: Type.Optional(UserList('Revoke every session of these users', 1)),
+    all_users_except: Type.Optional(UserList('Revoke every session of every user but these', 0)),
+    reason: Type.Optional(
+      Text({ maxLength: 200, description: 'Recorded with each revocation (default: admin)' }),
+    ),
+  },
+  { additionalProperties: false, description: 'Exactly one of user_ids and all_users_except' },
+)
+
+export const PurgeReply = Type.Object({
+  expired: Type.Integer({ description: 'Sessions found past their expiry and marked expired' }),
+  sessions_deleted: Type.Integer({ description: 'Ended sessions deleted (older than PURGE_RETENTION_DAYS)' }),
+  events_deleted: Type.Integer({ description: 'Events deleted (older than EVENT_RETENTION_DAYS)' }),
+})

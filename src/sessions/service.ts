@@ -7,6 +7,8 @@ import type { AccessClaims, AccessTokens } from './access-tokens.ts'
 import { RESERVED_CLAIMS } from './access-tokens.ts'
 import type { SessionCache } from './cache.ts'
 import { parseDevice } from './device.ts'
+import { type Binding, type Client, judgeDrift, type Verdict } from './drift.ts'
+import { purgeSessions } from './purge.ts'
 import type { EndedSession, RefreshTokenRow, SessionRepository, SessionRow } from './repository.ts'
 import {
   generateOpaqueToken,
@@ -26,6 +28,9 @@ export interface OpenSessionInput {
   idle_timeout?: number
   absolute_lifetime?: number
   token_type?: 'opaque' | 'jwt'
+  binding?: Binding
+  max_sessions?: number
+  on_limit?: 'evict_oldest' | 'evict_least_recently_used' | 'reject'
   /** Metadata keys to copy into each access JWT as claims (JWT sessions). */
   access_token_claims?: string[]
 }
@@ -48,7 +53,7 @@ export interface ClientInfo {
 
 /** An active answer carries the stored row as it is, plus this use: when, and until when it now lasts. */
 export type Introspection =
-  | { active: false }
+  | { active: false; reason?: 'suspended' }
   | { active: true; session: SessionRow; seenAt: Date; expiresAt: Date; claims: AccessClaims | null }
 
 interface Deps {
@@ -66,6 +71,15 @@ interface Deps {
     | 'metadataLimitBytes'
     | 'accessTokenTtlSeconds'
     | 'refreshReuseGraceSeconds'
+    | 'uaDriftPolicy'
+    | 'ipDriftPolicy'
+    | 'ipv4DriftPrefix'
+    | 'ipv6DriftPrefix'
+    | 'maxSessionsPerUser'
+    | 'sessionLimitAction'
+    | 'writeBehindIntervalMs'
+    | 'purgeRetentionDays'
+    | 'eventRetentionDays'
   > & {
     /**
      * How much longer than its idle timeout a session may live when its last
@@ -78,6 +92,8 @@ interface Deps {
 }
 
 const INACTIVE: Introspection = { active: false }
+const SUSPENDED: Introspection = { active: false, reason: 'suspended' }
+const BATCH = 1000
 
 /** The earlier of a session's two expiry instants. */
 export function expiresAt(session: Pick<SessionRow, 'idle_expires_at' | 'absolute_expires_at'>): Date {
@@ -134,6 +150,9 @@ export function createSessionService({
       metadata,
       access_claims: claims,
       client_id: clientId,
+      binding: input.binding ?? {},
+      suspended_at: null,
+      suspension_reason: null,
       idle_timeout_seconds: idle,
       absolute_lifetime_seconds: absolute,
       created_at: new Date(now),
@@ -143,20 +162,25 @@ export function createSessionService({
       ended_at: null,
       end_reason: null,
     }
-    if (token) return { token_type: 'opaque', token, session: await repo.insert(session) }
+    const limit = {
+      max: input.max_sessions ?? config.maxSessionsPerUser,
+      action: input.on_limit ?? config.sessionLimitAction,
+    }
+    if (token) return { token_type: 'opaque', token, session: await store(session, null, limit, now) }
 
     // Signed before the session is stored: a signing failure leaves nothing behind.
     const refreshToken = generateRefreshToken()
     const grant = { jti: randomUUID(), issuedAt: new Date(now), expiresAt: accessExpiry(session, now) }
     const { token: accessToken, kid } = access.issue(session, grant)
-    const stored = await repo.insert(session, {
+    const refreshRow = {
       token_hash: hashTokenBytes(refreshToken),
       session_id: session.id,
       issued_at: grant.issuedAt,
       access_jti: grant.jti,
       access_kid: kid,
       access_expires_at: grant.expiresAt,
-    })
+    }
+    const stored = await store(session, refreshRow, limit, now)
     return {
       token_type: 'jwt',
       access_token: accessToken,
@@ -164,6 +188,41 @@ export function createSessionService({
       refresh_token: refreshToken,
       session: stored,
     }
+  }
+
+  /**
+   * Stores a new session. Under a concurrent-session limit the user's logins
+   * take turns (an advisory lock in the transaction), so racing logins never
+   * leave the user over it; the sessions evicted to make room are ended in the
+   * same transaction and dropped from the caches after it commits.
+   */
+  async function store(
+    session: Parameters<SessionRepository['insert']>[0],
+    refreshRow: Parameters<SessionRepository['insert']>[1],
+    limit: { max: number; action: string },
+    nowMs: number,
+  ): Promise<SessionRow> {
+    if (limit.max <= 0) return repo.insert(session, refreshRow)
+    const outcome = await repo.transaction(async (tx) => {
+      await tx.lockUser(session.user_id)
+      const now = new Date(nowMs)
+      const live = await tx.liveForLimit(session.user_id, now)
+      const excess = live.length - limit.max + 1
+      let evicted: EndedSession[] = []
+      if (excess > 0) {
+        if (limit.action === 'reject') return { rejected: true as const }
+        const order =
+          limit.action === 'evict_least_recently_used'
+            ? [...live].sort((a, b) => a.last_seen_at.getTime() - b.last_seen_at.getTime())
+            : live
+        const ids = order.slice(0, excess).map((s) => s.id)
+        evicted = await tx.end({ ids }, 'revoked', 'session_limit', now)
+      }
+      return { rejected: false as const, stored: await tx.insert(session, refreshRow), evicted }
+    })
+    if (outcome.rejected) throw new Errors.SESSION_LIMIT_REACHED(session.user_id, limit.max)
+    await endAndInvalidate(outcome.evicted)
+    return outcome.stored
   }
 
   /** An access JWT lives its configured lifetime, never past the session's absolute expiry. */
@@ -204,8 +263,9 @@ export function createSessionService({
   ): Promise<Introspection> {
     let session = cache.peek(key)
     if (session === undefined) session = await cache.lookup(key, load, nowMs)
-    if (session === null || session.status !== 'active') return INACTIVE
+    if (session === null) return INACTIVE
     if (claims && (session.token_type !== 'jwt' || session.user_id !== claims.sub)) return INACTIVE
+    if (session.status !== 'active') return session.status === 'suspended' ? SUSPENDED : INACTIVE
     const now = new Date(nowMs)
     if (session.absolute_expires_at <= now) return expire(session, 'absolute_lifetime', now)
 
@@ -218,10 +278,67 @@ export function createSessionService({
       if (idleExpiry(fresh, config.idleGraceMs) <= now) return expire(fresh, 'idle_timeout', now)
     }
 
+    if (client.ip || client.user_agent) {
+      const verdict = judgeDrift(
+        session,
+        session.binding,
+        client.ip ?? null,
+        client.user_agent ?? null,
+        config,
+      )
+      if (verdict.drifted.length > 0 || verdict.uaUpdated) {
+        const rebound = await applyDrift(session, verdict, client, now)
+        if (rebound === null) return SUSPENDED
+        session = rebound
+      }
+    }
+
     touches.record(session.id, now, client.ip ?? null)
     let expiresAt = slide(session, nowMs)
     if (claims && claims.exp * 1000 < expiresAt.getTime()) expiresAt = new Date(claims.exp * 1000)
     return { active: true, session, seenAt: now, expiresAt, claims }
+  }
+
+  /**
+   * Acts on drift by policy: suspends (null), or rebinds the session to the
+   * client it is now used from, recording a `session.client_changed` event
+   * unless the change was only a browser update. Either way every replica
+   * drops the cached row.
+   */
+  async function applyDrift(
+    session: SessionRow,
+    verdict: Verdict,
+    client: ClientInfo,
+    now: Date,
+  ): Promise<SessionRow | null> {
+    const previous: Client = { ip: session.ip, user_agent: session.user_agent, device: session.device }
+    const presented: Client = {
+      ip: client.ip ?? session.ip,
+      user_agent: client.user_agent ?? session.user_agent,
+      device: client.user_agent ? parseDevice(client.user_agent) : session.device,
+    }
+    const suspendFor = verdict.drifted.filter((d) => d.policy === 'suspend').map((d) => d.dimension)
+    if (suspendFor.length > 0) {
+      const reason = `${suspendFor[0]}_drift`
+      const data = { dimensions: suspendFor, previous, current: presented }
+      const suspended = await repo.suspend(session.id, reason, data, now)
+      if (suspended) await endAndInvalidate([suspended], false)
+      return null
+    }
+    const changed = verdict.drifted.map((d) => d.dimension)
+    const uaMoves = verdict.uaUpdated || changed.includes('user_agent')
+    const current: Client = {
+      ip: changed.includes('ip') ? presented.ip : session.ip,
+      user_agent: uaMoves ? presented.user_agent : session.user_agent,
+      device: uaMoves ? presented.device : session.device,
+    }
+    const event =
+      changed.length > 0
+        ? { type: 'session.client_changed' as const, data: { changed, previous, current } }
+        : null
+    const updated = await repo.updateClient(session.id, current, event, now)
+    if (updated) await endAndInvalidate([updated], false)
+    return { ...session, ...current }
   }
 
   /**
@@ -389,18 +506,69 @@ export function createSessionService({
     return withLocalUse(session)
   }
 
-  /** Ends the sessions in Postgres, then drops them from every cache, then returns. */
-  async function endAndInvalidate(ended: EndedSession[]): Promise<number> {
-    for (const e of ended) touches.forget(e.id)
+  /** After a change in Postgres, drops the sessions from every cache (and, when they ended, their pending bookkeeping). */
+  async function endAndInvalidate(ended: EndedSession[], forget = true): Promise<number> {
+    if (forget) for (const e of ended) touches.forget(e.id)
     await cache.invalidate(ended.map((e) => (e.token_hash ? e.token_hash.toString('hex') : sessionKey(e.id))))
     return ended.length
   }
 
-  /** Revokes one session. Idempotent: revoking an ended session changes nothing and is not an error. */
-  async function revoke(id: string, reason: string): Promise<SessionRow> {
+  /**
+   * Revokes one session, or with scope `user` every open session of its user
+   * ("log out everywhere"). Idempotent: revoking an ended session changes nothing.
+   */
+  async function revoke(
+    id: string,
+    reason: string,
+    scope: 'session' | 'user' = 'session',
+  ): Promise<SessionRow> {
+    if (scope === 'user') {
+      const session = await get(id)
+      await revokeAllForUser(session.user_id, null, reason)
+      return get(id)
+    }
     const ended = await repo.end({ ids: [id] }, 'revoked', reason, new Date(clock.now()))
     await endAndInvalidate(ended)
     return get(id)
+  }
+
+  /** Suspends an active session by hand. Suspending a suspended one changes nothing. */
+  async function suspend(id: string, reason: string): Promise<SessionRow> {
+    const suspended = await repo.suspend(id, reason, {}, new Date(clock.now()))
+    if (suspended) await endAndInvalidate([suspended], false)
+    const session = await get(id)
+    if (session.status !== 'suspended') throw new Errors.SESSION_ENDED(id, session.status)
+    return session
+  }
+
+  /** Makes a suspended session active again, rebound to `client` if given. Resuming an active one changes nothing. */
+  async function resume(id: string, client: ClientInfo = {}): Promise<SessionRow> {
+    const rebind =
+      client.ip || client.user_agent
+        ? {
+            ip: client.ip ?? null,
+            user_agent: client.user_agent ?? null,
+            device: parseDevice(client.user_agent),
+          }
+        : null
+    const resumed = await repo.resume(id, rebind, new Date(clock.now()))
+    if (resumed) await endAndInvalidate([resumed], false)
+    const session = await get(id)
+    if (session.status !== 'active') throw new Errors.SESSION_ENDED(id, session.status)
+    return session
+  }
+
+  /** Revokes every open session of the listed users, or of every user but the listed ones, in batches. */
+  async function revokeInBulk(
+    where: { userIds: string[] } | { allUsersExcept: string[] },
+    reason: string,
+  ): Promise<number> {
+    let total = 0
+    for (;;) {
+      const ended = await repo.end(where, 'revoked', reason, new Date(clock.now()), BATCH)
+      total += await endAndInvalidate(ended)
+      if (ended.length < BATCH) return total
+    }
   }
 
   /** Revokes every open session of a user, or every one but `exceptId` ("log out other devices"). */
@@ -413,13 +581,22 @@ export function createSessionService({
     return (await repo.listLiveForUser(userId, new Date(clock.now()), limit)).map(withLocalUse)
   }
 
+  /** One purge round (see purgeSessions); null when another replica is purging and `wait` is false. */
+  function purge(wait: boolean) {
+    return purgeSessions(repo, { clock, config, invalidate: endAndInvalidate }, wait)
+  }
+
   return {
     open,
     introspect,
     refresh,
     get,
     revoke,
+    suspend,
+    resume,
     revokeAllForUser,
+    revokeInBulk,
+    purge,
     listForUser,
     listEvents: repo.listEvents,
   }

@@ -1,0 +1,47 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Errors } from '../errors.ts'
+import { withErrors } from '../schemas.ts'
+import { BulkRevokeBody, PurgeReply, RevokeAllReply } from '../sessions/schemas.ts'
+import type { SessionService } from '../sessions/service.ts'
+
+const tags = ['admin']
+
+/** Operator actions over many sessions at once (scope admin). */
+const adminRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = async (app, { sessions }) => {
+  app.post(
+    '/v1/admin/sessions/revoke',
+    {
+      config: { scope: 'admin' },
+      schema: {
+        tags,
+        summary: 'Revoke every session of a list of users, or of every user but a list (in batches)',
+        body: BulkRevokeBody,
+        response: withErrors({ 200: RevokeAllReply }),
+      },
+    },
+    async (request) => {
+      const { user_ids, all_users_except, reason = 'admin' } = request.body
+      if ((user_ids === undefined) === (all_users_except === undefined)) {
+        throw new Errors.VALIDATION_FAILED('send exactly one of user_ids and all_users_except')
+      }
+      const where = user_ids ? { userIds: user_ids } : { allUsersExcept: all_users_except ?? [] }
+      return { revoked: await sessions.revokeInBulk(where, reason) }
+    },
+  )
+
+  app.post(
+    '/v1/admin/purge',
+    {
+      config: { scope: 'admin' },
+      schema: {
+        tags,
+        summary:
+          'Mark overdue sessions expired, delete old ended sessions and old events (waits for a running purge)',
+        response: withErrors({ 200: PurgeReply }),
+      },
+    },
+    async () => (await sessions.purge(true)) ?? { expired: 0, sessions_deleted: 0, events_deleted: 0 },
+  )
+}
+
+export default adminRoutes

@@ -1,0 +1,53 @@
+import type { Clock } from '../clock.ts'
+import type { Config } from '../config.ts'
+import type { EndedSession, SessionRepository } from './repository.ts'
+
+const BATCH = 1000
+const DAY_MS = 86_400_000
+
+export interface PurgeCounts {
+  expired: number
+  sessions_deleted: number
+  events_deleted: number
+}
+
+interface Deps {
+  clock: Clock
+  config: Pick<Config, 'writeBehindIntervalMs' | 'purgeRetentionDays' | 'eventRetentionDays'>
+  /** Drops sessions that were just marked expired from the caches. */
+  invalidate(ended: EndedSession[]): Promise<unknown>
+}
+
+/**
+ * Marks sessions that ran out unseen as expired (with their events), deletes
+ * sessions that ended longer ago than PURGE_RETENTION_DAYS, and events older
+ * than EVENT_RETENTION_DAYS: in batches of short statements that hold no long
+ * locks, one replica at a time (an advisory lock). With `wait` false it gives
+ * up at once (null) when another replica is purging.
+ */
+export function purgeSessions(repo: SessionRepository, { clock, config, invalidate }: Deps, wait: boolean) {
+  return repo.withPurgeLock(wait, async (locked): Promise<PurgeCounts> => {
+    const nowMs = clock.now()
+    const now = new Date(nowMs)
+    // A use another replica has not written yet may have kept a session alive.
+    const idleBefore = new Date(nowMs - config.writeBehindIntervalMs)
+    const counts = { expired: 0, sessions_deleted: 0, events_deleted: 0 }
+    for (let n = BATCH; n === BATCH; ) {
+      const ended = await locked.expireOverdue(now, idleBefore, BATCH)
+      await invalidate(ended)
+      n = ended.length
+      counts.expired += n
+    }
+    const sessionsBefore = new Date(nowMs - config.purgeRetentionDays * DAY_MS)
+    for (let n = BATCH; n === BATCH; ) {
+      n = await locked.deleteEnded(sessionsBefore, BATCH)
+      counts.sessions_deleted += n
+    }
+    const eventsBefore = new Date(nowMs - config.eventRetentionDays * DAY_MS)
+    for (let n = BATCH; n === BATCH; ) {
+      n = await locked.deleteEvents(eventsBefore, BATCH)
+      counts.events_deleted += n
+    }
+    return counts
+  })
+}
