@@ -141,7 +141,7 @@ test('write-behind: closing the app writes what is pending', async (t) => {
   const { app, clock, config } = await buildTestApp(t, { writeBehindIntervalMs: 60_000 })
   const { token, session } = await openSession(app)
   clock.advance(5000)
-  await introspect(app, token, { ip: '198.51.100.23' })
+  await introspect(app, token, { ip: '203.0.113.23' })
   const { adminSql } = await import('./helper.ts')
   const sql = adminSql()
   t.after(() => sql.end())
@@ -152,7 +152,7 @@ test('write-behind: closing the app writes what is pending', async (t) => {
   await app.close()
   const [after] = await read()
   assert.equal(after?.last_seen_at.getTime(), clock.now())
-  assert.equal(after?.ip, '198.51.100.23')
+  assert.equal(after?.ip, '203.0.113.23')
 })
 
 test('/metrics exposes latency, cache, invalidation, write-behind and store health series', async (t) => {

@@ -19,7 +19,7 @@ test('migrations create the schema, are recorded, and a second run applies nothi
     await dropSchema(schema)
   })
   const first = await migrate(sql, schema, log)
-  assert.deepEqual(first, ['001_initial.sql', '002_jwt_sessions.sql'])
+  assert.deepEqual(first, ['001_initial.sql', '002_jwt_sessions.sql', '003_binding_and_policies.sql'])
   const tables =
     await sql`select table_name from information_schema.tables where table_schema = ${schema} order by 1`
   assert.deepEqual(
@@ -38,7 +38,7 @@ test('replicas migrating at the same time wait for each other: each file is appl
   })
   const results = await Promise.all(clients.map((sql) => migrate(sql, schema, log)))
   const applied = results.flat()
-  assert.deepEqual(applied.sort(), ['001_initial.sql', '002_jwt_sessions.sql'])
+  assert.deepEqual(applied.sort(), ['001_initial.sql', '002_jwt_sessions.sql', '003_binding_and_policies.sql'])
   const check = connect(schema)
   t.after(() => check.end())
   const rows = await check`select name from schema_migrations`

@@ -47,11 +47,11 @@ test('last_seen_at in the list follows introspection', async (t) => {
   const { app, clock } = await buildTestApp(t)
   const { token } = await openSession(app)
   clock.advance(60_000)
-  await introspect(app, token, { ip: '198.51.100.9' })
+  await introspect(app, token, { ip: '203.0.113.9' })
   const res = await app.inject({ method: 'GET', url: '/v1/users/alice/sessions', headers: auth() })
   const [s] = res.json().sessions
   assert.equal(s.last_seen_at, new Date(clock.now()).toISOString())
-  assert.equal(s.ip, '198.51.100.9')
+  assert.equal(s.ip, '203.0.113.9')
 })
 
 test("revoking all of a user's sessions ends them all and reports the count; other users are untouched", async (t) => {

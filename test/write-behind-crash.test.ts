@@ -34,7 +34,7 @@ test('a killed process loses at most one write-behind interval of last-seen, nev
     const res = await fetch(`${base}/v1/sessions/introspect`, {
       method: 'POST',
       headers,
-      body: JSON.stringify({ token, ip: '198.51.100.77' }),
+      body: JSON.stringify({ token, ip: '203.0.113.77' }),
     })
     assert.equal(((await res.json()) as { active: boolean }).active, true)
     lastUse = Date.now()
@@ -52,5 +52,5 @@ test('a killed process loses at most one write-behind interval of last-seen, nev
   t.diagnostic(`last-seen lost by the kill: ${lost} ms (interval ${INTERVAL_MS} ms)`)
   // One interval, plus the scheduling slack of a busy test machine.
   assert.ok(lost <= INTERVAL_MS + 200, `lost ${lost} ms`)
-  assert.equal(row?.ip, '198.51.100.77')
+  assert.equal(row?.ip, '203.0.113.77')
 })
