@@ -67,6 +67,15 @@ export const SCENARIOS: Scenario[] = [
     sameServer: true,
     rate: (bareRps) => Math.round(bareRps / 2),
   },
+  {
+    // The L1-hit row without the end user's client: the difference between the two is what the drift check costs.
+    name: 'introspect, L1 hit, no ip/user_agent (drift not checked)',
+    mode: 'cached',
+    path: INTROSPECT_PATH,
+    bodies: (tokens) => [JSON.stringify({ token: (tokens as Tokens).opaque })],
+    expect: active,
+    target: null,
+  },
   introspectSession(
     'introspect JWT, warm (signature verified before, L1 hit)',
     'cached',
