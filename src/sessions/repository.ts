@@ -372,15 +372,26 @@ export function createSessionRepository(sql: Sql) {
 
   /** Serialises logins of one user until the transaction ends (the concurrent-session limit). */
   async function lockUser(userId: string): Promise<void> {
-    await sql`select pg_advisory_xact_lock(hashtext(${`session-authority:user:${userId}`}))`
+    // Keyed by schema too: deployments sharing a database do not wait for each other.
+    await sql`select pg_advisory_xact_lock(hashtext(current_schema() || ${`:session-authority:user:${userId}`}))`
   }
 
-  /** The user's live sessions (what counts towards the limit), oldest first. */
-  async function liveForLimit(userId: string, now: Date) {
-    return sql<Array<{ id: string; created_at: Date; last_seen_at: Date }>>`
-      select id, created_at, last_seen_at from sessions
-      where user_id = ${userId} and status in ('active', 'suspended')
-        and idle_expires_at > ${now} and absolute_expires_at > ${now}
+  /**
+   * The user's open sessions not past their absolute expiry, oldest first, with
+   * what the caller needs to judge the idle expiry itself (it may know of
+   * later uses than the stored ones).
+   */
+  async function openForLimit(userId: string, now: Date) {
+    return sql<
+      Array<
+        Pick<
+          SessionRow,
+          'id' | 'created_at' | 'last_seen_at' | 'idle_timeout_seconds' | 'absolute_expires_at'
+        >
+      >
+    >`
+      select id, created_at, last_seen_at, idle_timeout_seconds, absolute_expires_at from sessions
+      where user_id = ${userId} and status in ('active', 'suspended') and absolute_expires_at > ${now}
       order by created_at, id`
   }
 
@@ -434,7 +445,7 @@ export function createSessionRepository(sql: Sql) {
   ): Promise<T | null> {
     const reserved = await sql.reserve()
     try {
-      const key = sql`hashtext('session-authority:purge')`
+      const key = sql`hashtext(current_schema() || ':session-authority:purge')`
       if (wait) await reserved`select pg_advisory_lock(${key})`
       else {
         const [row] = await reserved<
@@ -457,7 +468,7 @@ export function createSessionRepository(sql: Sql) {
     resume,
     updateClient,
     lockUser,
-    liveForLimit,
+    openForLimit,
     expireOverdue,
     deleteEnded,
     deleteEvents,

@@ -206,14 +206,17 @@ export function createSessionService({
     const outcome = await repo.transaction(async (tx) => {
       await tx.lockUser(session.user_id)
       const now = new Date(nowMs)
-      const live = await tx.liveForLimit(session.user_id, now)
+      // Live and last used as this replica knows it: a use it has not written yet counts.
+      const live = (await tx.openForLimit(session.user_id, now))
+        .map((s) => ({ id: s.id, lastUse: lastUse(s), idleExpires: idleExpiry(s, config.idleGraceMs) }))
+        .filter((s) => s.idleExpires > now)
       const excess = live.length - limit.max + 1
       let evicted: EndedSession[] = []
       if (excess > 0) {
         if (limit.action === 'reject') return { rejected: true as const }
         const order =
           limit.action === 'evict_least_recently_used'
-            ? [...live].sort((a, b) => a.last_seen_at.getTime() - b.last_seen_at.getTime())
+            ? [...live].sort((a, b) => a.lastUse.getTime() - b.lastUse.getTime())
             : live
         const ids = order.slice(0, excess).map((s) => s.id)
         evicted = await tx.end({ ids }, 'revoked', 'session_limit', now)
@@ -469,15 +472,25 @@ export function createSessionService({
     }
   }
 
-  /** When the session idles out, counting the latest use this replica knows of (plus a grace). */
-  function idleExpiry(session: SessionRow, graceMs = 0): Date {
+  /** The latest use of a session: stored, or seen by this replica and not written yet. */
+  function lastUse(session: Pick<SessionRow, 'id' | 'last_seen_at'>): Date {
     const local = touches.lastUse(session.id)?.at
-    const seen = local && local > session.last_seen_at ? local : session.last_seen_at
-    return slide(session, seen.getTime() + graceMs)
+    return local && local > session.last_seen_at ? local : session.last_seen_at
+  }
+
+  /** When the session idles out, counting the latest use this replica knows of (plus a grace). */
+  function idleExpiry(
+    session: Pick<SessionRow, 'id' | 'last_seen_at' | 'idle_timeout_seconds' | 'absolute_expires_at'>,
+    graceMs = 0,
+  ): Date {
+    return slide(session, lastUse(session).getTime() + graceMs)
   }
 
   /** The idle expiry after a use at `nowMs`, never past the absolute expiry. */
-  function slide(session: SessionRow, nowMs: number): Date {
+  function slide(
+    session: Pick<SessionRow, 'idle_timeout_seconds' | 'absolute_expires_at'>,
+    nowMs: number,
+  ): Date {
     return new Date(
       Math.min(nowMs + session.idle_timeout_seconds * 1000, session.absolute_expires_at.getTime()),
     )

@@ -200,7 +200,7 @@ export function createSigningKeys({ sql, clock, kek, config, log }: Deps) {
     onlyIf?: (row: KeyRow | undefined, now: number) => string | null,
   ): Promise<KeyRow | null> {
     const created = await sql.begin(async (tx) => {
-      await tx`select pg_advisory_xact_lock(hashtext('session-authority:signing-keys'))`
+      await tx`select pg_advisory_xact_lock(hashtext(current_schema() || ':session-authority:signing-keys'))`
       const now = clock.now()
       const [latest] = await tx<KeyRow[]>`
         select kid, alg, kek_id, created_at from signing_keys where retired_at is null
