@@ -38,7 +38,11 @@ test('replicas migrating at the same time wait for each other: each file is appl
   })
   const results = await Promise.all(clients.map((sql) => migrate(sql, schema, log)))
   const applied = results.flat()
-  assert.deepEqual(applied.sort(), ['001_initial.sql', '002_jwt_sessions.sql', '003_binding_and_policies.sql'])
+  assert.deepEqual(applied.sort(), [
+    '001_initial.sql',
+    '002_jwt_sessions.sql',
+    '003_binding_and_policies.sql',
+  ])
   const check = connect(schema)
   t.after(() => check.end())
   const rows = await check`select name from schema_migrations`

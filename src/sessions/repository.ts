@@ -8,7 +8,10 @@ export interface SessionRow {
   user_id: string
   status: 'active' | 'suspended' | 'revoked' | 'expired'
   token_type: 'opaque' | 'jwt'
+  /** Where the session was last seen from. */
   ip: string | null
+  /** The address the session is bound to: drift is judged against it (see drift.ts). */
+  bound_ip: string | null
   user_agent: string | null
   device: Device
   metadata: Record<string, unknown>
@@ -83,6 +86,7 @@ const COLUMNS = [
   'status',
   'token_type',
   'host(ip) as ip',
+  'host(bound_ip) as bound_ip',
   'user_agent',
   'device',
   'metadata',
@@ -132,10 +136,10 @@ export function createSessionRepository(sql: Sql) {
     }
     const [row] = await sql<SessionRow[]>`
       with created as (
-        insert into sessions (id, user_id, token_hash, token_type, ip, user_agent, device, metadata,
+        insert into sessions (id, user_id, token_hash, token_type, ip, bound_ip, user_agent, device, metadata,
           access_claims, client_id, binding, idle_timeout_seconds, absolute_lifetime_seconds, created_at, last_seen_at,
           idle_expires_at, absolute_expires_at)
-        values (${session.id}, ${session.user_id}, ${session.token_hash}, ${session.token_type}, ${session.ip},
+        values (${session.id}, ${session.user_id}, ${session.token_hash}, ${session.token_type}, ${session.ip}, ${session.bound_ip},
           ${session.user_agent}, ${sql.json(session.device as never)}, ${sql.json(session.metadata as never)},
           ${session.access_claims}::text[], ${session.client_id}, ${sql.json(session.binding as never)},
           ${session.idle_timeout_seconds},
@@ -314,7 +318,7 @@ export function createSessionRepository(sql: Sql) {
     const [row] = await sql<EndedSession[]>`
       with changed as (
         update sessions set status = 'suspended', suspended_at = ${now}, suspension_reason = ${reason}
-        where id = ${id} and status = 'active'
+        where id = ${id} and status = 'active' and absolute_expires_at > ${now}
         returning id, user_id, token_hash
       ), recorded as (
         insert into session_events (session_id, user_id, type, data, created_at)
@@ -328,14 +332,17 @@ export function createSessionRepository(sql: Sql) {
   async function resume(id: string, client: Client | null, now: Date): Promise<EndedSession | undefined> {
     const [row] = await sql<EndedSession[]>`
       with before as (
-        select id, host(ip) as ip, user_agent, device from sessions where id = ${id} and status = 'suspended' for update
+        select id, host(bound_ip) as ip, user_agent, device from sessions
+        where id = ${id} and status = 'suspended' and absolute_expires_at > ${now}
+        for update
       ), changed as (
         update sessions s set status = 'active', suspended_at = null, suspension_reason = null,
           ip = coalesce(${client?.ip ?? null}::inet, s.ip),
+          bound_ip = coalesce(${client?.ip ?? null}::inet, s.bound_ip),
           user_agent = coalesce(${client?.user_agent ?? null}, s.user_agent),
           device = coalesce(${client?.user_agent ? sql.json(client.device as never) : null}::jsonb, s.device)
         from before b where s.id = b.id
-        returning s.id, s.user_id, s.token_hash, host(s.ip) as ip, s.user_agent, s.device,
+        returning s.id, s.user_id, s.token_hash, host(s.bound_ip) as ip, s.user_agent, s.device,
           b.ip as previous_ip, b.user_agent as previous_user_agent, b.device as previous_device
       ), recorded as (
         insert into session_events (session_id, user_id, type, data, created_at)
@@ -357,7 +364,8 @@ export function createSessionRepository(sql: Sql) {
   ): Promise<EndedSession | undefined> {
     const [row] = await sql<EndedSession[]>`
       with changed as (
-        update sessions set ip = ${client.ip}, user_agent = ${client.user_agent},
+        update sessions set ip = coalesce(${client.ip}::inet, ip), bound_ip = ${client.ip},
+          user_agent = ${client.user_agent},
           device = ${sql.json(client.device as never)}
         where id = ${id} and status = 'active'
         returning id, user_id, token_hash

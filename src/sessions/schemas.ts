@@ -59,7 +59,12 @@ export const SessionView = Type.Object(
     binding: Binding,
     suspended_at: Nullable(Timestamp()),
     suspension_reason: Nullable(Type.String()),
-    ip: Nullable(Type.String()),
+    ip: Nullable(Type.String({ description: 'Where the session was last seen from' })),
+    bound_ip: Nullable(
+      Type.String({
+        description: 'The address drift is judged against: set at login, on a recorded move and by a resume',
+      }),
+    ),
     user_agent: Nullable(Type.String()),
     device: Device,
     metadata: Metadata,

@@ -145,6 +145,7 @@ export function createSessionService({
       token_type: tokenType,
       token_hash: token ? hashTokenBytes(token) : null,
       ip: input.ip ?? null,
+      bound_ip: input.ip ?? null,
       user_agent: input.user_agent ?? null,
       device: parseDevice(input.user_agent),
       metadata,
@@ -283,7 +284,7 @@ export function createSessionService({
 
     if (client.ip || client.user_agent) {
       const verdict = judgeDrift(
-        session,
+        boundClient(session),
         session.binding,
         client.ip ?? null,
         client.user_agent ?? null,
@@ -314,9 +315,9 @@ export function createSessionService({
     client: ClientInfo,
     now: Date,
   ): Promise<SessionRow | null> {
-    const previous: Client = { ip: session.ip, user_agent: session.user_agent, device: session.device }
+    const previous = boundClient(session)
     const presented: Client = {
-      ip: client.ip ?? session.ip,
+      ip: client.ip ?? session.bound_ip,
       user_agent: client.user_agent ?? session.user_agent,
       device: client.user_agent ? parseDevice(client.user_agent) : session.device,
     }
@@ -331,7 +332,7 @@ export function createSessionService({
     const changed = verdict.drifted.map((d) => d.dimension)
     const uaMoves = verdict.uaUpdated || changed.includes('user_agent')
     const current: Client = {
-      ip: changed.includes('ip') ? presented.ip : session.ip,
+      ip: changed.includes('ip') ? presented.ip : session.bound_ip,
       user_agent: uaMoves ? presented.user_agent : session.user_agent,
       device: uaMoves ? presented.device : session.device,
     }
@@ -341,7 +342,12 @@ export function createSessionService({
         : null
     const updated = await repo.updateClient(session.id, current, event, now)
     if (updated) await endAndInvalidate([updated], false)
-    return { ...session, ...current }
+    return { ...session, ...current, ip: current.ip ?? session.ip, bound_ip: current.ip }
+  }
+
+  /** The client a session is bound to (its last-seen address moves with every use; this does not). */
+  function boundClient(session: SessionRow): Client {
+    return { ip: session.bound_ip, user_agent: session.user_agent, device: session.device }
   }
 
   /**
@@ -545,8 +551,28 @@ export function createSessionService({
     return get(id)
   }
 
+  /**
+   * A session that ran out is ended as expired here if no check has done so
+   * yet: suspending or resuming it must not bring it back.
+   */
+  async function refuseIfExpired(id: string): Promise<void> {
+    const session = await get(id)
+    if (session.status !== 'active' && session.status !== 'suspended') return
+    const now = new Date(clock.now())
+    const reason =
+      session.absolute_expires_at <= now
+        ? 'absolute_lifetime'
+        : idleExpiry(session, config.idleGraceMs) <= now
+          ? 'idle_timeout'
+          : null
+    if (!reason) return
+    await endAndInvalidate(await repo.end({ ids: [id] }, 'expired', reason, now))
+    throw new Errors.SESSION_ENDED(id, 'expired')
+  }
+
   /** Suspends an active session by hand. Suspending a suspended one changes nothing. */
   async function suspend(id: string, reason: string): Promise<SessionRow> {
+    await refuseIfExpired(id)
     const suspended = await repo.suspend(id, reason, {}, new Date(clock.now()))
     if (suspended) await endAndInvalidate([suspended], false)
     const session = await get(id)
@@ -564,6 +590,7 @@ export function createSessionService({
             device: parseDevice(client.user_agent),
           }
         : null
+    await refuseIfExpired(id)
     const resumed = await repo.resume(id, rebind, new Date(clock.now()))
     if (resumed) await endAndInvalidate([resumed], false)
     const session = await get(id)
