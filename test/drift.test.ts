@@ -17,6 +17,7 @@ import {
   revokeSession,
   SAFARI_IPHONE,
   type TestApp,
+  twoReplicas,
   uniqueSchema,
 } from './helper.ts'
 
@@ -105,20 +106,6 @@ async function assertNoDriftEvents(app: FastifyInstance) {
 
 function post(app: FastifyInstance, url: string, payload?: object, key = ADMIN_KEY) {
   return app.inject({ method: 'POST', url, headers: auth(key), ...(payload ? { payload } : {}) })
-}
-
-/** Two replicas on one schema and one Redis prefix; the schema is dropped after both have closed. */
-async function twoReplicas(t: TestContext, settings: Partial<Config>): Promise<[TestApp, TestApp]> {
-  const dbSchema = uniqueSchema()
-  const a = await buildTestApp(t, { ...settings, dbSchema })
-  let b: TestApp
-  try {
-    b = await buildTestApp(t, { ...settings, dbSchema })
-  } finally {
-    // after hooks run in the order they were added: this one after both apps' closes.
-    t.after(() => dropSchema(dbSchema))
-  }
-  return [a, b]
 }
 
 test('a browser version update is not drift: the session stays active and follows the new version', async (t) => {

@@ -79,6 +79,27 @@ export async function buildTestApp(t: TestContext, overrides: Partial<Config> = 
   return { app, config, clock, logs }
 }
 
+/**
+ * Two apps (replicas) on one new schema: the same sessions and signing keys.
+ * The schema is dropped only after both have closed (t.after hooks run in the
+ * order they were added).
+ */
+export async function twoReplicas(
+  t: TestContext,
+  first: Partial<Config> = {},
+  second: Partial<Config> = first,
+): Promise<[TestApp, TestApp]> {
+  const dbSchema = uniqueSchema()
+  const a = await buildTestApp(t, { ...first, dbSchema })
+  let b: TestApp
+  try {
+    b = await buildTestApp(t, { ...second, dbSchema })
+  } finally {
+    t.after(() => dropSchema(dbSchema))
+  }
+  return [a, b]
+}
+
 /** An app built only to read its OpenAPI document. */
 export async function buildDocumentApp() {
   const schema = uniqueSchema()

@@ -33,6 +33,7 @@ import {
   revokeSession,
   TEST_KEK,
   type TestApp,
+  twoReplicas,
   uniqueSchema,
 } from './helper.ts'
 
@@ -123,23 +124,6 @@ function schemaSql(t: TestContext, config: Config) {
   const sql = adminSql()
   t.after(() => sql.end())
   return { sql, table: (name: string) => sql`${sql(config.dbSchema)}.${sql(name)}` }
-}
-
-/**
- * Two apps (replicas) on one schema, hence the same signing keys (sealed with
- * the shared TEST_KEK). The schema is dropped only after both are closed
- * (t.after hooks run in the order they were added).
- */
-async function twoReplicas(t: TestContext, first: Partial<Config> = {}, second: Partial<Config> = {}) {
-  const dbSchema = uniqueSchema()
-  const a = await buildTestApp(t, { ...first, dbSchema })
-  let b: TestApp
-  try {
-    b = await buildTestApp(t, { ...second, dbSchema })
-  } finally {
-    t.after(() => dropSchema(dbSchema))
-  }
-  return [a, b] as const
 }
 
 /**

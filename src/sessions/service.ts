@@ -367,12 +367,7 @@ export function createSessionService({
       if (session.status !== 'active') return { kind: 'ended' as const, session }
       const nowMs = clock.now()
       const now = new Date(nowMs)
-      const expiredBy =
-        session.absolute_expires_at <= now
-          ? 'absolute_lifetime'
-          : idleExpiry(session, config.idleGraceMs) <= now
-            ? 'idle_timeout'
-            : null
+      const expiredBy = ranOut(session, now)
       if (expiredBy) {
         return {
           kind: 'expired' as const,
@@ -478,6 +473,12 @@ export function createSessionService({
     }
   }
 
+  /** Which expiry a session is past at `now` (the idle one with the replicas' grace), or null. */
+  function ranOut(session: SessionRow, now: Date): 'absolute_lifetime' | 'idle_timeout' | null {
+    if (session.absolute_expires_at <= now) return 'absolute_lifetime'
+    return idleExpiry(session, config.idleGraceMs) <= now ? 'idle_timeout' : null
+  }
+
   /** The latest use of a session: stored, or seen by this replica and not written yet. */
   function lastUse(session: Pick<SessionRow, 'id' | 'last_seen_at'>): Date {
     const local = touches.lastUse(session.id)?.at
@@ -559,12 +560,7 @@ export function createSessionService({
     const session = await get(id)
     if (session.status !== 'active' && session.status !== 'suspended') return
     const now = new Date(clock.now())
-    const reason =
-      session.absolute_expires_at <= now
-        ? 'absolute_lifetime'
-        : idleExpiry(session, config.idleGraceMs) <= now
-          ? 'idle_timeout'
-          : null
+    const reason = ranOut(session, now)
     if (!reason) return
     await endAndInvalidate(await repo.end({ ids: [id] }, 'expired', reason, now))
     throw new Errors.SESSION_ENDED(id, 'expired')
