@@ -4,6 +4,7 @@ import swagger from '@fastify/swagger'
 import { type TypeBoxTypeProvider, TypeBoxValidatorCompiler } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify'
 import type { Logger } from 'pino'
+import { addressMatcher } from './addresses.ts'
 import { createApiKeyStore } from './api-keys/api-keys.ts'
 import { type Clock, systemClock } from './clock.ts'
 import { type Config, ConfigError } from './config.ts'
@@ -19,7 +20,9 @@ import metricsPlugin from './plugins/metrics.ts'
 import { connectRedis } from './redis.ts'
 import adminRoutes from './routes/admin.ts'
 import apiKeyRoutes from './routes/api-keys.ts'
+import forwardAuthRoutes from './routes/forward-auth.ts'
 import healthRoutes from './routes/health.ts'
+import oauth2Routes from './routes/oauth2.ts'
 import sessionRoutes from './routes/sessions.ts'
 import signingKeyRoutes from './routes/signing-keys.ts'
 import userRoutes from './routes/users.ts'
@@ -48,6 +51,21 @@ export const serverOptions = {
   forceCloseConnections: 'idle',
 } as const
 
+/** Address lists are checked at start, so a typo is a one-line refusal, not a gateway locked out. */
+function checkAddressLists(config: Config) {
+  for (const [name, list] of [
+    ['TRUST_PROXY', config.trustProxy],
+    ['FORWARD_AUTH_ALLOWED_IPS', config.forwardAuthAllowedIps],
+  ] as const) {
+    if (!list) continue
+    try {
+      addressMatcher(list)
+    } catch (err) {
+      throw new ConfigError(`invalid configuration: ${name}: ${(err as Error).message}`)
+    }
+  }
+}
+
 /** Builds the whole service as a Fastify app; connects to Postgres but does not listen. */
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
   const clock = options.clock ?? systemClock
@@ -57,6 +75,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     )
   }
   const kek = keyEncryptionKey(config.signingKeyEncryptionKey)
+  checkAddressLists(config)
   const app = Fastify({
     ...serverOptions,
     loggerInstance: options.logger as FastifyBaseLogger | undefined,
@@ -65,6 +84,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     // Starting the embedded Postgres (WebAssembly) can take a while on a small, busy machine.
     pluginTimeout: 60_000,
     requestIdHeader: false,
+    // X-Forwarded-For is believed from these peers only (request.ip); none by default.
+    ...(config.trustProxy ? { trustProxy: config.trustProxy } : {}),
     // Room for a 256-character user_id, percent-encoded; the route schema still enforces 256.
     routerOptions: { maxParamLength: 3072 },
     // A URL the router cannot even parse gets the one error shape too.
@@ -111,6 +132,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         { name: 'users', description: "A user's sessions and history" },
         { name: 'api keys', description: 'Callers of the API and the JWT signing keys (scope admin)' },
         { name: 'admin', description: 'Actions over many sessions (scope admin)' },
+        { name: 'gateways', description: 'The sub-request of API gateways (nginx, Traefik, Caddy, Envoy)' },
+        { name: 'standards', description: 'OAuth token introspection (RFC 7662) and revocation (RFC 7009)' },
         { name: 'operations', description: 'Health, readiness and this document' },
       ],
     },
@@ -196,6 +219,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     clock,
   })
   await app.register(adminRoutes, { sessions })
+  await app.register(forwardAuthRoutes, { sessions, config })
+  await app.register(oauth2Routes, { sessions, issuer: config.jwtIssuer })
   await app.register(userRoutes, { sessions })
   await app.register(apiKeyRoutes, { keys })
   await app.register(signingKeyRoutes, { keys: signingKeys, maxAgeSeconds: config.jwksMaxAgeSeconds })

@@ -264,6 +264,77 @@ export const ConfigSchema = Type.Object({
       minimum: 0,
     }),
   ),
+  trustProxy: Type.Optional(
+    Type.String(
+      env(
+        'TRUST_PROXY',
+        'Comma-separated addresses or CIDRs of proxies (your gateway) whose X-Forwarded-For / X-Real-IP are believed',
+        { minLength: 1, maxLength: 2048 },
+      ),
+    ),
+  ),
+  forwardAuthSecret: Type.Optional(
+    Type.String(
+      env(
+        'FORWARD_AUTH_SECRET',
+        'Shared secret a gateway sends to /v1/forward-auth (16+ printable characters)',
+        {
+          minLength: 16,
+          maxLength: 256,
+          pattern: '^[\\x21-\\x7e]+$',
+        },
+      ),
+    ),
+  ),
+  forwardAuthSecretHeader: Type.String(
+    env('FORWARD_AUTH_SECRET_HEADER', 'The header that carries FORWARD_AUTH_SECRET', {
+      default: 'x-forward-auth-secret',
+      pattern: '^[A-Za-z0-9-]{1,64}$',
+    }),
+  ),
+  forwardAuthAllowedIps: Type.Optional(
+    Type.String(
+      env('FORWARD_AUTH_ALLOWED_IPS', 'Comma-separated addresses or CIDRs allowed to call /v1/forward-auth', {
+        minLength: 1,
+        maxLength: 2048,
+      }),
+    ),
+  ),
+  forwardAuthCookie: Type.Optional(
+    Type.String(
+      env(
+        'FORWARD_AUTH_COOKIE',
+        "A cookie that may carry the end user's token (else only Authorization: Bearer)",
+        {
+          pattern: '^[A-Za-z0-9_.-]{1,128}$',
+        },
+      ),
+    ),
+  ),
+  forwardAuthUserHeader: Type.String(
+    env('FORWARD_AUTH_USER_HEADER', 'Response header with the user id for the upstream', {
+      default: 'x-auth-user-id',
+      pattern: '^[A-Za-z0-9-]{1,64}$',
+    }),
+  ),
+  forwardAuthSessionHeader: Type.String(
+    env('FORWARD_AUTH_SESSION_HEADER', 'Response header with the session id for the upstream', {
+      default: 'x-auth-session-id',
+      pattern: '^[A-Za-z0-9-]{1,64}$',
+    }),
+  ),
+  forwardAuthMetadata: Type.Optional(
+    Type.String(
+      env(
+        'FORWARD_AUTH_METADATA',
+        'Comma-separated metadata keys passed upstream, each `key` (header x-auth-meta-<key>) or `key=Header-Name`',
+        {
+          pattern: '^[A-Za-z0-9_.:-]+(=[A-Za-z0-9-]+)?(,[A-Za-z0-9_.:-]+(=[A-Za-z0-9-]+)?)*$',
+          maxLength: 2048,
+        },
+      ),
+    ),
+  ),
   apiKeyCacheTtlMs: Type.Integer(
     env('API_KEY_CACHE_TTL_MS', 'How long a verified API key is trusted before it is read again', {
       default: 5000,

@@ -27,6 +27,7 @@ export const Errors = {
   // 401 / 403
   UNAUTHORIZED: createError('UNAUTHORIZED', '%s', 401),
   FORBIDDEN: createError('FORBIDDEN', 'this API key lacks the %s scope', 403),
+  GATEWAY_NOT_ALLOWED: createError('GATEWAY_NOT_ALLOWED', 'not an allowed gateway: %s', 403),
   // 404
   NOT_FOUND: createError('NOT_FOUND', 'no route %s %s', 404),
   SESSION_NOT_FOUND: createError('SESSION_NOT_FOUND', 'session %s not found', 404),

@@ -13,12 +13,29 @@ declare module 'fastify' {
   }
 }
 
-/** The API key of a request: `Authorization: Bearer <key>`. */
-function presentedKey(request: FastifyRequest): string | null {
+/**
+ * The API key of a request: `Authorization: Bearer <key>`, or HTTP Basic with
+ * the key's id as user and the key as password (how OAuth clients send a
+ * client id and secret, RFC 6749 §2.3.1: each form-urlencoded).
+ */
+function presentedKey(request: FastifyRequest): { key: string; id: string | null } | null {
   const header = request.headers.authorization
   if (!header) return null
-  const [kind, key] = header.split(' ', 2)
-  return kind?.toLowerCase() === 'bearer' && key ? key.trim() : null
+  const space = header.indexOf(' ')
+  const kind = header.slice(0, space).toLowerCase()
+  const value = header.slice(space + 1).trim()
+  if (space < 0 || !value) return null
+  if (kind === 'bearer') return { key: value, id: null }
+  if (kind !== 'basic') return null
+  const pair = Buffer.from(value, 'base64').toString('utf8')
+  const colon = pair.indexOf(':')
+  if (colon < 0) return null
+  try {
+    const decode = (part: string) => decodeURIComponent(part.replaceAll('+', ' '))
+    return { id: decode(pair.slice(0, colon)), key: decode(pair.slice(colon + 1)) }
+  } catch {
+    return null
+  }
 }
 
 /** Checks the caller's API key and scope on every route that declares a scope. */
@@ -30,10 +47,14 @@ export default fp(
     app.addHook('onRequest', (request, _reply, done) => {
       const scope = request.routeOptions.config.scope
       if (!scope) return done()
-      const key = presentedKey(request)
-      if (!key) return done(new Errors.UNAUTHORIZED('send an API key as Authorization: Bearer <key>'))
+      const presented = presentedKey(request)
+      if (!presented) return done(new Errors.UNAUTHORIZED('send an API key as Authorization: Bearer <key>'))
+      const { key, id } = presented
       const admit = (caller: Caller | null) => {
-        if (!caller) return done(new Errors.UNAUTHORIZED('unknown or revoked API key'))
+        // With Basic, the id must be the key's own.
+        if (!caller || (id !== null && id !== caller.keyId)) {
+          return done(new Errors.UNAUTHORIZED('unknown or revoked API key'))
+        }
         if (!allows(caller.scopes, scope)) return done(new Errors.FORBIDDEN(scope))
         request.caller = caller
         done()

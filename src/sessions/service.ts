@@ -617,6 +617,45 @@ export function createSessionService({
     return (await repo.listLiveForUser(userId, new Date(clock.now()), limit)).map(withLocalUse)
   }
 
+  /**
+   * Is this refresh token good right now (RFC 7662 asks this of any token)?
+   * Unspent, and its session live. Looking does not count as a use.
+   */
+  async function introspectRefreshToken(token: string): Promise<Introspection> {
+    if (tokenKind(token) !== 'refresh') return INACTIVE
+    const row = await repo.findRefreshToken(hashTokenBytes(token))
+    if (!row || row.spent_at !== null) return INACTIVE
+    const session = await repo.findById(row.session_id)
+    const now = new Date(clock.now())
+    if (session?.status !== 'active' || ranOut(session, now)) return INACTIVE
+    return {
+      active: true,
+      session,
+      seenAt: row.issued_at,
+      expiresAt: expiresAt(withLocalUse(session)),
+      claims: null,
+    }
+  }
+
+  /**
+   * Ends the session a token belongs to, whichever kind it is (RFC 7009): an
+   * opaque token, an access JWT (a genuine one, expired or not) or a refresh
+   * token. An unknown token changes nothing. Returns whether it found one.
+   */
+  async function revokeByToken(token: string, reason: string): Promise<boolean> {
+    let sessionId: string | undefined
+    const kind = tokenKind(token)
+    if (kind === 'opaque') sessionId = (await repo.findByTokenHash(hashTokenBytes(token)))?.id
+    else if (kind === 'refresh') sessionId = (await repo.findRefreshToken(hashTokenBytes(token)))?.session_id
+    else if (kind === 'jwt') {
+      const verified = access.verify(token)
+      sessionId = (verified instanceof Promise ? await verified : verified)?.sid
+    }
+    if (!sessionId) return false
+    await endAndInvalidate(await repo.end({ ids: [sessionId] }, 'revoked', reason, new Date(clock.now())))
+    return true
+  }
+
   /** One purge round (see purgeSessions); null when another replica is purging and `wait` is false. */
   function purge(wait: boolean) {
     return purgeSessions(repo, { clock, config, invalidate: endAndInvalidate }, wait)
@@ -632,6 +671,8 @@ export function createSessionService({
     resume,
     revokeAllForUser,
     revokeInBulk,
+    revokeByToken,
+    introspectRefreshToken,
     purge,
     listForUser,
     listEvents: repo.listEvents,

@@ -1,0 +1,154 @@
+import { timingSafeEqual } from 'node:crypto'
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import { addressMatcher, parseAddress } from '../addresses.ts'
+import type { Config } from '../config.ts'
+import { Errors } from '../errors.ts'
+import { nextTurn } from '../next-turn.ts'
+import { ErrorReply } from '../schemas.ts'
+import type { SessionService } from '../sessions/service.ts'
+
+type Settings = Pick<
+  Config,
+  | 'trustProxy'
+  | 'forwardAuthSecret'
+  | 'forwardAuthSecretHeader'
+  | 'forwardAuthAllowedIps'
+  | 'forwardAuthCookie'
+  | 'forwardAuthUserHeader'
+  | 'forwardAuthSessionHeader'
+  | 'forwardAuthMetadata'
+  | 'logIntrospection'
+>
+
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
+
+/** A header value any gateway passes on: printable ASCII, anything else percent-encoded. */
+function headerValue(value: unknown): string {
+  const text = typeof value === 'string' ? value : JSON.stringify(value)
+  return /^[\x20-\x7e]*$/.test(text) ? text : encodeURIComponent(text)
+}
+
+/** The metadata keys to pass upstream and the header each goes in. */
+function metadataHeaders(setting: string | undefined): Array<[key: string, header: string]> {
+  if (!setting) return []
+  return setting.split(',').map((entry) => {
+    const [key, header] = entry.split('=') as [string, string | undefined]
+    return [key, (header ?? `x-auth-meta-${key}`).toLowerCase()]
+  })
+}
+
+function cookieValue(header: string | undefined, name: string): string | null {
+  if (!header) return null
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=')
+    if (eq > 0 && part.slice(0, eq).trim() === name) {
+      const value = part.slice(eq + 1).trim()
+      try {
+        return decodeURIComponent(value.startsWith('"') ? value.slice(1, -1) : value)
+      } catch {
+        return null
+      }
+    }
+  }
+  return null
+}
+
+/**
+ * `/v1/forward-auth`: the authentication sub-request of nginx `auth_request`,
+ * Traefik ForwardAuth, Caddy `forward_auth` and Envoy `ext_authz`. The
+ * Authorization header is the end user's, so the gateway proves itself with a
+ * shared secret and/or its address. 200 with identity headers lets the
+ * request through; 401 turns it away.
+ */
+const forwardAuthRoutes: FastifyPluginAsync<{ sessions: SessionService; config: Settings }> = async (
+  app,
+  { sessions, config },
+) => {
+  const secret = config.forwardAuthSecret ? Buffer.from(config.forwardAuthSecret) : null
+  const allowed = config.forwardAuthAllowedIps ? addressMatcher(config.forwardAuthAllowedIps) : null
+  const trusted = config.trustProxy ? addressMatcher(config.trustProxy) : () => false
+  const metadata = metadataHeaders(config.forwardAuthMetadata)
+  const cookie = config.forwardAuthCookie
+
+  // Whatever body the gateway forwards (nginx keeps the client's method) is ignored, unread.
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', (_request, payload, done) => {
+    payload.on('end', () => done(null, undefined))
+    payload.resume()
+  })
+
+  function gatewayProblem(request: FastifyRequest): string | null {
+    if (!secret && !allowed)
+      return 'forward-auth is off: set FORWARD_AUTH_SECRET and/or FORWARD_AUTH_ALLOWED_IPS'
+    if (allowed && !allowed(request.socket.remoteAddress))
+      return 'this address is not in FORWARD_AUTH_ALLOWED_IPS'
+    if (secret) {
+      const given = request.headers[config.forwardAuthSecretHeader]
+      const bytes = typeof given === 'string' ? Buffer.from(given) : null
+      if (!bytes || bytes.length !== secret.length || !timingSafeEqual(bytes, secret)) {
+        return `missing or wrong ${config.forwardAuthSecretHeader} header`
+      }
+    }
+    return null
+  }
+
+  /** The end user's address, believed only from a trusted proxy; never the gateway's own. */
+  function endUserIp(request: FastifyRequest): string | undefined {
+    if (!trusted(request.socket.remoteAddress)) return undefined
+    // Fastify reads X-Forwarded-For with the same trusted list (trustProxy).
+    if (request.headers['x-forwarded-for']) return request.ip
+    const real = request.headers['x-real-ip']
+    return typeof real === 'string' && parseAddress(real) ? real : undefined
+  }
+
+  function presentedToken(request: FastifyRequest): string | null {
+    const header = request.headers.authorization
+    if (header && header.slice(0, 7).toLowerCase() === 'bearer ') return header.slice(7).trim() || null
+    return cookie ? cookieValue(request.headers.cookie, cookie) : null
+  }
+
+  function deny(reply: FastifyReply, presented: boolean) {
+    reply.header('www-authenticate', presented ? 'Bearer error="invalid_token"' : 'Bearer')
+    return reply.code(401).send()
+  }
+
+  app.route({
+    method: METHODS,
+    url: '/v1/forward-auth',
+    // One call per request a gateway serves: no access log lines unless asked.
+    ...(config.logIntrospection ? {} : { logLevel: 'warn' }),
+    schema: {
+      tags: ['gateways'],
+      summary: 'Gateway sub-request: 200 with identity headers, or 401 (any method; any body is ignored)',
+      description: `Token from \`Authorization: Bearer\`${cookie ? ` or the \`${cookie}\` cookie` : ' (or the FORWARD_AUTH_COOKIE cookie)'}. The gateway authenticates with FORWARD_AUTH_SECRET in ${config.forwardAuthSecretHeader} and/or its address (FORWARD_AUTH_ALLOWED_IPS). The end user's IP comes from X-Forwarded-For / X-Real-IP of a TRUST_PROXY peer.`,
+      response: {
+        200: {
+          description: `Allowed; headers ${config.forwardAuthUserHeader}, ${config.forwardAuthSessionHeader}`,
+          type: 'null',
+        },
+        401: { description: 'Denied (WWW-Authenticate: Bearer)', type: 'null' },
+        403: ErrorReply,
+        503: ErrorReply,
+      },
+    },
+    handler: async (request, reply) => {
+      const problem = gatewayProblem(request)
+      if (problem) throw new Errors.GATEWAY_NOT_ALLOWED(problem)
+      const token = presentedToken(request)
+      if (!token) return deny(reply, false)
+      const userAgent = request.headers['user-agent']
+      const result = await sessions.introspect(token, { ip: endUserIp(request), user_agent: userAgent })
+      await nextTurn()
+      if (!result.active) return deny(reply, true)
+      const { session } = result
+      reply.header(config.forwardAuthUserHeader, headerValue(session.user_id))
+      reply.header(config.forwardAuthSessionHeader, session.id)
+      for (const [key, header] of metadata) {
+        if (session.metadata[key] !== undefined) reply.header(header, headerValue(session.metadata[key]))
+      }
+      return reply.code(200).send()
+    },
+  })
+}
+
+export default forwardAuthRoutes

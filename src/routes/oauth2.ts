@@ -1,0 +1,127 @@
+import formbody from '@fastify/formbody'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
+import type { FastifyReply } from 'fastify'
+import { withErrors } from '../schemas.ts'
+import { Ip, UserAgent } from '../sessions/schemas.ts'
+import type { Introspection, SessionService } from '../sessions/service.ts'
+import { tokenKind } from '../sessions/tokens.ts'
+
+const tags = ['standards']
+const FORM = ['application/x-www-form-urlencoded']
+
+const TokenForm = {
+  token: Type.String({ maxLength: 8192, description: 'The token: opaque, access JWT or refresh token' }),
+  token_type_hint: Type.Optional(
+    Type.String({
+      maxLength: 64,
+      description: 'access_token or refresh_token; a wrong hint still finds the token',
+    }),
+  ),
+}
+
+// OAuth clients may send parameters of their own (client_id…): ignored, as RFC 7662 and 7009 ask.
+const IntrospectForm = Type.Object(
+  {
+    ...TokenForm,
+    ip: Type.Optional(Ip),
+    user_agent: Type.Optional(UserAgent),
+  },
+  { description: 'ip and user_agent (extensions) feed the drift check like /v1/sessions/introspect' },
+)
+
+const RevokeForm = Type.Object(TokenForm)
+
+const OAuthIntrospection = Type.Object(
+  {
+    active: Type.Boolean(),
+    sub: Type.Optional(Type.String({ description: 'The user id' })),
+    sid: Type.Optional(Type.String({ description: 'The session id' })),
+    exp: Type.Optional(Type.Integer({ description: 'When the token stops being active (Unix seconds)' })),
+    iat: Type.Optional(Type.Integer({ description: 'When the token was issued (Unix seconds)' })),
+    token_type: Type.Optional(
+      Type.String({
+        description: '`Bearer` for session tokens and access JWTs, `refresh_token` for refresh tokens',
+      }),
+    ),
+    iss: Type.Optional(Type.String()),
+    client_id: Type.Optional(Type.String({ description: 'The API key that opened the session' })),
+  },
+  { description: 'RFC 7662. An inactive token is exactly {"active":false}' },
+)
+
+const seconds = (date: Date) => Math.floor(date.getTime() / 1000)
+
+/** RFC 7662 token introspection and RFC 7009 token revocation, form-encoded, for OAuth client libraries. */
+const oauth2Routes: FastifyPluginAsyncTypebox<{ sessions: SessionService; issuer: string }> = async (
+  app,
+  { sessions, issuer },
+) => {
+  app.removeAllContentTypeParsers()
+  await app.register(formbody)
+  // Clients authenticating with HTTP Basic are told so when that fails (RFC 6749 §5.2).
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (reply.statusCode === 401) reply.header('www-authenticate', 'Basic realm="session-authority"')
+    return payload
+  })
+
+  app.post(
+    '/oauth2/introspect',
+    {
+      config: { scope: 'introspect' },
+      schema: {
+        tags,
+        summary:
+          'RFC 7662 token introspection (client authentication: HTTP Basic with key id and key, or Bearer)',
+        consumes: FORM,
+        body: IntrospectForm,
+        response: withErrors({ 200: OAuthIntrospection }),
+      },
+    },
+    async (request) => {
+      const { token, ip, user_agent } = request.body
+      // The hint only orders the lookups; the token's own shape decides.
+      const result: Introspection =
+        tokenKind(token) === 'refresh'
+          ? await sessions.introspectRefreshToken(token)
+          : await sessions.introspect(token, { ip, user_agent })
+      if (!result.active) return { active: false }
+      const { session, claims } = result
+      return {
+        active: true,
+        sub: session.user_id,
+        sid: session.id,
+        exp: seconds(result.expiresAt),
+        iat: claims
+          ? claims.iat
+          : seconds(tokenKind(token) === 'refresh' ? result.seenAt : session.created_at),
+        token_type: tokenKind(token) === 'refresh' ? 'refresh_token' : 'Bearer',
+        iss: issuer,
+        client_id: session.client_id ?? undefined,
+      }
+    },
+  )
+
+  app.post(
+    '/oauth2/revoke',
+    {
+      config: { scope: 'sessions:write' },
+      schema: {
+        tags,
+        summary: 'RFC 7009 token revocation: ends the session of the token (200 also for unknown tokens)',
+        consumes: FORM,
+        body: RevokeForm,
+        response: withErrors({
+          200: Type.Unsafe<undefined>({ description: 'Revoked, or nothing to revoke (empty body)' }),
+        }),
+      },
+    },
+    async (request, reply) => {
+      await sessions.revokeByToken(request.body.token, 'oauth_revoke')
+      // An empty body (RFC 7009 §2.2); the typed reply would serialise null.
+      return (reply as FastifyReply).code(200).send()
+    },
+  )
+}
+
+export default oauth2Routes
