@@ -9,6 +9,8 @@ export interface Load {
   path: string
   /** Request bodies; each connection cycles through its own share of them. */
   bodies: readonly string[]
+  /** GET requests with these headers instead of JSON POSTs with the admin key (the gateway sub-request). */
+  get?: Record<string, string>
   /** Is this response body the answer the scenario means to measure? */
   expect: (body: string) => boolean
   seconds: number
@@ -34,7 +36,9 @@ export interface Measurement {
  * slice, so rotating bodies costs the generator no more than a fixed one
  * (a per-request setupRequest would rebuild every request).
  */
-function share(bodies: readonly string[], connection: number): Array<{ body: string }> {
+function share(load: Load, connection: number): Array<Record<string, unknown>> {
+  const { bodies, get } = load
+  if (get) return [{ method: 'GET', headers: get }]
   const mine = bodies.filter((_, i) => i % CONNECTIONS === connection)
   return (mine.length > 0 ? mine : [bodies[connection % bodies.length] as string]).map((body) => ({ body }))
 }
@@ -58,8 +62,8 @@ export async function measure(load: Load): Promise<Measurement> {
     pipelining: 1,
     duration: load.seconds,
     ...(load.rate ? { overallRate: load.rate } : {}),
-    requests: share(load.bodies, 0),
-    setupClient: (client: Client) => client.setRequests(share(load.bodies, connection++)),
+    requests: share(load, 0),
+    setupClient: (client: Client) => client.setRequests(share(load, connection++)),
     verifyBody: load.expect,
   })
   // Like autocannon's own latency figures, only successful answers count.

@@ -50,6 +50,10 @@ export const ADMIN_KEY = 'bench-admin-key-0123456789abcdef0123456789'
 
 export const INTROSPECT_PATH = '/v1/sessions/introspect'
 export const CREATE_PATH = '/v1/sessions'
+export const FORWARD_AUTH_PATH = '/v1/forward-auth'
+/** How the load generator, as the gateway, proves itself to forward-auth. */
+export const GATEWAY_SECRET = 'bench-gateway-secret-0123456789'
+export const GATEWAY_SECRET_HEADER = 'x-forward-auth-secret'
 
 /** What a gateway forwards with each introspection: the end user's address and browser. */
 export const CLIENT = {

@@ -116,6 +116,7 @@ async function runScenarios(): Promise<{ rows: Row[]; bareRps: number }> {
         port: server.port,
         path: scenario.path,
         bodies: scenario.bodies(server.tokens),
+        get: scenario.get?.(server.tokens),
         expect: scenario.expect,
         rate,
       }

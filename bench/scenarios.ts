@@ -2,6 +2,9 @@ import { randomBytes } from 'node:crypto'
 import {
   CLIENT,
   CREATE_PATH,
+  FORWARD_AUTH_PATH,
+  GATEWAY_SECRET,
+  GATEWAY_SECRET_HEADER,
   INTROSPECT_PATH,
   openSessionBody,
   type ServerMode,
@@ -17,6 +20,8 @@ export interface Scenario {
   /** Measured on the server of the row before (warm, caches filled) instead of a fresh one. */
   sameServer?: boolean
   path: string
+  /** GET with these headers (a gateway sub-request) instead of POSTing the bodies. */
+  get?(tokens: Tokens | null): Record<string, string>
   /** The request bodies, given the tokens of the sessions the server opened. */
   bodies(tokens: Tokens | null): string[]
   /** Is this the answer the row means to measure? (A 200 "inactive" is not an L1 hit.) */
@@ -83,6 +88,21 @@ export const SCENARIOS: Scenario[] = [
     'jwt',
   ),
   introspectSession('introspect JWT, signature checked every time', 'jwt-uncached', null, 'jwt'),
+  {
+    name: 'forward-auth (gateway sub-request), L1 hit',
+    mode: 'cached',
+    path: FORWARD_AUTH_PATH,
+    bodies: () => [''],
+    // What nginx sends: the user's token, browser and address, and the gateway's secret.
+    get: (tokens) => ({
+      authorization: `Bearer ${(tokens as Tokens).opaque}`,
+      'user-agent': CLIENT.user_agent,
+      'x-forwarded-for': CLIENT.ip,
+      [GATEWAY_SECRET_HEADER]: GATEWAY_SECRET,
+    }),
+    expect: (body) => body === '',
+    target: { minRatio: 0.8 },
+  },
   introspectSession('introspect, Redis hit (L1 off)', 'redis', { minRatio: 0.6 }),
   introspectSession('introspect, Postgres only', 'postgres', { minRatio: 0.25 }),
   {

@@ -14,6 +14,7 @@ import {
   ADMIN_KEY,
   type Answered,
   CREATE_PATH,
+  GATEWAY_SECRET,
   INTROSPECT_PATH,
   openSessionBody,
   type ServerArgs,
@@ -71,6 +72,9 @@ async function serviceApp(args: ServerArgs): Promise<{ app: FastifyInstance; tok
     ...(args.mode === 'postgres' ? {} : { redisUrl: args.redisUrl, redisKeyPrefix: args.redisKeyPrefix }),
     ...(args.mode === 'redis' || args.mode === 'postgres' ? { l1TtlMs: 0 } : {}),
     ...(args.mode === 'jwt-uncached' ? { jwtVerifiedCacheEntries: 0 } : {}),
+    // The load generator is the gateway, on loopback.
+    forwardAuthSecret: GATEWAY_SECRET,
+    trustProxy: '127.0.0.1',
     // The access JWT must outlive the run.
     accessTokenTtlSeconds: 3600,
   })
