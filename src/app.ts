@@ -125,7 +125,16 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         description: 'The source of truth for user sessions: open, introspect, list and revoke.',
       },
       components: {
-        securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'A caller API key' } },
+        securitySchemes: {
+          apiKey: { type: 'http', scheme: 'bearer', description: 'A caller API key' },
+          gatewaySecret: {
+            type: 'apiKey',
+            in: 'header',
+            name: 'x-forward-auth-secret',
+            description:
+              'FORWARD_AUTH_SECRET, in the header FORWARD_AUTH_SECRET_HEADER (this is its default name); and/or the caller address in FORWARD_AUTH_ALLOWED_IPS',
+          },
+        },
       },
       tags: [
         { name: 'sessions', description: 'Open, check and end sessions' },

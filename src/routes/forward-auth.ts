@@ -119,8 +119,10 @@ const forwardAuthRoutes: FastifyPluginAsync<{ sessions: SessionService; config: 
     ...(config.logIntrospection ? {} : { logLevel: 'warn' }),
     schema: {
       tags: ['gateways'],
+      security: [{ gatewaySecret: [] }],
       summary: 'Gateway sub-request: 200 with identity headers, or 401 (any method; any body is ignored)',
-      description: `Token from \`Authorization: Bearer\`${cookie ? ` or the \`${cookie}\` cookie` : ' (or the FORWARD_AUTH_COOKIE cookie)'}. The gateway authenticates with FORWARD_AUTH_SECRET in ${config.forwardAuthSecretHeader} and/or its address (FORWARD_AUTH_ALLOWED_IPS). The end user's IP comes from X-Forwarded-For / X-Real-IP of a TRUST_PROXY peer.`,
+      description:
+        "Token from `Authorization: Bearer` or the FORWARD_AUTH_COOKIE cookie. The gateway authenticates with FORWARD_AUTH_SECRET (header FORWARD_AUTH_SECRET_HEADER) and/or its address (FORWARD_AUTH_ALLOWED_IPS). The end user's IP comes from X-Forwarded-For / X-Real-IP of a TRUST_PROXY peer.",
       response: {
         200: {
           description: `Allowed; headers ${config.forwardAuthUserHeader}, ${config.forwardAuthSessionHeader}`,
