@@ -125,7 +125,8 @@ const forwardAuthRoutes: FastifyPluginAsync<{ sessions: SessionService; config: 
         "Token from `Authorization: Bearer` or the FORWARD_AUTH_COOKIE cookie. The gateway authenticates with FORWARD_AUTH_SECRET (header FORWARD_AUTH_SECRET_HEADER) and/or its address (FORWARD_AUTH_ALLOWED_IPS). The end user's IP comes from X-Forwarded-For / X-Real-IP of a TRUST_PROXY peer.",
       response: {
         200: {
-          description: `Allowed; headers ${config.forwardAuthUserHeader}, ${config.forwardAuthSessionHeader}`,
+          description:
+            'Allowed; identity in headers (FORWARD_AUTH_USER_HEADER, FORWARD_AUTH_SESSION_HEADER, FORWARD_AUTH_METADATA)',
           type: 'null',
         },
         401: { description: 'Denied (WWW-Authenticate: Bearer)', type: 'null' },
