@@ -329,7 +329,7 @@ export const ConfigSchema = Type.Object({
         'FORWARD_AUTH_METADATA',
         'Comma-separated metadata keys passed upstream, each `key` (header x-auth-meta-<key>) or `key=Header-Name`',
         {
-          pattern: '^[A-Za-z0-9_.:-]+(=[A-Za-z0-9-]+)?(,[A-Za-z0-9_.:-]+(=[A-Za-z0-9-]+)?)*$',
+          pattern: '^[A-Za-z0-9_.-]+(=[A-Za-z0-9-]+)?(,[A-Za-z0-9_.-]+(=[A-Za-z0-9-]+)?)*$',
           maxLength: 2048,
         },
       ),

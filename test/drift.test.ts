@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict'
-import { type TestContext, test } from 'node:test'
+import { test } from 'node:test'
 import type { FastifyInstance } from 'fastify'
-import type { Config } from '../src/config.ts'
 import {
   ADMIN_KEY,
   adminSql,
@@ -9,16 +8,13 @@ import {
   buildTestApp,
   CHROME_WINDOWS,
   createKey,
-  dropSchema,
   eventually,
   introspect,
   openSession,
   redisSettings,
   revokeSession,
   SAFARI_IPHONE,
-  type TestApp,
   twoReplicas,
-  uniqueSchema,
 } from './helper.ts'
 
 // The client every session below is opened from (openSession's defaults) ...

@@ -25,7 +25,6 @@ import {
   adminSql,
   auth,
   buildTestApp,
-  dropSchema,
   eventually,
   introspect,
   openSession,
@@ -34,7 +33,6 @@ import {
   TEST_KEK,
   type TestApp,
   twoReplicas,
-  uniqueSchema,
 } from './helper.ts'
 
 const SECOND = 1000

@@ -7,6 +7,8 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** The scope an API key needs to call the route; routes without one are public. */
     scope?: Scope
+    /** The API key may also come as client_id and client_secret in the (form) body. */
+    formCredentials?: boolean
   }
   interface FastifyRequest {
     caller: Caller | null
@@ -42,16 +44,15 @@ function presentedKey(request: FastifyRequest): { key: string; id: string | null
 export default fp(
   async (app, { keys }: { keys: ApiKeyStore }) => {
     app.decorateRequest('caller', null)
-    // Callback style with a synchronous path for a key verified recently: this
-    // runs on every introspection, where a promise per request shows.
-    app.addHook('onRequest', (request, _reply, done) => {
-      const scope = request.routeOptions.config.scope
-      if (!scope) return done()
-      const presented = presentedKey(request)
-      if (!presented) return done(new Errors.UNAUTHORIZED('send an API key as Authorization: Bearer <key>'))
-      const { key, id } = presented
+
+    function authenticate(
+      request: FastifyRequest,
+      { key, id }: { key: string; id: string | null },
+      scope: Scope,
+      done: (err?: Error) => void,
+    ) {
       const admit = (caller: Caller | null) => {
-        // With Basic, the id must be the key's own.
+        // With Basic or form credentials, the id must be the key's own.
         if (!caller || (id !== null && id !== caller.keyId)) {
           return done(new Errors.UNAUTHORIZED('unknown or revoked API key'))
         }
@@ -63,6 +64,32 @@ export default fp(
       const known = keys.recall(key)
       if (known !== undefined) return admit(known)
       keys.verify(key).then(admit, done)
+    }
+
+    // Callback style with a synchronous path for a key verified recently: this
+    // runs on every introspection, where a promise per request shows.
+    app.addHook('onRequest', (request, _reply, done) => {
+      const { scope, formCredentials } = request.routeOptions.config
+      if (!scope) return done()
+      const presented = presentedKey(request)
+      if (presented) return authenticate(request, presented, scope, done)
+      // Checked once the form is read (below).
+      if (formCredentials) return done()
+      done(new Errors.UNAUTHORIZED('send an API key as Authorization: Bearer <key>'))
+    })
+
+    // OAuth's client_secret_post: client_id and client_secret in the form body (RFC 6749 §2.3.1).
+    app.addHook('preHandler', (request, _reply, done) => {
+      const { scope, formCredentials } = request.routeOptions.config
+      if (!scope || !formCredentials || request.caller) return done()
+      const body = request.body as { client_id?: unknown; client_secret?: unknown } | undefined
+      const { client_id: id, client_secret: key } = body ?? {}
+      if (typeof id !== 'string' || typeof key !== 'string' || !key) {
+        return done(
+          new Errors.UNAUTHORIZED('authenticate with HTTP Basic, Bearer, or client_id and client_secret'),
+        )
+      }
+      authenticate(request, { key, id }, scope, done)
     })
   },
   { name: 'caller-auth', dependencies: ['db'] },

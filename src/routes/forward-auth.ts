@@ -92,13 +92,23 @@ const forwardAuthRoutes: FastifyPluginAsync<{ sessions: SessionService; config: 
     return null
   }
 
+  /** An address a proxy forwarded, if it is one and not a proxy's own (a `:port` some proxies add is dropped). */
+  function forwarded(text: string | undefined): string | undefined {
+    if (!text) return undefined
+    const bare = text
+      .trim()
+      .replace(/^\[(.+)\](:\d+)?$/, '$1')
+      .replace(/^(\d+\.\d+\.\d+\.\d+):\d+$/, '$1')
+    return parseAddress(bare) && !trusted(bare) ? bare : undefined
+  }
+
   /** The end user's address, believed only from a trusted proxy; never the gateway's own. */
   function endUserIp(request: FastifyRequest): string | undefined {
     if (!trusted(request.socket.remoteAddress)) return undefined
-    // Fastify reads X-Forwarded-For with the same trusted list (trustProxy).
-    if (request.headers['x-forwarded-for']) return request.ip
+    // Fastify reads X-Forwarded-For with the same trusted list: the nearest untrusted hop.
+    if (request.headers['x-forwarded-for']) return forwarded(request.ip)
     const real = request.headers['x-real-ip']
-    return typeof real === 'string' && parseAddress(real) ? real : undefined
+    return typeof real === 'string' ? forwarded(real) : undefined
   }
 
   function presentedToken(request: FastifyRequest): string | null {
@@ -110,6 +120,28 @@ const forwardAuthRoutes: FastifyPluginAsync<{ sessions: SessionService; config: 
   function deny(reply: FastifyReply, presented: boolean) {
     reply.header('www-authenticate', presented ? 'Bearer error="invalid_token"' : 'Bearer')
     return reply.code(401).send()
+  }
+
+  // Before any body is read: a caller that is not a gateway gets nothing, not even a read.
+  app.addHook('onRequest', (request, _reply, done) => {
+    const problem = gatewayProblem(request)
+    done(problem ? new Errors.GATEWAY_NOT_ALLOWED(problem) : undefined)
+  })
+
+  async function check(request: FastifyRequest, reply: FastifyReply) {
+    const token = presentedToken(request)
+    if (!token) return deny(reply, false)
+    const userAgent = request.headers['user-agent']
+    const result = await sessions.introspect(token, { ip: endUserIp(request), user_agent: userAgent })
+    await nextTurn()
+    if (!result.active) return deny(reply, true)
+    const { session } = result
+    reply.header(config.forwardAuthUserHeader, headerValue(session.user_id))
+    reply.header(config.forwardAuthSessionHeader, session.id)
+    for (const [key, header] of metadata) {
+      if (session.metadata[key] !== undefined) reply.header(header, headerValue(session.metadata[key]))
+    }
+    return reply.code(200).send()
   }
 
   app.route({
@@ -134,23 +166,16 @@ const forwardAuthRoutes: FastifyPluginAsync<{ sessions: SessionService; config: 
         503: ErrorReply,
       },
     },
-    handler: async (request, reply) => {
-      const problem = gatewayProblem(request)
-      if (problem) throw new Errors.GATEWAY_NOT_ALLOWED(problem)
-      const token = presentedToken(request)
-      if (!token) return deny(reply, false)
-      const userAgent = request.headers['user-agent']
-      const result = await sessions.introspect(token, { ip: endUserIp(request), user_agent: userAgent })
-      await nextTurn()
-      if (!result.active) return deny(reply, true)
-      const { session } = result
-      reply.header(config.forwardAuthUserHeader, headerValue(session.user_id))
-      reply.header(config.forwardAuthSessionHeader, session.id)
-      for (const [key, header] of metadata) {
-        if (session.metadata[key] !== undefined) reply.header(header, headerValue(session.metadata[key]))
-      }
-      return reply.code(200).send()
-    },
+    handler: check,
+  })
+
+  // Envoy's ext_authz appends the client's path to path_prefix: any path below answers the same.
+  app.route({
+    method: METHODS,
+    url: '/v1/forward-auth/*',
+    ...(config.logIntrospection ? {} : { logLevel: 'warn' }),
+    schema: { hide: true },
+    handler: check,
   })
 }
 

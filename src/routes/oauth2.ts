@@ -11,6 +11,12 @@ const tags = ['standards']
 const FORM = ['application/x-www-form-urlencoded']
 
 const TokenForm = {
+  client_id: Type.Optional(
+    Type.String({ maxLength: 256, description: 'client_secret_post: the API key id' }),
+  ),
+  client_secret: Type.Optional(
+    Type.String({ maxLength: 512, description: 'client_secret_post: the API key' }),
+  ),
   token: Type.String({ maxLength: 8192, description: 'The token: opaque, access JWT or refresh token' }),
   token_type_hint: Type.Optional(
     Type.String({
@@ -68,7 +74,7 @@ const oauth2Routes: FastifyPluginAsyncTypebox<{ sessions: SessionService; issuer
   app.post(
     '/oauth2/introspect',
     {
-      config: { scope: 'introspect' },
+      config: { scope: 'introspect', formCredentials: true },
       schema: {
         tags,
         summary:
@@ -105,7 +111,7 @@ const oauth2Routes: FastifyPluginAsyncTypebox<{ sessions: SessionService; issuer
   app.post(
     '/oauth2/revoke',
     {
-      config: { scope: 'sessions:write' },
+      config: { scope: 'sessions:write', formCredentials: true },
       schema: {
         tags,
         summary: 'RFC 7009 token revocation: ends the session of the token (200 also for unknown tokens)',
