@@ -160,7 +160,11 @@ async function main(): Promise<number> {
   const { rows, bareRps } = result
   const seconds = (performance.now() - started) / 1000
   const cpu = os.cpus()[0]?.model.trim() ?? 'unknown CPU'
-  const bares = rows.filter((row) => row.scenario.mode === 'bare').map((row) => count(row.measured.rps))
+  // The bare route itself, as first and last measured (not the bare rows sent other requests).
+  const baselines = new Set(rows.map((row) => row.scenario.baseline))
+  const bares = rows
+    .filter((row) => row.scenario.mode === 'bare' && !baselines.has(row.scenario.name))
+    .map((row) => count(row.measured.rps))
   const report = [
     `Loopback, ${CONNECTIONS} connections, pipelining 1, ${WARMUP_SECONDS} s warm-up then ${SECONDS} s per row;`,
     `server in its own process; Node ${process.version}, ${os.cpus().length} × ${cpu}; ${new Date().toISOString()};`,
@@ -169,6 +173,8 @@ async function main(): Promise<number> {
     markdown(rows, bareRps),
     '',
     `- The bare route did ${bares.join(' then ')} req/s: ratios are no steadier than that.`,
+    '- ratio to bare: to the first bare row (targets are judged on it). to bare, same request: to a bare row',
+    '  sent requests of the same shape and size (a JWT-sized body; a GET with the gateway headers), stricter.',
     '- answered from: where the service answered introspections in the measured window (its own counters).',
     '- loop stall: the longest the server event loop was blocked in the measured window.',
     "- Fixed-rate row: autocannon spends each connection's per-second quota as fast as it can, so the",

@@ -29,12 +29,29 @@ export interface Scenario {
   /** A fixed request rate derived from the bare route's req/s; unset = as fast as the server answers. */
   rate?(bareRps: number): number
   target: Target
+  /** The bare row this one is a ratio to (one sent the same request bytes); unset = the first bare row. */
+  baseline?: string
 }
 
 /** A token of the right shape (so it passes the format check and reaches the lookup). */
 const wellFormedToken = () => `sat_${randomBytes(32).toString('base64url')}`
 const introspectBody = (token: string) => JSON.stringify({ token, ...CLIENT })
 const active = (body: string) => body.startsWith('{"active":true')
+
+// About the length of the benchmark's access JWTs, for a bare row sent requests of the same size.
+const JWT_LENGTH = 520
+const jwtShapedToken = () =>
+  `eyJ${randomBytes(JWT_LENGTH)
+    .toString('base64url')
+    .slice(0, JWT_LENGTH - 3)}`
+
+/** What a gateway sends forward-auth: the user's token, browser and address, and the gateway's secret. */
+const forwardAuthHeaders = (token: string) => ({
+  authorization: `Bearer ${token}`,
+  'user-agent': CLIENT.user_agent,
+  'x-forwarded-for': CLIENT.ip,
+  [GATEWAY_SECRET_HEADER]: GATEWAY_SECRET,
+})
 
 const UNKNOWN_TOKENS = 10_000
 const USERS = 1000
@@ -81,27 +98,42 @@ export const SCENARIOS: Scenario[] = [
     expect: active,
     target: null,
   },
-  introspectSession(
-    'introspect JWT, warm (signature verified before, L1 hit)',
-    'cached',
-    { minRatio: 0.8 },
-    'jwt',
-  ),
-  introspectSession('introspect JWT, signature checked every time', 'jwt-uncached', null, 'jwt'),
+  {
+    ...bare,
+    name: 'bare Fastify route, JWT-sized request',
+    bodies: () => [introspectBody(jwtShapedToken())],
+  },
+  {
+    ...introspectSession(
+      'introspect JWT, warm (signature verified before, L1 hit)',
+      'cached',
+      { minRatio: 0.8 },
+      'jwt',
+    ),
+    baseline: 'bare Fastify route, JWT-sized request',
+  },
+  {
+    ...introspectSession('introspect JWT, signature checked every time', 'jwt-uncached', null, 'jwt'),
+    baseline: 'bare Fastify route, JWT-sized request',
+  },
+  {
+    name: 'bare Fastify route, forward-auth request',
+    mode: 'bare',
+    path: FORWARD_AUTH_PATH,
+    bodies: () => [''],
+    get: () => forwardAuthHeaders(wellFormedToken()),
+    expect: (body) => body === '',
+    target: null,
+  },
   {
     name: 'forward-auth (gateway sub-request), L1 hit',
     mode: 'cached',
     path: FORWARD_AUTH_PATH,
     bodies: () => [''],
-    // What nginx sends: the user's token, browser and address, and the gateway's secret.
-    get: (tokens) => ({
-      authorization: `Bearer ${(tokens as Tokens).opaque}`,
-      'user-agent': CLIENT.user_agent,
-      'x-forwarded-for': CLIENT.ip,
-      [GATEWAY_SECRET_HEADER]: GATEWAY_SECRET,
-    }),
+    get: (tokens) => forwardAuthHeaders((tokens as Tokens).opaque),
     expect: (body) => body === '',
     target: { minRatio: 0.8 },
+    baseline: 'bare Fastify route, forward-auth request',
   },
   introspectSession('introspect, Redis hit (L1 off)', 'redis', { minRatio: 0.6 }),
   introspectSession('introspect, Postgres only', 'postgres', { minRatio: 0.25 }),

@@ -14,6 +14,7 @@ import {
   ADMIN_KEY,
   type Answered,
   CREATE_PATH,
+  FORWARD_AUTH_PATH,
   GATEWAY_SECRET,
   INTROSPECT_PATH,
   openSessionBody,
@@ -57,6 +58,10 @@ function bareApp(): FastifyInstance {
       metadata: { tenant: 'acme', plan: 'pro' },
     }
   })
+  // Shaped like a forward-auth answer: empty, with the identity headers.
+  app.get(FORWARD_AUTH_PATH, async (_request, reply) =>
+    reply.header('x-auth-user-id', 'bench-user').header('x-auth-session-id', sessionId).send(),
+  )
   return app
 }
 

@@ -61,12 +61,15 @@ function judge(row: Row, ratio: number): { target: string; met: string } {
 
 /** The results as one Markdown table. */
 export function markdown(rows: Row[], bareRps: number): string {
+  const sameRequestRps = (row: Row) =>
+    rows.find((r) => r.scenario.name === row.scenario.baseline)?.measured.rps
   const header = [
     'scenario',
     'req/s',
     'p50 ms',
     'p99 ms',
     'ratio to bare',
+    'to bare, same request',
     'target',
     'met',
     'answered from',
@@ -79,6 +82,7 @@ export function markdown(rows: Row[], bareRps: number): string {
   const lines = rows.map((row) => {
     const { measured: m } = row
     const ratio = m.rps / bareRps
+    const sameRequest = sameRequestRps(row)
     const { target, met } = judge(row, ratio)
     return [
       row.rate ? `${row.scenario.name} (${count(row.rate)} asked)` : row.scenario.name,
@@ -86,6 +90,7 @@ export function markdown(rows: Row[], bareRps: number): string {
       fixed(m.p50, 2),
       fixed(m.p99, 2),
       fixed(ratio, 2),
+      sameRequest ? fixed(m.rps / sameRequest, 2) : '—',
       target,
       met,
       answeredFrom(row.answered),
@@ -97,6 +102,6 @@ export function markdown(rows: Row[], bareRps: number): string {
     ]
   })
   // Text columns left, numbers right.
-  const rule = header.map((_, i) => ([0, 5, 6, 7].includes(i) ? '---' : '---:'))
+  const rule = header.map((_, i) => ([0, 6, 7, 8].includes(i) ? '---' : '---:'))
   return [header, rule, ...lines].map((cells) => `| ${cells.join(' | ')} |`).join('\n')
 }

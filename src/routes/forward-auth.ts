@@ -1,5 +1,6 @@
 import { timingSafeEqual } from 'node:crypto'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import { LRUCache } from 'lru-cache'
 import { addressMatcher, parseAddress } from '../addresses.ts'
 import type { Config } from '../config.ts'
 import { Errors } from '../errors.ts'
@@ -92,21 +93,37 @@ const forwardAuthRoutes: FastifyPluginAsync<{ sessions: SessionService; config: 
     return null
   }
 
+  // The same few forwarded values come again and again (one per user behind the gateway).
+  const forwardedAddresses = new LRUCache<string, string | false>({ max: 10_000 })
+
   /** An address a proxy forwarded, if it is one and not a proxy's own (a `:port` some proxies add is dropped). */
   function forwarded(text: string | undefined): string | undefined {
     if (!text) return undefined
-    const bare = text
-      .trim()
-      .replace(/^\[(.+)\](:\d+)?$/, '$1')
-      .replace(/^(\d+\.\d+\.\d+\.\d+):\d+$/, '$1')
-    return parseAddress(bare) && !trusted(bare) ? bare : undefined
+    let address = forwardedAddresses.get(text)
+    if (address === undefined) {
+      const bare = text
+        .trim()
+        .replace(/^\[(.+)\](:\d+)?$/, '$1')
+        .replace(/^(\d+\.\d+\.\d+\.\d+):\d+$/, '$1')
+      address = parseAddress(bare) && !trusted(bare) ? bare : false
+      forwardedAddresses.set(text, address)
+    }
+    return address || undefined
   }
 
   /** The end user's address, believed only from a trusted proxy; never the gateway's own. */
   function endUserIp(request: FastifyRequest): string | undefined {
     if (!trusted(request.socket.remoteAddress)) return undefined
-    // Fastify reads X-Forwarded-For with the same trusted list: the nearest untrusted hop.
-    if (request.headers['x-forwarded-for']) return forwarded(request.ip)
+    // The nearest hop that is not a trusted proxy (as Fastify's request.ip, without parsing the list anew).
+    const chain = request.headers['x-forwarded-for']
+    if (chain) {
+      const hops = (Array.isArray(chain) ? chain.join(',') : chain).split(',')
+      for (let i = hops.length - 1; i >= 0; i--) {
+        const hop = (hops[i] as string).trim()
+        if (!trusted(hop)) return forwarded(hop)
+      }
+      return undefined
+    }
     const real = request.headers['x-real-ip']
     return typeof real === 'string' ? forwarded(real) : undefined
   }

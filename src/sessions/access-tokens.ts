@@ -59,15 +59,13 @@ export interface AccessGrant {
 /** Issues access JWTs and checks presented ones (signature and claims; the session is the caller's job). */
 export function createAccessTokens({ keys, config }: Deps) {
   const skewMs = config.jwtClockSkewSeconds * 1000
-  // Verified tokens, keyed by a hash of the token. Times are checked on every
-  // use, so an entry is never trusted past its exp; the session behind it is
-  // checked on every use too, so a revocation needs nothing from this cache.
+  // Verified tokens, keyed by a hash of the token. No TTL: times are checked
+  // on every use (timely), so an entry is never trusted past its exp, and the
+  // size bound evicts the stale. The session behind a token is checked on
+  // every use too, so a revocation needs nothing from this cache.
   const verified =
     config.jwtVerifiedCacheEntries > 0
-      ? new LRUCache<string, AccessClaims>({
-          max: config.jwtVerifiedCacheEntries,
-          ttl: config.accessTokenTtlSeconds * 1000 + skewMs,
-        })
+      ? new LRUCache<string, AccessClaims>({ max: config.jwtVerifiedCacheEntries })
       : null
   // Tokens whose signature or claims failed: a bad token never turns good.
   const rejected = new LRUCache<string, true>({ max: 10_000, ttl: 60_000 })

@@ -1,5 +1,5 @@
-import ipaddr from 'ipaddr.js'
-import { LRUCache } from 'lru-cache'
+import type ipaddr from 'ipaddr.js'
+import { parseAddress } from '../addresses.ts'
 import type { Config } from '../config.ts'
 import { type Device, parseDevice } from './device.ts'
 
@@ -30,23 +30,10 @@ export interface Verdict {
 
 type Settings = Pick<Config, 'uaDriftPolicy' | 'ipDriftPolicy' | 'ipv4DriftPrefix' | 'ipv6DriftPrefix'>
 
-// false: not an address.
-const parsedIps = new LRUCache<string, ipaddr.IPv4 | ipaddr.IPv6 | false>({ max: 10_000 })
-
-/** An address as the family it really is (IPv4-mapped IPv6 is IPv4), or null when unparseable. */
-function parseIp(text: string): ipaddr.IPv4 | ipaddr.IPv6 | null {
-  let ip = parsedIps.get(text)
-  if (ip === undefined) {
-    ip = ipaddr.isValid(text) ? ipaddr.process(text) : false
-    parsedIps.set(text, ip)
-  }
-  return ip || null
-}
-
 /** Do two addresses share the tolerated prefix? A change of family never does. */
 export function samePrefix(a: string, b: string, v4Bits: number, v6Bits: number): boolean {
-  const x = parseIp(a)
-  const y = parseIp(b)
+  const x = parseAddress(a)
+  const y = parseAddress(b)
   if (!x || !y || x.kind() !== y.kind()) return false
   if (x.kind() === 'ipv4') return (x as ipaddr.IPv4).match(y as ipaddr.IPv4, v4Bits)
   return (x as ipaddr.IPv6).match(y as ipaddr.IPv6, v6Bits)
