@@ -26,6 +26,7 @@ import oauth2Routes from './routes/oauth2.ts'
 import sessionRoutes from './routes/sessions.ts'
 import signingKeyRoutes from './routes/signing-keys.ts'
 import userRoutes from './routes/users.ts'
+import webhookRoutes from './routes/webhooks.ts'
 import { createAccessTokens } from './sessions/access-tokens.ts'
 import { createSessionCache } from './sessions/cache.ts'
 import { keyEncryptionKey } from './sessions/key-encryption.ts'
@@ -33,6 +34,8 @@ import { createSessionRepository } from './sessions/repository.ts'
 import { createSessionService } from './sessions/service.ts'
 import { createSigningKeys } from './sessions/signing-keys.ts'
 import { createWriteBehind } from './sessions/write-behind.ts'
+import { createDispatcher } from './webhooks/dispatcher.ts'
+import { createWebhookStore } from './webhooks/store.ts'
 
 export interface AppOptions {
   /** A pino logger to use instead of one built from the config (tests pass one writing to a buffer). */
@@ -141,6 +144,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         { name: 'users', description: "A user's sessions and history" },
         { name: 'api keys', description: 'Callers of the API and the JWT signing keys (scope admin)' },
         { name: 'admin', description: 'Actions over many sessions (scope admin)' },
+        { name: 'webhooks', description: 'Session events delivered to your URLs, signed (scope admin)' },
         { name: 'gateways', description: 'The sub-request of API gateways (nginx, Traefik, Caddy, Envoy)' },
         { name: 'standards', description: 'OAuth token introspection (RFC 7662) and revocation (RFC 7009)' },
         { name: 'operations', description: 'Health, readiness and this document' },
@@ -208,9 +212,13 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         }, config.purgeIntervalMs)
       : undefined
   sweeper?.unref()
+  const webhooks = createWebhookStore({ sql, kek })
+  const dispatcher = createDispatcher({ store: webhooks, kek, clock, config, metrics, log: app.log })
+  dispatcher.start()
   // Hooks close in reverse order: bookkeeping is flushed before the pool (added earlier) ends.
   app.addHook('onClose', async () => {
     clearInterval(sweeper)
+    await dispatcher.close()
     await touches.close()
     await signingKeys.close()
     await cache.close()
@@ -230,6 +238,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(adminRoutes, { sessions })
   await app.register(forwardAuthRoutes, { sessions, config })
   await app.register(oauth2Routes, { sessions, issuer: config.jwtIssuer })
+  await app.register(webhookRoutes, { store: webhooks, sessions, clock })
   await app.register(userRoutes, { sessions })
   await app.register(apiKeyRoutes, { keys })
   await app.register(signingKeyRoutes, { keys: signingKeys, maxAgeSeconds: config.jwksMaxAgeSeconds })

@@ -12,6 +12,7 @@ import { keyEncryptionKey } from './sessions/key-encryption.ts'
 import { purgeSessions } from './sessions/purge.ts'
 import { createSessionRepository } from './sessions/repository.ts'
 import { createSigningKeys } from './sessions/signing-keys.ts'
+import { createWebhookStore } from './webhooks/store.ts'
 
 const USAGE = `usage: session-authority <command>
 
@@ -24,6 +25,9 @@ const USAGE = `usage: session-authority <command>
   keys revoke <id>                        revoke an API key
   keys rotate-signing                     make a new JWT signing key current (tokens signed before stay valid)
   keys signing                            list the JWT signing keys (never a private key)
+  webhooks create --url U [--events a,b]  subscribe a URL to session events; prints the signing secret once
+  webhooks list                           list webhook subscriptions (never a secret)
+  webhooks delete <id>                    delete a webhook subscription
 
 Settings come from the environment; see README.md.`
 
@@ -44,13 +48,27 @@ async function withDatabase<T>(
   }
 }
 
+/** The key-encryption key, as `serve` insists on it. */
+function requireKek(config: Config) {
+  if (!config.signingKeyEncryptionKey && !config.devMode) {
+    throw new ConfigError('invalid configuration: SIGNING_KEY_ENCRYPTION_KEY is required (or DEV_MODE=true)')
+  }
+  return keyEncryptionKey(config.signingKeyEncryptionKey)
+}
+
 const keyStore = (db: Database) => createApiKeyStore({ sql: db.sql, clock: systemClock, cacheTtlMs: 0 })
 
 async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { name: { type: 'string' }, scopes: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      url: { type: 'string' },
+      events: { type: 'string' },
+      name: { type: 'string' },
+      scopes: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
   })
   const [command, sub, arg] = positionals
   if (values.help || !command) {
@@ -111,14 +129,37 @@ async function main(argv: string[]): Promise<number> {
     console.log(`revoked ${key.id}`)
     return 0
   }
+  if (command === 'webhooks' && (sub === 'create' || sub === 'list' || (sub === 'delete' && arg))) {
+    const { events, url } = values
+    if (sub === 'create' && !url) {
+      console.error('webhooks create needs --url')
+      return 2
+    }
+    const output = await withDatabase(async (db, { config }) => {
+      const store = createWebhookStore({ sql: db.sql, kek: requireKek(config) })
+      if (sub === 'create') {
+        const eventTypes = (events ?? '').split(',').filter(Boolean)
+        const { webhook, secret } = await store.create(
+          { url: url as string, event_types: eventTypes },
+          new Date(),
+        )
+        console.error(`created ${webhook.id}; the signing secret is shown only this once:`)
+        return [secret]
+      }
+      if (sub === 'delete') {
+        await store.remove(arg as string)
+        return [`deleted ${arg}`]
+      }
+      return (await store.list()).map(
+        (w) => `${w.id}\t${w.url}\t${w.event_types.join(',') || '*'}\t${w.enabled ? 'enabled' : 'disabled'}`,
+      )
+    })
+    for (const line of output) console.log(line)
+    return 0
+  }
   if (command === 'keys' && (sub === 'rotate-signing' || sub === 'signing')) {
     const keys = await withDatabase(async (db, { config, log }) => {
-      if (!config.signingKeyEncryptionKey && !config.devMode) {
-        throw new ConfigError(
-          'invalid configuration: SIGNING_KEY_ENCRYPTION_KEY is required (or DEV_MODE=true)',
-        )
-      }
-      const kek = keyEncryptionKey(config.signingKeyEncryptionKey)
+      const kek = requireKek(config)
       const signing = createSigningKeys({ sql: db.sql, clock: systemClock, kek, config, log })
       if (sub === 'rotate-signing') await signing.rotateNow()
       return signing.list()

@@ -335,6 +335,41 @@ export const ConfigSchema = Type.Object({
       ),
     ),
   ),
+  webhookPollMs: Type.Integer(
+    env(
+      'WEBHOOK_POLL_MS',
+      'How often a replica looks for webhook deliveries due; 0 = this replica sends none',
+      {
+        default: 1000,
+        minimum: 0,
+      },
+    ),
+  ),
+  webhookTimeoutMs: Type.Integer(
+    env('WEBHOOK_TIMEOUT_MS', 'Longest wait for a webhook receiver to answer', {
+      default: 5000,
+      minimum: 100,
+    }),
+  ),
+  webhookMaxAttempts: Type.Integer(
+    env('WEBHOOK_MAX_ATTEMPTS', 'Attempts before a delivery is marked dead', { default: 12, minimum: 1 }),
+  ),
+  webhookBackoffMs: Type.Integer(
+    env('WEBHOOK_BACKOFF_MS', 'First retry delay; it doubles with each attempt (with jitter)', {
+      default: 1000,
+      minimum: 1,
+    }),
+  ),
+  webhookBackoffMaxMs: Type.Integer(
+    env('WEBHOOK_BACKOFF_MAX_MS', 'Longest retry delay', { default: 3_600_000, minimum: 1 }),
+  ),
+  webhookBatch: Type.Integer(
+    env('WEBHOOK_BATCH', 'Deliveries a replica claims and sends at once', {
+      default: 20,
+      minimum: 1,
+      maximum: 500,
+    }),
+  ),
   apiKeyCacheTtlMs: Type.Integer(
     env('API_KEY_CACHE_TTL_MS', 'How long a verified API key is trusted before it is read again', {
       default: 5000,

@@ -32,6 +32,8 @@ export const Errors = {
   NOT_FOUND: createError('NOT_FOUND', 'no route %s %s', 404),
   SESSION_NOT_FOUND: createError('SESSION_NOT_FOUND', 'session %s not found', 404),
   API_KEY_NOT_FOUND: createError('API_KEY_NOT_FOUND', 'API key %s not found', 404),
+  WEBHOOK_NOT_FOUND: createError('WEBHOOK_NOT_FOUND', 'webhook %s not found', 404),
+  DELIVERY_NOT_FOUND: createError('DELIVERY_NOT_FOUND', 'webhook delivery %s not found', 404),
   // 409
   SESSION_LIMIT_REACHED: createError(
     'SESSION_LIMIT_REACHED',

@@ -75,6 +75,28 @@ export function createMetrics() {
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
       registers,
     }),
+    webhookDeliveries: new Counter({
+      name: 'webhook_deliveries_total',
+      help: 'Webhook delivery attempts by outcome: delivered, failed (will be retried), dead (given up)',
+      labelNames: ['outcome'],
+      registers,
+    }),
+    webhookLatency: new Histogram({
+      name: 'webhook_delivery_seconds',
+      help: 'From an event to its successful delivery',
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600],
+      registers,
+    }),
+    webhooksPending: new Gauge({
+      name: 'webhook_deliveries_pending',
+      help: "Webhook deliveries waiting to be sent (as of the dispatcher's last round)",
+      registers,
+    }),
+    webhooksDead: new Gauge({
+      name: 'webhook_deliveries_dead',
+      help: "Webhook deliveries given up on (as of the dispatcher's last round); retry them through the API",
+      registers,
+    }),
     writeBehindRows: new Counter({
       name: 'write_behind_rows_total',
       help: 'Session rows updated by write-behind flushes',

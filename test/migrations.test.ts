@@ -7,6 +7,13 @@ import { DATABASE_URL, dropSchema, uniqueSchema } from './helper.ts'
 
 const log = pino({ level: 'silent' })
 
+const MIGRATIONS = [
+  '001_initial.sql',
+  '002_jwt_sessions.sql',
+  '003_binding_and_policies.sql',
+  '004_webhooks.sql',
+]
+
 function connect(schema: string) {
   return postgres(DATABASE_URL, { max: 2, onnotice: () => {}, connection: { search_path: schema } })
 }
@@ -19,12 +26,21 @@ test('migrations create the schema, are recorded, and a second run applies nothi
     await dropSchema(schema)
   })
   const first = await migrate(sql, schema, log)
-  assert.deepEqual(first, ['001_initial.sql', '002_jwt_sessions.sql', '003_binding_and_policies.sql'])
+  assert.deepEqual(first, MIGRATIONS)
   const tables =
     await sql`select table_name from information_schema.tables where table_schema = ${schema} order by 1`
   assert.deepEqual(
     tables.map((r) => r.table_name),
-    ['api_keys', 'refresh_tokens', 'schema_migrations', 'session_events', 'sessions', 'signing_keys'],
+    [
+      'api_keys',
+      'refresh_tokens',
+      'schema_migrations',
+      'session_events',
+      'sessions',
+      'signing_keys',
+      'webhook_deliveries',
+      'webhook_subscriptions',
+    ],
   )
   assert.deepEqual(await migrate(sql, schema, log), [])
 })
@@ -38,11 +54,7 @@ test('replicas migrating at the same time wait for each other: each file is appl
   })
   const results = await Promise.all(clients.map((sql) => migrate(sql, schema, log)))
   const applied = results.flat()
-  assert.deepEqual(applied.sort(), [
-    '001_initial.sql',
-    '002_jwt_sessions.sql',
-    '003_binding_and_policies.sql',
-  ])
+  assert.deepEqual(applied.sort(), MIGRATIONS)
   const check = connect(schema)
   t.after(() => check.end())
   const rows = await check`select name from schema_migrations`

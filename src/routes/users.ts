@@ -10,7 +10,7 @@ import {
   UserParams,
 } from '../sessions/schemas.ts'
 import type { SessionService } from '../sessions/service.ts'
-import { sessionView } from './views.ts'
+import { eventsPage, sessionView } from './views.ts'
 
 const tags = ['users']
 
@@ -65,10 +65,7 @@ const userRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = asyn
       },
     },
     async (request) => {
-      const { limit = 50, before = null, type = null } = request.query
-      const events = await sessions.listEvents(request.params.user_id, { before, limit, type })
-      const last = events.at(-1)
-      return { events, next_cursor: events.length === limit && last ? last.id : null }
+      return eventsPage(sessions, { ...request.query, user_id: request.params.user_id })
     },
   )
 }

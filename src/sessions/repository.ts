@@ -225,15 +225,22 @@ export function createSessionRepository(sql: Sql) {
     return result.count
   }
 
-  async function listEvents(
-    userId: string,
-    page: { before: string | null; limit: number; type: string | null },
-  ): Promise<EventRow[]> {
+  /** Events newest first, filtered; `since` is inclusive, `until` exclusive; `before` is the cursor. */
+  async function listEvents(page: {
+    userId: string | null
+    type: string | null
+    since: Date | null
+    until: Date | null
+    before: string | null
+    limit: number
+  }): Promise<EventRow[]> {
     return sql<EventRow[]>`
       select id::text as id, session_id, user_id, type, data, created_at from session_events
-      where user_id = ${userId}
+      where (${page.userId}::text is null or user_id = ${page.userId}::text)
         and (${page.before}::bigint is null or id < ${page.before}::bigint)
         and (${page.type}::text is null or type = ${page.type}::text)
+        and (${page.since}::timestamptz is null or created_at >= ${page.since}::timestamptz)
+        and (${page.until}::timestamptz is null or created_at < ${page.until}::timestamptz)
       order by id desc
       limit ${page.limit}`
   }

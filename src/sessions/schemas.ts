@@ -280,13 +280,23 @@ export const EventsQuery = Type.Object(
     type: Type.Optional(
       Text({ maxLength: 64, description: 'Only events of this type, e.g. session.revoked' }),
     ),
+    since: Type.Optional(
+      Type.String({ format: 'date-time', description: 'Only events at or after this time' }),
+    ),
+    until: Type.Optional(Type.String({ format: 'date-time', description: 'Only events before this time' })),
   },
+  { additionalProperties: false },
+)
+
+export const AllEventsQuery = Type.Composite(
+  [EventsQuery, Type.Object({ user_id: Type.Optional(UserId) }, { additionalProperties: false })],
   { additionalProperties: false },
 )
 
 export const EventView = Type.Object({
   id: Type.String(),
   session_id: Uuid(),
+  user_id: Type.String(),
   type: Type.String(),
   data: Type.Record(Type.String(), Type.Unknown()),
   created_at: Timestamp(),

@@ -1,0 +1,234 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
+import type { FastifyReply } from 'fastify'
+import type { Clock } from '../clock.ts'
+import { Errors } from '../errors.ts'
+import { Text, Timestamp, withErrors } from '../schemas.ts'
+import { AllEventsQuery, EventsReply } from '../sessions/schemas.ts'
+import type { SessionService } from '../sessions/service.ts'
+import type { WebhookStore } from '../webhooks/store.ts'
+import { eventsPage } from './views.ts'
+
+const tags = ['webhooks']
+const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(t: T) => Type.Union([t, Type.Null()])
+
+const WebhookUrl = Type.String({
+  pattern: '^https?://',
+  maxLength: 2048,
+  description: 'Where events are POSTed (http or https)',
+})
+const EventTypes = Type.Array(Text({ maxLength: 64 }), {
+  maxItems: 32,
+  description: 'Event types to send, e.g. session.revoked; empty = all',
+})
+
+const WebhookView = Type.Object(
+  {
+    id: Type.String(),
+    url: Type.String(),
+    event_types: Type.Array(Type.String()),
+    enabled: Type.Boolean(),
+    created_at: Timestamp(),
+    updated_at: Timestamp(),
+  },
+  { title: 'Webhook' },
+)
+
+const DeliveryView = Type.Object(
+  {
+    id: Type.String(),
+    event_id: Type.String(),
+    event_type: Type.String(),
+    status: Type.Union([Type.Literal('pending'), Type.Literal('delivered'), Type.Literal('dead')]),
+    attempts: Type.Integer(),
+    next_attempt_at: Timestamp(),
+    last_status: Nullable(Type.Integer()),
+    last_error: Nullable(Type.String()),
+    created_at: Timestamp(),
+    delivered_at: Nullable(Timestamp()),
+  },
+  { title: 'WebhookDelivery' },
+)
+
+const WebhookParams = Type.Object({ id: Type.String({ pattern: '^wh_[0-9a-f]{16}$' }) })
+const DeliveryParams = Type.Object({ delivery_id: Type.String({ pattern: '^[0-9]{1,18}$' }) })
+
+/** A URL the dispatcher can POST to; refused at the door rather than dead later. */
+function checkUrl(url: string | undefined) {
+  if (url === undefined) return
+  try {
+    new URL(url)
+  } catch {
+    throw new Errors.VALIDATION_FAILED('url: not a valid URL')
+  }
+}
+
+/** Webhook subscriptions and their deliveries, and the whole event history (scope admin). */
+const webhookRoutes: FastifyPluginAsyncTypebox<{
+  store: WebhookStore
+  sessions: SessionService
+  clock: Clock
+}> = async (app, { store, sessions, clock }) => {
+  const now = () => new Date(clock.now())
+  const admin = { scope: 'admin' as const }
+
+  app.post(
+    '/v1/webhooks',
+    {
+      config: admin,
+      schema: {
+        tags,
+        summary: 'Subscribe a URL to session events; the signing secret is shown only in this answer',
+        body: Type.Object(
+          { url: WebhookUrl, event_types: Type.Optional(EventTypes), enabled: Type.Optional(Type.Boolean()) },
+          { additionalProperties: false },
+        ),
+        response: withErrors({
+          201: Type.Object({
+            webhook: WebhookView,
+            secret: Type.String({
+              description:
+                'Standard Webhooks secret (whsec_…): verifies the webhook-signature header. Shown once.',
+            }),
+          }),
+        }),
+      },
+    },
+    async (request, reply) => {
+      checkUrl(request.body.url)
+      return reply.code(201).send(await store.create(request.body, now()))
+    },
+  )
+
+  app.get(
+    '/v1/webhooks',
+    {
+      config: admin,
+      schema: {
+        tags,
+        summary: 'Webhook subscriptions',
+        response: withErrors({ 200: Type.Object({ webhooks: Type.Array(WebhookView) }) }),
+      },
+    },
+    async () => ({ webhooks: await store.list() }),
+  )
+
+  app.get(
+    '/v1/webhooks/:id',
+    {
+      config: admin,
+      schema: {
+        tags,
+        summary: 'One webhook subscription',
+        params: WebhookParams,
+        response: withErrors({ 200: WebhookView }),
+      },
+    },
+    async (request) => store.get(request.params.id),
+  )
+
+  app.patch(
+    '/v1/webhooks/:id',
+    {
+      config: admin,
+      schema: {
+        tags,
+        summary: 'Change a webhook subscription (URL, event types, enabled)',
+        params: WebhookParams,
+        body: Type.Object(
+          {
+            url: Type.Optional(WebhookUrl),
+            event_types: Type.Optional(EventTypes),
+            enabled: Type.Optional(Type.Boolean()),
+          },
+          { additionalProperties: false },
+        ),
+        response: withErrors({ 200: WebhookView }),
+      },
+    },
+    async (request) => {
+      checkUrl(request.body.url)
+      return store.update(request.params.id, request.body, now())
+    },
+  )
+
+  app.delete(
+    '/v1/webhooks/:id',
+    {
+      config: admin,
+      schema: {
+        tags,
+        summary: 'Delete a webhook subscription and its deliveries',
+        params: WebhookParams,
+        response: withErrors({ 204: Type.Unsafe<undefined>({ description: 'Deleted' }) }),
+      },
+    },
+    async (request, reply) => {
+      await store.remove(request.params.id)
+      return (reply as FastifyReply).code(204).send()
+    },
+  )
+
+  app.get(
+    '/v1/webhooks/:id/deliveries',
+    {
+      config: admin,
+      schema: {
+        tags,
+        summary: "A webhook's deliveries, newest first",
+        params: WebhookParams,
+        querystring: Type.Object(
+          {
+            status: Type.Optional(
+              Type.Union([Type.Literal('pending'), Type.Literal('delivered'), Type.Literal('dead')]),
+            ),
+            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })),
+            before: Type.Optional(
+              Type.String({ pattern: '^[0-9]{1,18}$', description: 'next_cursor of the previous page' }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
+        response: withErrors({
+          200: Type.Object({ deliveries: Type.Array(DeliveryView), next_cursor: Nullable(Type.String()) }),
+        }),
+      },
+    },
+    async (request) => {
+      const { status = null, limit = 50, before = null } = request.query
+      const deliveries = await store.listDeliveries(request.params.id, { status, limit, before })
+      const last = deliveries.at(-1)
+      return { deliveries, next_cursor: deliveries.length === limit && last ? last.id : null }
+    },
+  )
+
+  app.post(
+    '/v1/webhooks/deliveries/:delivery_id/retry',
+    {
+      config: admin,
+      schema: {
+        tags,
+        summary: 'Send a delivery again from the first attempt (a dead one, typically)',
+        params: DeliveryParams,
+        response: withErrors({ 200: DeliveryView }),
+      },
+    },
+    async (request) => store.retry(request.params.delivery_id, now()),
+  )
+
+  app.get(
+    '/v1/events',
+    {
+      config: admin,
+      schema: {
+        tags: ['users'],
+        summary: 'The session history of every user, newest first',
+        querystring: AllEventsQuery,
+        response: withErrors({ 200: EventsReply }),
+      },
+    },
+    async (request) => eventsPage(sessions, request.query),
+  )
+}
+
+export default webhookRoutes

@@ -1,0 +1,168 @@
+import { createHmac } from 'node:crypto'
+import type { Clock } from '../clock.ts'
+import type { Config } from '../config.ts'
+import type { Log } from '../logger.ts'
+import type { Metrics } from '../metrics.ts'
+import type { KeyEncryptionKey } from '../sessions/key-encryption.ts'
+import type { ClaimedDelivery, WebhookStore } from './store.ts'
+
+type Settings = Pick<
+  Config,
+  | 'webhookPollMs'
+  | 'webhookTimeoutMs'
+  | 'webhookMaxAttempts'
+  | 'webhookBackoffMs'
+  | 'webhookBackoffMaxMs'
+  | 'webhookBatch'
+>
+
+interface Deps {
+  store: WebhookStore
+  kek: KeyEncryptionKey
+  clock: Clock
+  config: Settings
+  metrics: Metrics
+  log: Log
+}
+
+/** What a receiver gets, and the Standard Webhooks headers that let it check where it came from. */
+export function signedRequest(delivery: ClaimedDelivery, key: Buffer, unixSeconds: number) {
+  const body = JSON.stringify({
+    type: delivery.type,
+    timestamp: delivery.event_created_at.toISOString(),
+    data: {
+      ...delivery.data,
+      event_id: delivery.event_id,
+      session_id: delivery.session_id,
+      user_id: delivery.user_id,
+    },
+  })
+  // The same on every attempt and for every subscription: receivers drop duplicates by it.
+  const id = `evt_${delivery.event_id}`
+  const signature = createHmac('sha256', key).update(`${id}.${unixSeconds}.${body}`).digest('base64')
+  return {
+    body,
+    headers: {
+      'content-type': 'application/json',
+      'user-agent': 'session-authority-webhooks',
+      'webhook-id': id,
+      'webhook-timestamp': String(unixSeconds),
+      'webhook-signature': `v1,${signature}`,
+    },
+  }
+}
+
+/** Exponential backoff with jitter: attempt n waits between half and all of base × 2^(n-1), capped. */
+export function backoffMs(attempt: number, baseMs: number, maxMs: number, random = Math.random): number {
+  const full = Math.min(maxMs, baseMs * 2 ** Math.min(attempt - 1, 40))
+  return Math.round(full / 2 + (random() * full) / 2)
+}
+
+/**
+ * Sends the webhook deliveries that are due, in each replica, off the request
+ * path. Claims are leased, so replicas share the work and never send one
+ * delivery at the same time; a replica that dies mid-delivery leaves it to
+ * another once the lease runs out (at least once, never lost).
+ */
+export function createDispatcher({ store, kek, clock, config, metrics, log }: Deps) {
+  const leaseMs = config.webhookTimeoutMs * 2 + 1000
+  let timer: NodeJS.Timeout | undefined
+  let round: Promise<void> | null = null
+  let closing = false
+
+  async function send(delivery: ClaimedDelivery): Promise<void> {
+    let lastStatus: number | null = null
+    let lastError: string | null = null
+    try {
+      const { body, headers } = signedRequest(
+        delivery,
+        kek.open(delivery.secret, delivery.subscription_id),
+        // Receivers check freshness against their own clocks: real time.
+        Math.floor(Date.now() / 1000),
+      )
+      const response = await fetch(delivery.url, {
+        method: 'POST',
+        headers,
+        body,
+        redirect: 'manual',
+        signal: AbortSignal.timeout(config.webhookTimeoutMs),
+      })
+      lastStatus = response.status
+      await response.body?.cancel()
+      if (response.status < 200 || response.status > 299) lastError = `receiver answered ${response.status}`
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause?.code
+      lastError =
+        (err as Error).name === 'TimeoutError'
+          ? `no answer within ${config.webhookTimeoutMs} ms`
+          : (cause ?? (err as Error).message)
+    }
+    const now = clock.now()
+    if (lastError === null) {
+      metrics.webhookDeliveries.inc({ outcome: 'delivered' })
+      metrics.webhookLatency.observe(Math.max(0, now - delivery.event_created_at.getTime()) / 1000)
+      await store.settle(
+        delivery,
+        { status: 'delivered', nextAttemptAt: new Date(now), lastStatus, lastError },
+        new Date(now),
+      )
+      return
+    }
+    const dead = delivery.attempts >= config.webhookMaxAttempts
+    metrics.webhookDeliveries.inc({ outcome: dead ? 'dead' : 'failed' })
+    const next = dead
+      ? now
+      : now + backoffMs(delivery.attempts, config.webhookBackoffMs, config.webhookBackoffMaxMs)
+    await store.settle(
+      delivery,
+      { status: dead ? 'dead' : 'pending', nextAttemptAt: new Date(next), lastStatus, lastError },
+      new Date(now),
+    )
+    const level = dead ? 'warn' : 'info'
+    log[level](
+      {
+        delivery: delivery.id,
+        webhook: delivery.subscription_id,
+        attempt: delivery.attempts,
+        error: lastError,
+      },
+      dead ? 'webhook delivery dead' : 'webhook delivery failed; will retry',
+    )
+  }
+
+  /** Claims and sends due deliveries until none are left (or the replica is closing). */
+  async function drain(): Promise<void> {
+    while (!closing) {
+      const now = clock.now()
+      const batch = await store.claim(new Date(now), new Date(now + leaseMs), config.webhookBatch)
+      await Promise.all(batch.map(send))
+      if (batch.length < config.webhookBatch) break
+    }
+    const { pending, dead } = await store.backlog()
+    metrics.webhooksPending.set(pending)
+    metrics.webhooksDead.set(dead)
+  }
+
+  function tick() {
+    if (round) return
+    round = drain()
+      .catch((err: unknown) => log.warn({ err }, 'webhook dispatch failed; will retry'))
+      .finally(() => {
+        round = null
+      })
+  }
+
+  return {
+    start() {
+      if (config.webhookPollMs <= 0) return
+      timer = setInterval(tick, config.webhookPollMs)
+      timer.unref()
+    },
+    /** Stops claiming; waits for the deliveries in flight (each bounded by the request timeout). */
+    async close() {
+      closing = true
+      clearInterval(timer)
+      await round
+    },
+  }
+}

@@ -1,0 +1,193 @@
+import { randomBytes } from 'node:crypto'
+import type { Sql } from '../db/connect.ts'
+import { Errors } from '../errors.ts'
+import type { KeyEncryptionKey } from '../sessions/key-encryption.ts'
+
+export interface Webhook {
+  id: string
+  url: string
+  event_types: string[]
+  enabled: boolean
+  created_at: Date
+  updated_at: Date
+}
+
+export type DeliveryStatus = 'pending' | 'delivered' | 'dead'
+
+export interface Delivery {
+  id: string
+  event_id: string
+  event_type: string
+  status: DeliveryStatus
+  attempts: number
+  next_attempt_at: Date
+  last_status: number | null
+  last_error: string | null
+  created_at: Date
+  delivered_at: Date | null
+}
+
+/** A delivery as a dispatcher claims it: with what to send and where. */
+export interface ClaimedDelivery {
+  id: string
+  attempts: number
+  subscription_id: string
+  url: string
+  secret: Buffer
+  kek_id: string
+  event_id: string
+  type: string
+  session_id: string
+  user_id: string
+  data: Record<string, unknown>
+  event_created_at: Date
+}
+
+/** Standard Webhooks secrets: `whsec_` and the base64 of the key. */
+export const SECRET_PREFIX = 'whsec_'
+
+const WEBHOOK_COLUMNS = 'id, url, event_types, enabled, created_at, updated_at'
+
+/** All SQL of webhooks: subscriptions (admin) and the delivery outbox (dispatcher). */
+export function createWebhookStore({ sql, kek }: { sql: Sql; kek: KeyEncryptionKey }) {
+  const columns = sql.unsafe(WEBHOOK_COLUMNS)
+
+  /** A new subscription, and its signing secret: the only time the secret is shown. */
+  async function create(
+    input: { url: string; event_types?: string[]; enabled?: boolean },
+    now: Date,
+  ): Promise<{ webhook: Webhook; secret: string }> {
+    const id = `wh_${randomBytes(8).toString('hex')}`
+    const key = randomBytes(32)
+    const [webhook] = await sql<Webhook[]>`
+      insert into webhook_subscriptions (id, url, event_types, secret, kek_id, enabled, created_at, updated_at)
+      values (${id}, ${input.url}, ${input.event_types ?? []}::text[], ${kek.seal(key, id)}, ${kek.id},
+        ${input.enabled ?? true}, ${now}, ${now})
+      returning ${columns}`
+    return { webhook: webhook as Webhook, secret: SECRET_PREFIX + key.toString('base64') }
+  }
+
+  async function list(): Promise<Webhook[]> {
+    return sql<Webhook[]>`select ${columns} from webhook_subscriptions order by created_at, id`
+  }
+
+  async function get(id: string): Promise<Webhook> {
+    const [webhook] = await sql<Webhook[]>`select ${columns} from webhook_subscriptions where id = ${id}`
+    if (!webhook) throw new Errors.WEBHOOK_NOT_FOUND(id)
+    return webhook
+  }
+
+  async function update(
+    id: string,
+    change: { url?: string; event_types?: string[]; enabled?: boolean },
+    now: Date,
+  ): Promise<Webhook> {
+    const [webhook] = await sql<Webhook[]>`
+      update webhook_subscriptions set
+        url = coalesce(${change.url ?? null}, url),
+        event_types = coalesce(${change.event_types ?? null}::text[], event_types),
+        enabled = coalesce(${change.enabled ?? null}::boolean, enabled),
+        updated_at = ${now}
+      where id = ${id}
+      returning ${columns}`
+    if (!webhook) throw new Errors.WEBHOOK_NOT_FOUND(id)
+    return webhook
+  }
+
+  async function remove(id: string): Promise<void> {
+    const result = await sql`delete from webhook_subscriptions where id = ${id}`
+    if (result.count === 0) throw new Errors.WEBHOOK_NOT_FOUND(id)
+  }
+
+  const deliveryColumns = sql`
+    d.id::text as id, d.event_id::text as event_id, e.type as event_type, d.status, d.attempts, d.next_attempt_at,
+    d.last_status, d.last_error, d.created_at, d.delivered_at`
+
+  async function listDeliveries(
+    subscriptionId: string,
+    page: { status: DeliveryStatus | null; before: string | null; limit: number },
+  ): Promise<Delivery[]> {
+    await get(subscriptionId)
+    return sql<Delivery[]>`
+      select ${deliveryColumns}
+      from webhook_deliveries d join session_events e on e.id = d.event_id
+      where d.subscription_id = ${subscriptionId}
+        and (${page.status}::text is null or d.status = ${page.status}::text)
+        and (${page.before}::bigint is null or d.id < ${page.before}::bigint)
+      order by d.id desc
+      limit ${page.limit}`
+  }
+
+  /** Sends a delivery again from the start (a dead one, typically), due now. */
+  async function retry(deliveryId: string, now: Date): Promise<Delivery> {
+    const [delivery] = await sql<Delivery[]>`
+      with changed as (
+        update webhook_deliveries set status = 'pending', attempts = 0, next_attempt_at = ${now},
+          last_error = null, delivered_at = null
+        where id = ${deliveryId}
+        returning *
+      )
+      select ${deliveryColumns} from changed d join session_events e on e.id = d.event_id`
+    if (!delivery) throw new Errors.DELIVERY_NOT_FOUND(deliveryId)
+    return delivery
+  }
+
+  /**
+   * Claims up to `limit` due deliveries for this dispatcher: rows another one
+   * holds are skipped (SKIP LOCKED), and each claimed row is leased (due again
+   * only after `leaseUntil`), so no two dispatchers send one at the same time.
+   */
+  async function claim(now: Date, leaseUntil: Date, limit: number): Promise<ClaimedDelivery[]> {
+    return sql<ClaimedDelivery[]>`
+      with due as (
+        select id from webhook_deliveries
+        where status = 'pending' and next_attempt_at <= ${now}
+        order by next_attempt_at, id
+        limit ${limit}
+        for update skip locked
+      ), claimed as (
+        update webhook_deliveries d set attempts = d.attempts + 1, next_attempt_at = ${leaseUntil}
+        from due where d.id = due.id
+        returning d.id, d.attempts, d.subscription_id, d.event_id
+      )
+      select c.id::text as id, c.attempts, c.subscription_id, s.url, s.secret, s.kek_id, c.event_id::text as event_id,
+        e.type, e.session_id, e.user_id, e.data, e.created_at as event_created_at
+      from claimed c
+        join webhook_subscriptions s on s.id = c.subscription_id
+        join session_events e on e.id = c.event_id
+      order by c.id`
+  }
+
+  /**
+   * Records an attempt's outcome, unless the delivery was claimed again
+   * meanwhile (its lease ran out): then the newer attempt's outcome counts.
+   */
+  async function settle(
+    claimed: Pick<ClaimedDelivery, 'id' | 'attempts'>,
+    outcome: {
+      status: DeliveryStatus
+      nextAttemptAt: Date
+      lastStatus: number | null
+      lastError: string | null
+    },
+    now: Date,
+  ): Promise<void> {
+    await sql`
+      update webhook_deliveries set status = ${outcome.status}, next_attempt_at = ${outcome.nextAttemptAt},
+        last_status = ${outcome.lastStatus}, last_error = ${outcome.lastError},
+        delivered_at = ${outcome.status === 'delivered' ? now : null}
+      where id = ${claimed.id} and attempts = ${claimed.attempts} and status = 'pending'`
+  }
+
+  /** How many deliveries wait and how many were given up on. */
+  async function backlog(): Promise<{ pending: number; dead: number }> {
+    const rows = await sql<Array<{ status: DeliveryStatus; count: number }>>`
+      select status, count(*)::int as count from webhook_deliveries where status in ('pending', 'dead') group by status`
+    const of = (status: DeliveryStatus) => rows.find((r) => r.status === status)?.count ?? 0
+    return { pending: of('pending'), dead: of('dead') }
+  }
+
+  return { create, list, get, update, remove, listDeliveries, retry, claim, settle, backlog }
+}
+
+export type WebhookStore = ReturnType<typeof createWebhookStore>
