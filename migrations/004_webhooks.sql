@@ -25,6 +25,12 @@ create table webhook_deliveries (
   -- When a dispatcher may (next) take it. A claim moves it past the request's
   -- timeout, so a dispatcher that dies mid-delivery leaves it to another.
   next_attempt_at timestamptz not null,
+  -- Until when the latest claim holds it (null when none does); a retry asked
+  -- for meanwhile waits for it.
+  leased_until timestamptz,
+  -- Claims so far, never reset: an attempt's outcome counts only if no later
+  -- claim was made (attempts is reset by a retry, so it cannot tell).
+  claims integer not null default 0,
   last_status integer,
   last_error text,
   created_at timestamptz not null,

@@ -241,7 +241,7 @@ export function createSessionRepository(sql: Sql) {
         and (${page.type}::text is null or type = ${page.type}::text)
         and (${page.since}::timestamptz is null or created_at >= ${page.since}::timestamptz)
         and (${page.until}::timestamptz is null or created_at < ${page.until}::timestamptz)
-      order by id desc
+      order by session_events.id desc
       limit ${page.limit}`
   }
 

@@ -99,17 +99,17 @@ export function createDispatcher({ store, kek, clock, config, metrics, log }: De
     }
     const now = clock.now()
     if (lastError === null) {
-      metrics.webhookDeliveries.inc({ outcome: 'delivered' })
-      metrics.webhookLatency.observe(Math.max(0, now - delivery.event_created_at.getTime()) / 1000)
       await store.settle(
         delivery,
         { status: 'delivered', nextAttemptAt: new Date(now), lastStatus, lastError },
         new Date(now),
       )
+      // Counted once recorded: an outcome that could not be saved is sent (and counted) again.
+      metrics.webhookDeliveries.inc({ outcome: 'delivered' })
+      metrics.webhookLatency.observe(Math.max(0, now - delivery.event_created_at.getTime()) / 1000)
       return
     }
     const dead = delivery.attempts >= config.webhookMaxAttempts
-    metrics.webhookDeliveries.inc({ outcome: dead ? 'dead' : 'failed' })
     const next = dead
       ? now
       : now + backoffMs(delivery.attempts, config.webhookBackoffMs, config.webhookBackoffMaxMs)
@@ -118,6 +118,7 @@ export function createDispatcher({ store, kek, clock, config, metrics, log }: De
       { status: dead ? 'dead' : 'pending', nextAttemptAt: new Date(next), lastStatus, lastError },
       new Date(now),
     )
+    metrics.webhookDeliveries.inc({ outcome: dead ? 'dead' : 'failed' })
     const level = dead ? 'warn' : 'info'
     log[level](
       {
@@ -130,13 +131,25 @@ export function createDispatcher({ store, kek, clock, config, metrics, log }: De
     )
   }
 
-  /** Claims and sends due deliveries until none are left (or the replica is closing). */
+  // Sends under way: up to webhookBatch at a time, each on its own, so one slow
+  // receiver holds up only its own delivery, not the others.
+  const inFlight = new Set<Promise<void>>()
+
+  /** Claims due deliveries while there is room, and starts sending each. */
   async function drain(): Promise<void> {
     while (!closing) {
+      const room = config.webhookBatch - inFlight.size
+      if (room <= 0) break
       const now = clock.now()
-      const batch = await store.claim(new Date(now), new Date(now + leaseMs), config.webhookBatch)
-      await Promise.all(batch.map(send))
-      if (batch.length < config.webhookBatch) break
+      const batch = await store.claim(new Date(now), new Date(now + leaseMs), room)
+      for (const delivery of batch) {
+        const sending: Promise<void> = send(delivery)
+          // Its outcome could not be recorded (Postgres away): the lease runs out and it is sent again.
+          .catch((err: unknown) => log.warn({ err, delivery: delivery.id }, 'webhook delivery not recorded'))
+          .finally(() => inFlight.delete(sending))
+        inFlight.add(sending)
+      }
+      if (batch.length < room) break
     }
     const { pending, dead } = await store.backlog()
     metrics.webhooksPending.set(pending)
@@ -163,6 +176,7 @@ export function createDispatcher({ store, kek, clock, config, metrics, log }: De
       closing = true
       clearInterval(timer)
       await round
+      await Promise.all(inFlight)
     },
   }
 }

@@ -31,6 +31,7 @@ export interface Delivery {
 export interface ClaimedDelivery {
   id: string
   attempts: number
+  claims: number
   subscription_id: string
   url: string
   secret: Buffer
@@ -122,8 +123,9 @@ export function createWebhookStore({ sql, kek }: { sql: Sql; kek: KeyEncryptionK
   async function retry(deliveryId: string, now: Date): Promise<Delivery> {
     const [delivery] = await sql<Delivery[]>`
       with changed as (
-        update webhook_deliveries set status = 'pending', attempts = 0, next_attempt_at = ${now},
-          last_error = null, delivered_at = null
+        update webhook_deliveries set status = 'pending', attempts = 0, last_error = null, delivered_at = null,
+          -- Not while a dispatcher is sending it: never two at once.
+          next_attempt_at = greatest(${now}::timestamptz, coalesce(leased_until, ${now}::timestamptz))
         where id = ${deliveryId}
         returning *
       )
@@ -146,11 +148,12 @@ export function createWebhookStore({ sql, kek }: { sql: Sql; kek: KeyEncryptionK
         limit ${limit}
         for update skip locked
       ), claimed as (
-        update webhook_deliveries d set attempts = d.attempts + 1, next_attempt_at = ${leaseUntil}
+        update webhook_deliveries d set attempts = d.attempts + 1, claims = d.claims + 1,
+          next_attempt_at = ${leaseUntil}, leased_until = ${leaseUntil}
         from due where d.id = due.id
-        returning d.id, d.attempts, d.subscription_id, d.event_id
+        returning d.id, d.attempts, d.claims, d.subscription_id, d.event_id
       )
-      select c.id::text as id, c.attempts, c.subscription_id, s.url, s.secret, s.kek_id, c.event_id::text as event_id,
+      select c.id::text as id, c.attempts, c.claims, c.subscription_id, s.url, s.secret, s.kek_id, c.event_id::text as event_id,
         e.type, e.session_id, e.user_id, e.data, e.created_at as event_created_at
       from claimed c
         join webhook_subscriptions s on s.id = c.subscription_id
@@ -163,7 +166,7 @@ export function createWebhookStore({ sql, kek }: { sql: Sql; kek: KeyEncryptionK
    * meanwhile (its lease ran out): then the newer attempt's outcome counts.
    */
   async function settle(
-    claimed: Pick<ClaimedDelivery, 'id' | 'attempts'>,
+    claimed: Pick<ClaimedDelivery, 'id' | 'claims'>,
     outcome: {
       status: DeliveryStatus
       nextAttemptAt: Date
@@ -175,8 +178,8 @@ export function createWebhookStore({ sql, kek }: { sql: Sql; kek: KeyEncryptionK
     await sql`
       update webhook_deliveries set status = ${outcome.status}, next_attempt_at = ${outcome.nextAttemptAt},
         last_status = ${outcome.lastStatus}, last_error = ${outcome.lastError},
-        delivered_at = ${outcome.status === 'delivered' ? now : null}
-      where id = ${claimed.id} and attempts = ${claimed.attempts} and status = 'pending'`
+        delivered_at = ${outcome.status === 'delivered' ? now : null}, leased_until = null
+      where id = ${claimed.id} and claims = ${claimed.claims} and status = 'pending'`
   }
 
   /** How many deliveries wait and how many were given up on. */
