@@ -5,13 +5,16 @@
 FROM node:20-bookworm-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
+COPY scripts/patch-postgres.mjs ./scripts/
 # No runtime dependency needs an install script; skipping them keeps the layer reproducible.
-RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
+# Ours (a fix to the Postgres driver, see the script) runs explicitly.
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && node scripts/patch-postgres.mjs
 
 # --- compile TypeScript ---------------------------------------------------------------
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
+COPY scripts/patch-postgres.mjs ./scripts/
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
