@@ -29,7 +29,7 @@ import userRoutes from './routes/users.ts'
 import webhookRoutes from './routes/webhooks.ts'
 import { createAccessTokens } from './sessions/access-tokens.ts'
 import { createSessionCache } from './sessions/cache.ts'
-import { keyEncryptionKey } from './sessions/key-encryption.ts'
+import { requireKeyEncryptionKey } from './sessions/key-encryption.ts'
 import { createSessionRepository } from './sessions/repository.ts'
 import { createSessionService } from './sessions/service.ts'
 import { createSigningKeys } from './sessions/signing-keys.ts'
@@ -72,12 +72,7 @@ function checkAddressLists(config: Config) {
 /** Builds the whole service as a Fastify app; connects to Postgres but does not listen. */
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
   const clock = options.clock ?? systemClock
-  if (!config.signingKeyEncryptionKey && !config.devMode) {
-    throw new ConfigError(
-      'invalid configuration: SIGNING_KEY_ENCRYPTION_KEY is required (32 random bytes, e.g. `openssl rand -base64 32`); DEV_MODE=true runs without one, for local development only',
-    )
-  }
-  const kek = keyEncryptionKey(config.signingKeyEncryptionKey)
+  const kek = requireKeyEncryptionKey(config)
   checkAddressLists(config)
   const app = Fastify({
     ...serverOptions,

@@ -8,7 +8,7 @@ import { connectDatabase } from './db/connect.ts'
 import { migrate } from './db/migrate.ts'
 import { loggerOptions } from './logger.ts'
 import { serve } from './server.ts'
-import { keyEncryptionKey } from './sessions/key-encryption.ts'
+import { requireKeyEncryptionKey } from './sessions/key-encryption.ts'
 import { purgeSessions } from './sessions/purge.ts'
 import { createSessionRepository } from './sessions/repository.ts'
 import { createSigningKeys } from './sessions/signing-keys.ts'
@@ -46,14 +46,6 @@ async function withDatabase<T>(
   } finally {
     await db.close()
   }
-}
-
-/** The key-encryption key, as `serve` insists on it. */
-function requireKek(config: Config) {
-  if (!config.signingKeyEncryptionKey && !config.devMode) {
-    throw new ConfigError('invalid configuration: SIGNING_KEY_ENCRYPTION_KEY is required (or DEV_MODE=true)')
-  }
-  return keyEncryptionKey(config.signingKeyEncryptionKey)
 }
 
 const keyStore = (db: Database) => createApiKeyStore({ sql: db.sql, clock: systemClock, cacheTtlMs: 0 })
@@ -136,7 +128,7 @@ async function main(argv: string[]): Promise<number> {
       return 2
     }
     const output = await withDatabase(async (db, { config }) => {
-      const store = createWebhookStore({ sql: db.sql, kek: requireKek(config) })
+      const store = createWebhookStore({ sql: db.sql, kek: requireKeyEncryptionKey(config) })
       if (sub === 'create') {
         const eventTypes = (events ?? '').split(',').filter(Boolean)
         const { webhook, secret } = await store.create(
@@ -159,7 +151,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (command === 'keys' && (sub === 'rotate-signing' || sub === 'signing')) {
     const keys = await withDatabase(async (db, { config, log }) => {
-      const kek = requireKek(config)
+      const kek = requireKeyEncryptionKey(config)
       const signing = createSigningKeys({ sql: db.sql, clock: systemClock, kek, config, log })
       if (sub === 'rotate-signing') await signing.rotateNow()
       return signing.list()

@@ -13,6 +13,9 @@ FormatRegistry.Set('text', (v) => v.isWellFormed())
 export const Text = (options: { minLength?: number; maxLength: number; description?: string }) =>
   Type.String({ minLength: 1, format: 'text', pattern: '^[^\\u0000-\\u001f\\u007f]*$', ...options })
 
+/** The schema, or null. */
+export const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()])
+
 export const Uuid = (description?: string) => Type.String({ format: 'uuid', description })
 
 /** A response timestamp: the handler may hand over a Date; it leaves as an ISO 8601 string. */

@@ -87,10 +87,10 @@ const oauth2Routes: FastifyPluginAsyncTypebox<{ sessions: SessionService; issuer
     async (request) => {
       const { token, ip, user_agent } = request.body
       // The hint only orders the lookups; the token's own shape decides.
-      const result: Introspection =
-        tokenKind(token) === 'refresh'
-          ? await sessions.introspectRefreshToken(token)
-          : await sessions.introspect(token, { ip, user_agent })
+      const refresh = tokenKind(token) === 'refresh'
+      const result: Introspection = refresh
+        ? await sessions.introspectRefreshToken(token)
+        : await sessions.introspect(token, { ip, user_agent })
       if (!result.active) return { active: false }
       const { session, claims } = result
       return {
@@ -98,10 +98,8 @@ const oauth2Routes: FastifyPluginAsyncTypebox<{ sessions: SessionService; issuer
         sub: session.user_id,
         sid: session.id,
         exp: seconds(result.expiresAt),
-        iat: claims
-          ? claims.iat
-          : seconds(tokenKind(token) === 'refresh' ? result.seenAt : session.created_at),
-        token_type: tokenKind(token) === 'refresh' ? 'refresh_token' : 'Bearer',
+        iat: claims ? claims.iat : seconds(refresh ? result.seenAt : session.created_at),
+        token_type: refresh ? 'refresh_token' : 'Bearer',
         iss: issuer,
         client_id: session.client_id ?? undefined,
       }

@@ -3,14 +3,13 @@ import { Type } from '@sinclair/typebox'
 import type { FastifyReply } from 'fastify'
 import type { Clock } from '../clock.ts'
 import { Errors } from '../errors.ts'
-import { Text, Timestamp, withErrors } from '../schemas.ts'
+import { Nullable, Text, Timestamp, withErrors } from '../schemas.ts'
 import { AllEventsQuery, EventsReply } from '../sessions/schemas.ts'
 import type { SessionService } from '../sessions/service.ts'
 import type { WebhookStore } from '../webhooks/store.ts'
 import { eventsPage } from './views.ts'
 
 const tags = ['webhooks']
-const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(t: T) => Type.Union([t, Type.Null()])
 
 const WebhookUrl = Type.String({
   pattern: '^https?://',

@@ -1,4 +1,5 @@
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto'
+import { type Config, ConfigError } from '../config.ts'
 
 /**
  * The key-encryption key (KEK): it seals private signing keys at rest and
@@ -53,4 +54,16 @@ export function keyEncryptionKey(configured: string | undefined): KeyEncryptionK
       return Buffer.concat([decipher.update(sealed.subarray(IV_BYTES + TAG_BYTES)), decipher.final()])
     },
   }
+}
+
+/** The configured KEK; without one, outside development, the service (and every command that seals or opens keys) refuses. */
+export function requireKeyEncryptionKey(
+  config: Pick<Config, 'signingKeyEncryptionKey' | 'devMode'>,
+): KeyEncryptionKey {
+  if (!config.signingKeyEncryptionKey && !config.devMode) {
+    throw new ConfigError(
+      'invalid configuration: SIGNING_KEY_ENCRYPTION_KEY is required (32 random bytes, e.g. `openssl rand -base64 32`); DEV_MODE=true runs without one, for local development only',
+    )
+  }
+  return keyEncryptionKey(config.signingKeyEncryptionKey)
 }

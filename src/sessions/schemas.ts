@@ -1,5 +1,5 @@
-import { type Static, type TSchema, Type } from '@sinclair/typebox'
-import { Text, Timestamp, Uuid } from '../schemas.ts'
+import { type Static, Type } from '@sinclair/typebox'
+import { Nullable, Text, Timestamp, Uuid } from '../schemas.ts'
 
 export const UserId = Text({ maxLength: 256, description: 'Your identifier of the user' })
 export const Ip = Type.String({
@@ -22,8 +22,6 @@ export const Device = Type.Object({
     description: 'desktop, mobile, tablet, smarttv, wearable, console, embedded or unknown',
   }),
 })
-
-const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()])
 
 const TokenType = Type.Union([Type.Literal('opaque'), Type.Literal('jwt')])
 const DriftPolicy = Type.Union([Type.Literal('ignore'), Type.Literal('record'), Type.Literal('suspend')])
