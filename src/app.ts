@@ -29,6 +29,7 @@ import userRoutes from './routes/users.ts'
 import webhookRoutes from './routes/webhooks.ts'
 import { createAccessTokens } from './sessions/access-tokens.ts'
 import { createSessionCache } from './sessions/cache.ts'
+import { createLocalFeed, createPostgresFeed, feedChannel, offFeed } from './sessions/invalidation-feed.ts'
 import { requireKeyEncryptionKey } from './sessions/key-encryption.ts'
 import { createSessionRepository } from './sessions/repository.ts'
 import { createSessionService } from './sessions/service.ts'
@@ -175,15 +176,31 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await signingKeys.start()
   const access = createAccessTokens({ keys: signingKeys, config })
   const repo = createSessionRepository(sql)
+  const feed =
+    config.l1TtlMs === 0
+      ? offFeed
+      : app.db.dedicated
+        ? createPostgresFeed({
+            connect: app.db.dedicated,
+            channel: feedChannel(config.dbSchema),
+            boundMs: config.l1TtlMs,
+            metrics,
+            log: app.log,
+          })
+        : await createLocalFeed(sql)
+  metrics.watchFeed(feed.state)
   const cache = createSessionCache({
     ...config,
     keyPrefix: config.redisKeyPrefix,
     redis,
+    feed,
+    macKey: kek.derive('session cache values'),
     metrics,
     log: app.log,
   })
-  // A replica that served from L1 before it listened for invalidations could miss one.
-  await cache.ready(2000)
+  // Not needed for correctness (until it is live, Redis is not trusted), but a
+  // replica that starts with its feed live starts with a useful cache.
+  await feed.ready(2000)
   const touches = createWriteBehind({ repo, intervalMs: config.writeBehindIntervalMs, metrics, log: app.log })
   const sessions = createSessionService({
     repo,
@@ -217,9 +234,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     await touches.close()
     await signingKeys.close()
     await cache.close()
+    await feed.close()
     await redis?.close()
   })
-  const health = createHealth({ sql, redis, metrics })
+  const health = createHealth({ sql, redis, feed, metrics })
 
   await app.register(metricsPlugin, { metrics, probe: health.check })
   await app.register(callerAuth, { keys })

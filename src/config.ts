@@ -43,7 +43,7 @@ export const ConfigSchema = Type.Object({
   dbSchema: Type.String(
     env('DB_SCHEMA', 'Postgres schema that holds the tables', {
       default: 'public',
-      pattern: '^[a-z_][a-z0-9_]{0,62}$',
+      pattern: '^[a-z_][a-z0-9_]{0,59}$',
     }),
   ),
   dbPoolMax: Type.Integer(

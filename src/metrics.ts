@@ -9,7 +9,12 @@ export function createMetrics() {
   const registers = [registry]
   // Read when scraped, not pushed per request (the queue changes on every introspection).
   let queueSize = () => 0
+  let feed = (): { feed: string; lagMs: number | null } => ({ feed: 'off', lagMs: null })
   return {
+    /** Where the invalidation feed gauges read their values. */
+    watchFeed(state: typeof feed) {
+      feed = state
+    },
     /** Where write_behind_queue_size reads its value. */
     watchWriteBehindQueue(size: () => number) {
       queueSize = size
@@ -41,13 +46,42 @@ export function createMetrics() {
     }),
     invalidationsReceived: new Counter({
       name: 'session_cache_invalidations_received_total',
-      help: 'Token keys other replicas told this one to drop',
+      help: 'Changed sessions heard on the Postgres invalidation feed (from any replica, this one included)',
       registers,
     }),
     l1Clears: new Counter({
       name: 'session_cache_l1_clears_total',
-      help: 'Whole-L1 clears because the invalidation channel dropped (messages may have been missed)',
+      help: 'Whole-L1 clears because the invalidation feed had a gap (changes may have been missed)',
       registers,
+    }),
+    l2Rejected: new Counter({
+      name: 'session_cache_l2_rejected_total',
+      help: 'Redis entries not used: forged (MAC check failed) or stale (read before a change this replica heard of, or before its feed was proven)',
+      labelNames: ['reason'],
+      registers,
+    }),
+    feedGaps: new Counter({
+      name: 'invalidation_feed_gaps_total',
+      help: 'Times the invalidation feed (re)started listening; changes committed before each may have been missed',
+      registers,
+    }),
+    feedLive: new Gauge({
+      name: 'invalidation_feed_live',
+      help: '1 when this replica has proven, within L1_TTL_MS, that it hears every session change',
+      registers,
+      collect() {
+        const { feed: state } = feed()
+        this.set(state === 'live' || state === 'local' ? 1 : 0)
+      },
+    }),
+    feedLag: new Gauge({
+      name: 'invalidation_feed_lag_seconds',
+      help: 'Age of the latest proof that the invalidation feed is complete (-1: never proven)',
+      registers,
+      collect() {
+        const { lagMs } = feed()
+        this.set(lagMs === null ? -1 : lagMs / 1000)
+      },
     }),
     redisErrors: new Counter({
       name: 'redis_errors_total',

@@ -14,8 +14,7 @@ const BREAKER_THRESHOLD = 3
 const BREAKER_COOLDOWN_MS = 1000
 
 /**
- * Three Redis connections (hot-path commands, writes that must land, and a
- * subscriber for invalidations) with a
+ * Two Redis connections (hot-path commands, and deletes that should land) with a
  * small circuit breaker: a dead or hung Redis costs each request at most one
  * command timeout until the breaker opens, then nothing until a probe succeeds.
  * Nothing waits for Redis: commands fail fast while it is away (no offline
@@ -31,12 +30,9 @@ export function connectRedis({ url, commandTimeoutMs, log, metrics }: RedisOptio
   }
   // Auto-pipelining sends the GETs of concurrent requests in one write.
   const client = new Redis(url, { ...common, commandTimeout: commandTimeoutMs, enableAutoPipelining: true })
-  // Invalidations and heartbeats are not on the hot path and must not be lost
+  // Deletes after a revocation are not on the hot path and should not be lost
   // to a short timeout on a merely slow Redis: they get a connection that waits longer.
   const writer = new Redis(url, { ...common, commandTimeout: Math.max(1000, 10 * commandTimeoutMs) })
-  // The subscriber (re)subscribes itself on every 'ready' (see the cache), so
-  // nothing of it waits in a queue that a failed connection would flush.
-  const subscriber = new Redis(url, { ...common, autoResubscribe: false })
 
   let failures = 0
   let openUntil = 0
@@ -46,7 +42,6 @@ export function connectRedis({ url, commandTimeoutMs, log, metrics }: RedisOptio
     lastError = err.message
   }
   client.on('error', onError)
-  subscriber.on('error', () => {})
   writer.on('error', () => {})
   client.on('ready', () => {
     if (lastError) log.info('redis connection restored')
@@ -75,7 +70,7 @@ export function connectRedis({ url, commandTimeoutMs, log, metrics }: RedisOptio
     }
   }
 
-  /** Runs a command that must land (an invalidation, a heartbeat) on the patient connection. */
+  /** Runs a command that should land (a delete after a revocation) on the patient connection. */
   async function write<T>(op: string, command: (redis: Redis) => Promise<T>): Promise<T | undefined> {
     if (writer.status !== 'ready') {
       metrics.redisErrors.inc({ op })
@@ -93,7 +88,6 @@ export function connectRedis({ url, commandTimeoutMs, log, metrics }: RedisOptio
   return {
     client,
     writer,
-    subscriber,
     run,
     write,
     /** 'up' when commands go through, 'degraded' while Redis is away or the breaker is open. */
@@ -101,7 +95,6 @@ export function connectRedis({ url, commandTimeoutMs, log, metrics }: RedisOptio
     async close() {
       client.disconnect()
       writer.disconnect()
-      subscriber.disconnect()
     },
   }
 }

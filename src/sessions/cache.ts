@@ -1,24 +1,28 @@
-import { randomUUID } from 'node:crypto'
+import { createHmac, timingSafeEqual } from 'node:crypto'
+import { performance } from 'node:perf_hooks'
 import { LRUCache } from 'lru-cache'
 import type { Log } from '../logger.ts'
 import type { Metrics } from '../metrics.ts'
 import type { RedisConnection } from '../redis.ts'
-import type { SessionRow } from './repository.ts'
+import type { FeedHandlers, InvalidationFeed } from './invalidation-feed.ts'
+import type { CacheRead, SessionRow } from './repository.ts'
 
 /**
  * The seam between the sessions domain and whatever caches introspection
- * answers. Keys are token hashes (hex), never tokens; `null` means "no such token".
+ * answers. Keys are token hashes (hex) or `sid:<id>`, never tokens; `null`
+ * means "no such token".
  */
 export interface SessionCache {
-  /** The L1 answer for a token, synchronously; undefined when L1 does not have it. */
+  /** The L1 answer for a token, synchronously; undefined when L1 does not have one it may use. */
   peek(tokenKey: string): SessionRow | null | undefined
   /** The cached answer for a token, or what `load` reads from Postgres (then cached). */
-  lookup(tokenKey: string, load: () => Promise<SessionRow | null>, now: number): Promise<SessionRow | null>
-  /** Replaces this replica's L1 entry, if it still has one, with a row just read from Postgres. */
-  refresh(tokenKey: string, session: SessionRow): void
-  /** Resolves once invalidations are being received (or after `timeoutMs`, if Redis is away). */
-  ready(timeoutMs: number): Promise<void>
-  /** Drops tokens everywhere (this replica, Redis, the other replicas) before the change is acknowledged. */
+  lookup(tokenKey: string, load: () => Promise<CacheRead>, now: number): Promise<SessionRow | null>
+  /**
+   * Replaces this replica's L1 entry, if it still has one, with a row read
+   * from Postgres by a read that began at `readStartedAt` (performance.now()).
+   */
+  refresh(tokenKey: string, session: SessionRow, readStartedAt: number): void
+  /** Drops tokens changed in Postgres (committed) from this replica and from Redis before the change is acknowledged. */
   invalidate(tokenKeys: string[]): Promise<void>
   close(): Promise<void>
 }
@@ -26,15 +30,18 @@ export interface SessionCache {
 /** No cache at all: every introspection reads Postgres. */
 export const noCache: SessionCache = {
   peek: () => undefined,
-  lookup: (_key, load) => load(),
-  ready: async () => {},
+  lookup: async (_key, load) => (await load()).session,
   refresh: () => {},
   invalidate: async () => {},
   close: async () => {},
 }
 
 export interface CacheOptions {
-  /** L1 entry lifetime; 0 turns L1 off. Bounds how stale a replica can be when an invalidation is lost. */
+  /**
+   * L1 entry lifetime and the staleness bound: no answer comes from a copy of
+   * a session older than this unless the invalidation feed proves it current.
+   * 0 turns caching off.
+   */
   l1TtlMs: number
   l1MaxEntries: number
   /** Upper bound of an L2 entry's lifetime (also never past the session's absolute expiry). */
@@ -43,163 +50,180 @@ export interface CacheOptions {
   negativeTtlMs: number
   keyPrefix: string
   redis: RedisConnection | null
+  feed: InvalidationFeed
+  /** The key that authenticates Redis values (derived from the key-encryption key). */
+  macKey: Buffer
   metrics: Metrics
   log: Log
 }
 
-// Redis values besides a session's JSON.
-const NO_SESSION = '0'
-const TOMBSTONE = 'x'
-// A tombstone outlives any read-then-fill race (a Postgres read and a SET), so a
-// replica that read a row just before a revocation cannot put it back into Redis.
-const TOMBSTONE_TTL_MS = 10_000
-const HEARTBEAT_MS = 1000
+/** An L1 entry: the row, and whether it came from Redis (trusted only while the feed is live). */
+interface Local {
+  row: SessionRow
+  shared: boolean
+}
 
+const NO_SESSION = '-'
+const MAC_LENGTH = 22
 const DATES = ['created_at', 'last_seen_at', 'idle_expires_at', 'absolute_expires_at', 'ended_at'] as const
 
-function decode(raw: string): SessionRow {
-  const row = JSON.parse(raw)
-  for (const field of DATES) if (row[field] !== null) row[field] = new Date(row[field])
-  return row as SessionRow
+// Writes a value unless Redis holds one read at the same instant or later, so
+// a slow fill never replaces a newer read, and a newer read always replaces a stale one.
+const FILL_NEWER = `
+local current = redis.call('GET', KEYS[1])
+if current then
+  local at = tonumber(string.match(current, '^(%d+):'))
+  if at and at >= tonumber(ARGV[2]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1`
+
+/**
+ * Redis values are `<read_at>:<mac>:<body>`: when the row was read (Postgres
+ * ms), an HMAC binding the value to its key (a value copied to another
+ * token's key, or written by anyone without the key, fails), and the row as
+ * JSON or `-` for "no such token".
+ */
+function sealer(macKey: Buffer) {
+  const mac = (redisKey: string, readAt: number, body: string) =>
+    createHmac('sha256', macKey)
+      .update(`${redisKey}\n${readAt}\n${body}`)
+      .digest('base64url')
+      .slice(0, MAC_LENGTH)
+  return {
+    seal(redisKey: string, read: CacheRead): string {
+      const body = read.session === null ? NO_SESSION : JSON.stringify(read.session)
+      return `${read.readAt}:${mac(redisKey, read.readAt, body)}:${body}`
+    },
+    /** The value's read, or null when it is not one of ours (forged, damaged, or from an older format). */
+    open(redisKey: string, raw: string): CacheRead | null {
+      const first = raw.indexOf(':')
+      const second = raw.indexOf(':', first + 1)
+      if (first <= 0 || second !== first + 1 + MAC_LENGTH) return null
+      const readAt = Number(raw.slice(0, first))
+      const body = raw.slice(second + 1)
+      const given = Buffer.from(raw.slice(first + 1, second))
+      const expected = Buffer.from(mac(redisKey, readAt, body))
+      if (!Number.isSafeInteger(readAt) || !timingSafeEqual(given, expected)) return null
+      if (body === NO_SESSION) return { session: null, readAt }
+      const row = JSON.parse(body)
+      for (const field of DATES) if (row[field] !== null) row[field] = new Date(row[field])
+      return { session: row as SessionRow, readAt }
+    },
+  }
 }
 
 /**
  * L1 (in-process LRU, short TTL) in front of L2 (Redis) in front of Postgres.
- * Invalidation: L1 delete → Redis tombstone + publish in one round trip → every
- * replica drops its L1 entry. If the invalidation channel drops, L1 is cleared,
- * because pub/sub delivers at most once.
+ *
+ * What may answer, and why it cannot be wrong about a revoked session by more
+ * than the bound (L1_TTL_MS):
+ * - a row this replica read from Postgres itself lives in L1 for the bound,
+ *   counted from when the read began, whatever else fails;
+ * - a copy from Redis is used only while the invalidation feed is live (every
+ *   change committed more than the bound ago has been heard), only if it was
+ *   read after the feed's watermark, and only if no change to its session was
+ *   heard in the last L2_TTL_MS (a Redis entry outlives no longer than that);
+ * - "no such token" is always safe: tokens are never guessed into existence.
+ * Redis may be down, partitioned, back with old data or written by a stranger:
+ * at worst its entries are ignored and Postgres answers.
  */
 export function createSessionCache(options: CacheOptions): SessionCache {
-  const { redis, metrics, log, keyPrefix } = options
-  const channel = `${keyPrefix}invalidate`
+  const { redis, feed, metrics, log, keyPrefix } = options
   const redisKey = (key: string) => `${keyPrefix}tok:${key}`
+  const { seal, open } = sealer(options.macKey)
   const l1 =
     options.l1TtlMs > 0
-      ? new LRUCache<string, SessionRow>({ max: options.l1MaxEntries, ttl: options.l1TtlMs })
+      ? new LRUCache<string, Local>({ max: options.l1MaxEntries, ttl: options.l1TtlMs })
       : null
   // Unknown tokens get an LRU of their own: a flood of garbage cannot evict
   // live sessions, and "unknown" never goes stale (tokens are never guessed into existence).
   const unknown = new LRUCache<string, true>({ max: options.l1MaxEntries, ttl: options.negativeTtlMs })
+  // Sessions heard changed within the last L2_TTL_MS: Redis may still hold a copy read before the change.
+  let distrustAllUntil = 0
+  const distrusted = new LRUCache<string, true>({
+    max: options.l1MaxEntries,
+    ttl: options.l2TtlMs,
+    // Forgetting a change early would trust its stale copy: distrust all of Redis instead, for as long.
+    dispose: (_value, _key, reason) => {
+      if (reason === 'evict') distrustAllUntil = performance.now() + options.l2TtlMs
+    },
+  })
   // Counters bound once: looking labels up costs more than the L1 hit itself.
   const l1Positive = metrics.cacheHits.labels('l1', 'positive')
   const l1Negative = metrics.cacheHits.labels('l1', 'negative')
   const l1Miss = metrics.cacheMisses.labels('l1')
   // One Redis/Postgres read per token at a time; concurrent misses share it,
-  // but never across an invalidation: a read begun before a revocation could
+  // but never across an invalidation: a read begun before a change could
   // return the row as it was.
   const inflight = new Map<string, { generation: number; read: Promise<SessionRow | null> }>()
   // Bumped whenever an entry may have been invalidated; a lookup that saw it
-  // change while it read Postgres does not cache what it read.
+  // change while it read does not keep what it read.
   let generation = 0
-  // Invalidations Redis did not take (it was away); sent again when it returns.
-  const undelivered = new Set<string>()
-  let stopHeartbeat = () => {}
-  let subscribed: Promise<unknown> = Promise.resolve()
+  if (redis) redis.client.defineCommand('fillNewer', { numberOfKeys: 1, lua: FILL_NEWER })
 
-  function dropLocal(keys: Iterable<string>) {
+  function forget(keys: Iterable<string>) {
     generation++
-    if (l1) for (const key of keys) l1.delete(key)
-  }
-
-  function clearLocal(why: string) {
-    generation++
-    if (l1 && l1.size > 0) {
-      l1.clear()
-      metrics.l1Clears.inc()
-      log.warn({ why }, 'L1 session cache cleared')
+    for (const key of keys) {
+      l1?.delete(key)
+      distrusted.set(key, true)
     }
   }
 
-  async function sendInvalidations(keys: string[]): Promise<boolean> {
-    if (!redis) return true
-    const done = await redis.write('invalidate', (r) => {
-      const tx = r.multi()
-      for (const key of keys) tx.set(redisKey(key), TOMBSTONE, 'PX', TOMBSTONE_TTL_MS)
-      return tx.publish(channel, keys.join(',')).exec()
-    })
-    return done !== undefined
-  }
-
-  function resendUndelivered() {
-    if (undelivered.size === 0) return
-    const keys = [...undelivered]
-    undelivered.clear()
-    sendInvalidations(keys).then((ok) => {
-      if (!ok) for (const key of keys) undelivered.add(key)
-    })
-  }
-
-  if (redis) {
-    const { writer, subscriber } = redis
-    // Each replica hears its own heartbeat on the channel; silence while Redis
-    // answers means the subscription is broken, and invalidations are being lost.
-    const me = `~${randomUUID()}`
-    let heardAt = Date.now()
-    subscriber.on('message', (_channel: string, message: string) => {
-      if (message.startsWith('~')) {
-        if (message === me) heardAt = Date.now()
-        return
+  const handlers: FeedHandlers = {
+    invalidate: forget,
+    gap() {
+      generation++
+      if (l1 && l1.size > 0) {
+        l1.clear()
+        metrics.l1Clears.inc()
+        log.warn('invalidation feed had a gap: L1 session cache cleared')
       }
-      const keys = message.split(',')
-      metrics.invalidationsReceived.inc(keys.length)
-      dropLocal(keys)
-    })
-    subscriber.on('close', () => clearLocal('invalidation channel closed'))
-    let onSubscribed = () => {}
-    subscribed = new Promise<void>((resolve) => {
-      onSubscribed = resolve
-    })
-    const listen = () => {
-      heardAt = Date.now()
-      clearLocal('invalidation channel connected')
-      subscriber
-        .subscribe(channel)
-        .then(onSubscribed)
-        .catch((err: Error) => log.warn({ err: err.message }, 'redis subscribe failed'))
-    }
-    subscriber.on('ready', listen)
-    // The connection may have come up before this listener was attached.
-    if (subscriber.status === 'ready') listen()
-    const heartbeat = setInterval(() => {
-      if (undelivered.size > 0 && writer.status === 'ready') resendUndelivered()
-      if (writer.status !== 'ready' || subscriber.status !== 'ready') return
-      if (Date.now() - heardAt > 3 * HEARTBEAT_MS) {
-        clearLocal('invalidation channel silent')
-        heardAt = Date.now()
-        subscriber.disconnect(true)
-        return
-      }
-      void redis.write('heartbeat', (r) => r.publish(channel, me))
-    }, HEARTBEAT_MS)
-    heartbeat.unref()
-    stopHeartbeat = () => clearInterval(heartbeat)
-    writer.on('ready', resendUndelivered)
+    },
+  }
+  feed.subscribe(handlers)
+
+  /** May a Redis copy of this session be used right now? */
+  function sharedUsable(key: string, read: CacheRead): boolean {
+    if (read.session === null) return true
+    return (
+      feed.live() &&
+      read.readAt > feed.trustedAfter() &&
+      performance.now() >= distrustAllUntil &&
+      !distrusted.has(key)
+    )
   }
 
-  function keepLocal(key: string, session: SessionRow | null) {
+  function keepLocal(key: string, session: SessionRow | null, shared: boolean, ttl?: number) {
     if (session === null) unknown.set(key, true)
-    else l1?.set(key, session)
+    else if (l1 && (ttl === undefined || ttl > 0)) l1.set(key, { row: session, shared }, ttl ? { ttl } : {})
   }
 
-  function fill(key: string, session: SessionRow | null, now: number, seen: number) {
+  function fill(key: string, read: CacheRead, startedAt: number, now: number, seen: number) {
     if (seen !== generation) return
-    keepLocal(key, session)
+    const age = performance.now() - startedAt
+    keepLocal(key, read.session, false, Math.floor(options.l1TtlMs - age))
     if (!redis) return
-    const l2Ttl =
-      session === null
+    const ttl = Math.floor(
+      read.session === null
         ? options.negativeTtlMs
-        : Math.min(options.l2TtlMs, session.absolute_expires_at.getTime() - now)
-    if (l2Ttl <= 0) return
-    const value = session === null ? NO_SESSION : JSON.stringify(session)
-    // NX: never overwrite a tombstone (or a newer fill).
-    void redis.run('fill', (r) => r.set(redisKey(key), value, 'PX', l2Ttl, 'NX'))
+        : Math.min(options.l2TtlMs - age, read.session.absolute_expires_at.getTime() - now),
+    )
+    if (ttl <= 0) return
+    const k = redisKey(key)
+    void redis.run('fill', (r) =>
+      (r as unknown as FillNewer).fillNewer(k, seal(k, read), String(read.readAt), String(ttl)),
+    )
   }
 
   function peek(key: string): SessionRow | null | undefined {
     const hit = l1?.get(key)
     if (hit) {
-      l1Positive.inc()
-      return hit
+      if (!hit.shared || feed.live()) {
+        l1Positive.inc()
+        return hit.row
+      }
+      l1?.delete(key)
     }
     if (unknown.get(key)) {
       l1Negative.inc()
@@ -208,22 +232,36 @@ export function createSessionCache(options: CacheOptions): SessionCache {
     return undefined
   }
 
-  async function read(key: string, load: () => Promise<SessionRow | null>, now: number) {
-    const seen = generation
-    // A token whose invalidation Redis has not taken yet may still sit there, active.
-    if (redis && !undelivered.has(key)) {
-      const raw = await redis.run('get', (r) => r.get(redisKey(key)))
-      if (raw && raw !== TOMBSTONE) {
-        const session = raw === NO_SESSION ? null : decode(raw)
-        metrics.cacheHits.inc({ level: 'l2', kind: session ? 'positive' : 'negative' })
-        if (seen === generation) keepLocal(key, session)
-        return session
-      }
-      metrics.cacheMisses.inc({ level: 'l2' })
+  async function fromRedis(key: string, seen: number): Promise<CacheRead | undefined> {
+    if (!redis || !feed.live()) return undefined
+    const raw = await redis.run('get', (r) => r.get(redisKey(key)))
+    if (!raw) {
+      if (raw !== undefined) metrics.cacheMisses.inc({ level: 'l2' })
+      return undefined
     }
-    const session = await load()
-    fill(key, session, now, seen)
-    return session
+    const read = open(redisKey(key), raw)
+    if (read === null) {
+      metrics.l2Rejected.inc({ reason: 'forged' })
+      return undefined
+    }
+    // Judged when the answer is given, not when the read was sent.
+    if (!sharedUsable(key, read)) {
+      metrics.l2Rejected.inc({ reason: 'stale' })
+      return undefined
+    }
+    metrics.cacheHits.inc({ level: 'l2', kind: read.session ? 'positive' : 'negative' })
+    if (seen === generation) keepLocal(key, read.session, true)
+    return read
+  }
+
+  async function read(key: string, load: () => Promise<CacheRead>, now: number) {
+    const seen = generation
+    const shared = await fromRedis(key, seen)
+    if (shared) return shared.session
+    const startedAt = performance.now()
+    const loaded = await load()
+    fill(key, loaded, startedAt, now, seen)
+    return loaded.session
   }
 
   return {
@@ -244,38 +282,30 @@ export function createSessionCache(options: CacheOptions): SessionCache {
       return entry.read
     },
 
-    async ready(timeoutMs) {
-      let timer: NodeJS.Timeout | undefined
-      const timeout = new Promise((resolve) => {
-        timer = setTimeout(resolve, timeoutMs)
-      })
-      await Promise.race([subscribed, timeout])
-      clearTimeout(timer)
-    },
-
-    refresh(key, session) {
+    refresh(key, session, readStartedAt) {
       // Only over an entry that is still there: if an invalidation dropped it
       // while the row was being read, the row may be older than the invalidation.
-      if (l1?.has(key)) l1.set(key, session)
+      if (l1?.has(key))
+        keepLocal(key, session, false, Math.floor(options.l1TtlMs - (performance.now() - readStartedAt)))
     },
 
     async invalidate(keys) {
       if (keys.length === 0) return
-      dropLocal(keys)
+      forget(keys)
       metrics.invalidationsSent.inc(keys.length)
-      if (!(await sendInvalidations(keys))) {
-        for (const key of keys) undelivered.add(key)
-        log.warn(
-          { count: keys.length },
-          'redis unavailable: invalidation queued; other replicas rely on their L1 TTL',
-        )
-      }
+      // Not needed for correctness (every replica hears the change from
+      // Postgres and ignores older copies); it spares them a stale read.
+      if (redis) await redis.write('invalidate', (r) => r.del(...keys.map(redisKey)))
     },
 
     async close() {
-      stopHeartbeat()
       l1?.clear()
       unknown.clear()
+      distrusted.clear()
     },
   }
+}
+
+interface FillNewer {
+  fillNewer(key: string, value: string, readAt: string, ttlMs: string): Promise<number>
 }

@@ -72,6 +72,12 @@ export type EventType =
   | 'session.expired'
   | 'refresh_token.reused'
 
+/** A session (or none) as read from Postgres, and the Postgres time (ms) the read began. */
+export interface CacheRead {
+  session: SessionRow | null
+  readAt: number
+}
+
 /** What a state change ended, so the cache can drop it. */
 export interface EndedSession {
   id: string
@@ -167,6 +173,21 @@ export function createSessionRepository(sql: Sql) {
   async function findById(id: string): Promise<SessionRow | undefined> {
     const [row] = await sql<SessionRow[]>`select ${columns} from sessions where id = ${id}`
     return row
+  }
+
+  /**
+   * A session by token hash or id, with the Postgres time the read began
+   * (`now()`, in ms): the read sees every change committed before that instant,
+   * which is what lets a cached copy be judged against the invalidation feed.
+   */
+  async function readForCache(by: { tokenHash: Buffer } | { id: string }): Promise<CacheRead> {
+    const where = 'id' in by ? sql`id = ${by.id}` : sql`token_hash = ${by.tokenHash}`
+    const [row] = await sql<Array<SessionRow & { read_at: number }>>`
+      select floor(extract(epoch from now()) * 1000)::float8 as read_at, s.*
+      from (select) as x left join lateral (select ${columns} from sessions where ${where}) as s on true`
+    if (!row) throw new Error('readForCache: no row')
+    const { read_at, ...session } = row
+    return { session: session.id === null ? null : (session as SessionRow), readAt: read_at }
   }
 
   /** Sessions that are not ended and not past either expiry, newest first. */
@@ -491,6 +512,7 @@ export function createSessionRepository(sql: Sql) {
     insert,
     findByTokenHash,
     findById,
+    readForCache,
     listLiveForUser,
     end,
     touchMany,

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { performance } from 'node:perf_hooks'
 import type { Clock } from '../clock.ts'
 import type { Config } from '../config.ts'
 import { Errors } from '../errors.ts'
@@ -9,7 +10,7 @@ import type { SessionCache } from './cache.ts'
 import { parseDevice } from './device.ts'
 import { type Binding, type Client, judgeDrift, type Verdict } from './drift.ts'
 import { purgeSessions } from './purge.ts'
-import type { EndedSession, RefreshTokenRow, SessionRepository, SessionRow } from './repository.ts'
+import type { CacheRead, EndedSession, RefreshTokenRow, SessionRepository, SessionRow } from './repository.ts'
 import {
   generateOpaqueToken,
   generateRefreshToken,
@@ -245,22 +246,26 @@ export function createSessionService({
     const kind = tokenKind(token)
     if (kind === 'opaque') {
       const key = hashToken(token)
-      const load = async () => (await repo.findByTokenHash(Buffer.from(key, 'hex'))) ?? null
-      return check(key, load, clock.now(), client, null)
+      return check(
+        key,
+        () => repo.readForCache({ tokenHash: Buffer.from(key, 'hex') }),
+        clock.now(),
+        client,
+        null,
+      )
     }
     if (kind !== 'jwt') return INACTIVE
     const verified = access.verify(token)
     const claims = verified instanceof Promise ? await verified : verified
     const nowMs = clock.now()
     if (!claims || !access.timely(claims, nowMs)) return INACTIVE
-    const load = async () => (await repo.findById(claims.sid)) ?? null
-    return check(sessionKey(claims.sid), load, nowMs, client, claims)
+    return check(sessionKey(claims.sid), () => repo.readForCache({ id: claims.sid }), nowMs, client, claims)
   }
 
   /** The session behind a token, through the cache: live, not expired, and (for a JWT) the one it names. */
   async function check(
     key: string,
-    load: () => Promise<SessionRow | null>,
+    load: () => Promise<CacheRead>,
     nowMs: number,
     client: ClientInfo,
     claims: AccessClaims | null,
@@ -275,10 +280,11 @@ export function createSessionService({
 
     if (idleExpiry(session) <= now) {
       // A cached row's last use may be old: only a fresh read can say the session really idled out.
+      const readStartedAt = performance.now()
       const fresh = await repo.findById(session.id)
       if (fresh?.status !== 'active') return INACTIVE
       session = fresh
-      cache.refresh(key, fresh)
+      cache.refresh(key, fresh, readStartedAt)
       if (idleExpiry(fresh, config.idleGraceMs) <= now) return expire(fresh, 'idle_timeout', now)
     }
 

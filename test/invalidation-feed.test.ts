@@ -1,0 +1,231 @@
+import assert from 'node:assert/strict'
+import { createHash, randomBytes } from 'node:crypto'
+import { type TestContext, test } from 'node:test'
+import type { FastifyInstance } from 'fastify'
+import { Redis } from 'ioredis'
+import type { Config } from '../src/config.ts'
+import { startTcpProxy } from './fixtures/tcp-proxy.ts'
+import {
+  auth,
+  buildTestApp,
+  eventually,
+  introspect,
+  openSession,
+  REDIS_URL,
+  redisSettings,
+  revokeSession,
+  twoReplicas,
+  uniqueSchema,
+} from './helper.ts'
+
+/**
+ * The second invalidation path: every replica hears session changes from
+ * Postgres (LISTEN/NOTIFY, proven by heartbeats), whatever Redis does; and
+ * Redis values are authenticated and versioned, so a forged value, a value
+ * copied to another token, or one from before a change never makes a token
+ * active.
+ */
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+const tokenKey = (prefix: string, token: string) =>
+  `${prefix}tok:${createHash('sha256').update(token).digest('hex')}`
+/** A token in the opaque format that was never issued. */
+const neverIssued = () => `sat_${randomBytes(32).toString('base64url')}`
+
+/** Sum of a metric's samples whose label text includes `labels`. */
+async function metric(app: FastifyInstance, name: string, labels = ''): Promise<number> {
+  const text = (await app.inject({ method: 'GET', url: '/metrics' })).body
+  let sum = 0
+  for (const line of text.split('\n')) {
+    const [series, value] = line.split(' ')
+    if (!series || line.startsWith('#')) continue
+    if ((series === name || series.startsWith(`${name}{`)) && series.includes(labels)) sum += Number(value)
+  }
+  return sum
+}
+
+async function feedState(app: FastifyInstance): Promise<string> {
+  return (await app.inject({ method: 'GET', url: '/readyz' })).json().invalidation_feed
+}
+
+const feedLive = (app: FastifyInstance, what = 'the invalidation feed is live') =>
+  eventually(async () => (await feedState(app)) === 'live', 15_000, what)
+
+function redisClient(t: TestContext) {
+  const redis = new Redis(REDIS_URL)
+  t.after(() => redis.disconnect())
+  return redis
+}
+
+test('a forged Redis value, or a genuine one copied to another token, is a miss: never active, counted', async (t) => {
+  const settings: Partial<Config> = {
+    ...redisSettings(),
+    l1TtlMs: 200,
+    forwardAuthSecret: 'gateway-secret-0123456789abcdef',
+  }
+  const prefix = settings.redisKeyPrefix as string
+  const { app } = await buildTestApp(t, settings)
+  await feedLive(app)
+  const redis = redisClient(t)
+
+  // A real session, so there is a genuine value to steal and a realistic row to forge.
+  const real = await openSession(app, { user_id: 'alice' })
+  assert.equal((await introspect(app, real.token)).active, true)
+  const realKey = tokenKey(prefix, real.token)
+  await eventually(async () => (await redis.exists(realKey)) === 1, 5000, 'the session is in Redis')
+  const genuine = (await redis.get(realKey)) as string
+  const [readAt, mac, ...rest] = genuine.split(':')
+  const row = JSON.parse(rest.join(':'))
+  const forgedRow = JSON.stringify({ ...row, user_id: 'root-admin' })
+
+  const attempts = {
+    'plain JSON (no MAC)': forgedRow,
+    'a made-up MAC': `${readAt}:${'A'.repeat(mac?.length ?? 22)}:${forgedRow}`,
+    'the genuine MAC over another row': `${readAt}:${mac}:${forgedRow}`,
+    'a genuine value under another key': genuine,
+  }
+  for (const [what, value] of Object.entries(attempts)) {
+    const token = neverIssued()
+    await redis.set(tokenKey(prefix, token), value, 'PX', 60_000)
+    assert.equal((await introspect(app, token)).active, false, what)
+    const gateway = await app.inject({
+      method: 'GET',
+      url: '/v1/forward-auth',
+      headers: { authorization: `Bearer ${token}`, 'x-forward-auth-secret': settings.forwardAuthSecret },
+    })
+    assert.equal(gateway.statusCode, 401, what)
+    assert.equal(gateway.headers['x-auth-user-id'], undefined, what)
+  }
+  // The real token's own value was tampered with too: still alice, never root-admin.
+  await redis.set(realKey, `${readAt}:${mac}:${forgedRow}`, 'PX', 60_000)
+  await sleep(250)
+  const answer = await introspect(app, real.token)
+  assert.equal(answer.user_id, 'alice')
+  assert.ok((await metric(app, 'session_cache_l2_rejected_total', 'reason="forged"')) >= 5)
+})
+
+test('Redis back with a copy from before a revocation: ignored by a replica that heard of it and by one started after', async (t) => {
+  const settings = { ...redisSettings(), l1TtlMs: 200 }
+  const prefix = settings.redisKeyPrefix as string
+  const [a, b] = await twoReplicas(t, settings)
+  await feedLive(a.app)
+  await feedLive(b.app)
+  const redis = redisClient(t)
+  const { token, session } = await openSession(a.app)
+  assert.equal((await introspect(a.app, token)).active, true)
+  const key = tokenKey(prefix, token)
+  await eventually(async () => (await redis.exists(key)) === 1, 5000, 'the session is in Redis')
+  const before = (await redis.get(key)) as string
+  assert.match(before, /"status":"active"/)
+
+  const revoked = await revokeSession(a.app, session.id)
+  assert.equal(revoked.statusCode, 200)
+  // As if Redis had been partitioned away during the revocation and came back with its data.
+  await redis.set(key, before, 'PX', 60_000)
+  await sleep(settings.l1TtlMs + 50)
+  for (const replica of [a, b]) assert.equal((await introspect(replica.app, token)).active, false)
+  assert.ok((await metric(b.app, 'session_cache_l2_rejected_total', 'reason="stale"')) >= 1)
+
+  // A replica started after the revocation never heard of it: the copy predates its feed.
+  await redis.set(key, before, 'PX', 60_000)
+  const c = await buildTestApp(t, { ...settings, dbSchema: a.config.dbSchema })
+  await feedLive(c.app)
+  assert.equal((await introspect(c.app, token)).active, false)
+  assert.equal(await metric(c.app, 'session_cache_l2_rejected_total', 'reason="stale"'), 1)
+  // The stale copy is replaced by a newer read, not left for the next replica to trip over.
+  await eventually(async () => /"status":"revoked"/.test((await redis.get(key)) ?? ''), 5000, 'refilled')
+})
+
+test('without Redis, a revocation on one replica reaches the others through Postgres, long before their L1 TTL', async (t) => {
+  const settings = { l1TtlMs: 60_000 }
+  const [a, b] = await twoReplicas(t, settings)
+  await feedLive(b.app)
+  const { token, session } = await openSession(a.app)
+  assert.equal((await introspect(b.app, token)).active, true)
+  assert.equal((await introspect(b.app, token)).active, true)
+  assert.equal(await metric(b.app, 'session_cache_hits_total', 'level="l1",kind="positive"'), 1)
+  assert.equal((await revokeSession(a.app, session.id)).statusCode, 200)
+  await eventually(async () => !(await introspect(b.app, token)).active, 10_000, 'B hears of it')
+  assert.ok((await metric(b.app, 'session_cache_invalidations_received_total')) >= 1)
+})
+
+test('suspending and resuming are heard too: the other replica follows both at once', async (t) => {
+  const settings = { ...redisSettings(), l1TtlMs: 60_000 }
+  const [a, b] = await twoReplicas(t, settings)
+  await feedLive(b.app)
+  const { token, session } = await openSession(a.app)
+  assert.equal((await introspect(b.app, token)).active, true)
+  const headers = auth()
+  const suspend = await a.app.inject({
+    method: 'POST',
+    url: `/v1/sessions/${session.id}/suspend`,
+    headers,
+    payload: { reason: 'support' },
+  })
+  assert.equal(suspend.statusCode, 200, suspend.body)
+  await eventually(async () => !(await introspect(b.app, token)).active, 10_000, 'B sees the suspension')
+  const resume = await a.app.inject({ method: 'POST', url: `/v1/sessions/${session.id}/resume`, headers })
+  assert.equal(resume.statusCode, 200, resume.body)
+  await eventually(async () => (await introspect(b.app, token)).active === true, 10_000, 'B sees the resume')
+})
+
+/** An app whose Postgres connections (pool and feed) all go through a proxy the test controls. */
+async function appBehindProxy(t: TestContext, overrides: Partial<Config>) {
+  const proxy = await startTcpProxy({ host: '127.0.0.1', port: 5432 })
+  const dbSchema = uniqueSchema()
+  try {
+    const built = await buildTestApp(t, {
+      ...overrides,
+      dbSchema,
+      databaseUrl: `postgres://postgres@127.0.0.1:${proxy.port}/test`,
+    })
+    t.after(() => proxy.close())
+    return { ...built, proxy }
+  } catch (err) {
+    await proxy.close()
+    throw err
+  }
+}
+
+test('a lost listening connection is a gap: L1 is cleared and Redis copies read before it are not trusted', async (t) => {
+  const settings = { ...redisSettings(), l1TtlMs: 1000 }
+  const { app, proxy } = await appBehindProxy(t, settings)
+  await feedLive(app)
+  const gaps = await metric(app, 'invalidation_feed_gaps_total')
+  assert.equal(gaps, 1, 'the first LISTEN')
+  const { token } = await openSession(app)
+  assert.equal((await introspect(app, token)).active, true)
+  const redis = redisClient(t)
+  const key = tokenKey(settings.redisKeyPrefix as string, token)
+  await eventually(async () => (await redis.exists(key)) === 1, 5000, 'the session is in Redis')
+
+  // Every connection to Postgres dies (changes committed now would never reach this replica).
+  await proxy.cut()
+  await proxy.restore()
+  await eventually(async () => (await metric(app, 'invalidation_feed_gaps_total')) > gaps, 15_000, 'relisten')
+  await feedLive(app, 'the feed proves itself again')
+  assert.ok((await metric(app, 'session_cache_l1_clears_total')) >= 1, 'L1 cleared')
+
+  // The Redis copy was read before the gap: Postgres is asked instead, and the answer is right.
+  const rejected = await metric(app, 'session_cache_l2_rejected_total', 'reason="stale"')
+  assert.equal((await introspect(app, token)).active, true)
+  assert.equal(await metric(app, 'session_cache_l2_rejected_total', 'reason="stale"'), rejected + 1)
+})
+
+test('a feed that goes silent (connection up, nothing arrives) is reported stale, then replaced and live again', async (t) => {
+  const settings = { ...redisSettings(), l1TtlMs: 200 }
+  const { app, proxy, logs } = await appBehindProxy(t, settings)
+  await feedLive(app)
+  proxy.holdReplies()
+  await eventually(async () => (await feedState(app)) === 'stale', 10_000, 'reported stale')
+  assert.equal(await metric(app, 'invalidation_feed_live'), 0)
+  // Silent for longer than it tolerates (2 s at this bound): it replaces its connections.
+  await eventually(
+    () => logs.text().includes('invalidation feed silent: reconnecting'),
+    15_000,
+    'the feed reconnects',
+  )
+  proxy.releaseReplies()
+  await feedLive(app, 'live again once Postgres answers')
+  assert.ok((await metric(app, 'invalidation_feed_lag_seconds')) >= 0, 'proven at least once')
+})
