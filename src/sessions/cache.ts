@@ -294,8 +294,9 @@ export function createSessionCache(options: CacheOptions): SessionCache {
       forget(keys)
       metrics.invalidationsSent.inc(keys.length)
       // Not needed for correctness (every replica hears the change from
-      // Postgres and ignores older copies); it spares them a stale read.
-      if (redis) await redis.write('invalidate', (r) => r.del(...keys.map(redisKey)))
+      // Postgres and ignores older copies), so a slow Redis does not hold up
+      // the acknowledgement; it spares the other replicas a stale read.
+      if (redis) void redis.write('invalidate', (r) => r.del(...keys.map(redisKey)))
     },
 
     async close() {
