@@ -2,6 +2,7 @@ import { mkdir } from 'node:fs/promises'
 import postgres from 'postgres'
 import type { Config } from '../config.ts'
 import type { Log } from '../logger.ts'
+import { lockDataDir } from './data-dir-lock.ts'
 
 export type Sql = postgres.Sql
 
@@ -43,6 +44,9 @@ export async function connectDatabase(config: Config, log: Log): Promise<Databas
   const { PGlite } = await import('@electric-sql/pglite')
   const { PGLiteSocketServer } = await import('@electric-sql/pglite-socket')
   await mkdir(config.dataDir, { recursive: true })
+  // Two PGlite instances on one folder corrupt it, and each loses the other's writes.
+  // A failed start keeps the lock until the process exits (the folder may be half open).
+  const unlock = await lockDataDir(config.dataDir)
   const db = await PGlite.create(config.dataDir)
   const server = new PGLiteSocketServer({ db, host: '127.0.0.1', port: 0, maxConnections: 1 })
   await server.start()
@@ -65,6 +69,8 @@ export async function connectDatabase(config: Config, log: Log): Promise<Databas
       await sql.end({ timeout: 5 })
       await server.stop()
       await db.close()
+      // Not on a failed close: the folder stays locked until this process exits.
+      unlock()
     },
   }
 }
