@@ -8,6 +8,7 @@ import { buildApp } from '../src/app.ts'
 import { manualClock } from '../src/clock.ts'
 import { buildConfig, type Config } from '../src/config.ts'
 import { loggerOptions } from '../src/logger.ts'
+import { startTcpProxy } from './fixtures/tcp-proxy.ts'
 
 /** The machine's Postgres and Redis; override with TEST_DATABASE_URL / TEST_REDIS_URL. */
 export const DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
@@ -177,4 +178,25 @@ export async function eventually(
 /** Revokes a session through the API and returns the reply. */
 export function revokeSession(app: FastifyInstance, sessionId: string) {
   return app.inject({ method: 'DELETE', url: `/v1/sessions/${sessionId}`, headers: auth() })
+}
+
+/**
+ * An app whose Postgres connections (pool and invalidation feed) go through a
+ * proxy the test can cut or stall; the shared server keeps running.
+ */
+export async function appBehindPostgresProxy(t: TestContext, overrides: Partial<Config> = {}) {
+  const target = new URL(DATABASE_URL)
+  const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) })
+  try {
+    const proxied = new URL(DATABASE_URL)
+    proxied.hostname = '127.0.0.1'
+    proxied.port = String(proxy.port)
+    const built = await buildTestApp(t, { ...overrides, databaseUrl: proxied.toString() })
+    // Registered after the app's teardown, so the app closes its pool while the proxy still runs.
+    t.after(() => proxy.close())
+    return { ...built, proxy }
+  } catch (err) {
+    await proxy.close()
+    throw err
+  }
 }

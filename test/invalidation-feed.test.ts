@@ -4,8 +4,8 @@ import { type TestContext, test } from 'node:test'
 import type { FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
 import type { Config } from '../src/config.ts'
-import { startTcpProxy } from './fixtures/tcp-proxy.ts'
 import {
+  appBehindPostgresProxy,
   auth,
   buildTestApp,
   eventually,
@@ -15,7 +15,6 @@ import {
   redisSettings,
   revokeSession,
   twoReplicas,
-  uniqueSchema,
 } from './helper.ts'
 
 /**
@@ -169,27 +168,9 @@ test('suspending and resuming are heard too: the other replica follows both at o
   await eventually(async () => (await introspect(b.app, token)).active === true, 10_000, 'B sees the resume')
 })
 
-/** An app whose Postgres connections (pool and feed) all go through a proxy the test controls. */
-async function appBehindProxy(t: TestContext, overrides: Partial<Config>) {
-  const proxy = await startTcpProxy({ host: '127.0.0.1', port: 5432 })
-  const dbSchema = uniqueSchema()
-  try {
-    const built = await buildTestApp(t, {
-      ...overrides,
-      dbSchema,
-      databaseUrl: `postgres://postgres@127.0.0.1:${proxy.port}/test`,
-    })
-    t.after(() => proxy.close())
-    return { ...built, proxy }
-  } catch (err) {
-    await proxy.close()
-    throw err
-  }
-}
-
 test('a lost listening connection is a gap: L1 is cleared and Redis copies read before it are not trusted', async (t) => {
   const settings = { ...redisSettings(), l1TtlMs: 1000 }
-  const { app, proxy } = await appBehindProxy(t, settings)
+  const { app, proxy } = await appBehindPostgresProxy(t, settings)
   await feedLive(app)
   const gaps = await metric(app, 'invalidation_feed_gaps_total')
   assert.equal(gaps, 1, 'the first LISTEN')
@@ -214,7 +195,7 @@ test('a lost listening connection is a gap: L1 is cleared and Redis copies read 
 
 test('a feed that goes silent (connection up, nothing arrives) is reported stale, then replaced and live again', async (t) => {
   const settings = { ...redisSettings(), l1TtlMs: 200 }
-  const { app, proxy, logs } = await appBehindProxy(t, settings)
+  const { app, proxy, logs } = await appBehindPostgresProxy(t, settings)
   await feedLive(app)
   proxy.holdReplies()
   await eventually(async () => (await feedState(app)) === 'stale', 10_000, 'reported stale')

@@ -4,10 +4,9 @@ import { performance } from 'node:perf_hooks'
 import { type TestContext, test } from 'node:test'
 import type { FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
-import type { Config } from '../src/config.ts'
 import { type PrivateRedis, startRedisServer } from './fixtures/redis-server.ts'
-import { startTcpProxy } from './fixtures/tcp-proxy.ts'
 import {
+  appBehindPostgresProxy,
   auth,
   buildTestApp,
   eventually,
@@ -58,23 +57,6 @@ function activeInRedis(raw: string | null): boolean {
   const body = raw?.split(':').slice(2).join(':') ?? ''
   if (!body.startsWith('{')) return false
   return (JSON.parse(body) as { status?: string }).status === 'active'
-}
-
-/** An app whose Postgres is reached through a proxy the test can cut (the shared server keeps running). */
-async function appBehindPostgresProxy(t: TestContext, overrides: Partial<Config>) {
-  const proxy = await startTcpProxy({ host: '127.0.0.1', port: 5432 })
-  try {
-    const built = await buildTestApp(t, {
-      ...overrides,
-      databaseUrl: `postgres://postgres@127.0.0.1:${proxy.port}/test`,
-    })
-    // Registered after the app's teardown, so the app closes its pool while the proxy still runs.
-    t.after(() => proxy.close())
-    return { ...built, proxy }
-  } catch (err) {
-    await proxy.close()
-    throw err
-  }
 }
 
 async function readyz(app: FastifyInstance) {
