@@ -29,7 +29,7 @@ import userRoutes from './routes/users.ts'
 import webhookRoutes from './routes/webhooks.ts'
 import { createAccessTokens } from './sessions/access-tokens.ts'
 import { createSessionCache } from './sessions/cache.ts'
-import { createLocalFeed, createPostgresFeed, feedChannel, offFeed } from './sessions/invalidation-feed.ts'
+import { createPostgresFeed, feedChannel, localFeed, offFeed } from './sessions/invalidation-feed.ts'
 import { requireKeyEncryptionKey } from './sessions/key-encryption.ts'
 import { createSessionRepository } from './sessions/repository.ts'
 import { createSessionService } from './sessions/service.ts'
@@ -176,23 +176,28 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await signingKeys.start()
   const access = createAccessTokens({ keys: signingKeys, config })
   const repo = createSessionRepository(sql)
-  const feed =
-    config.l1TtlMs === 0
+  // Only a Postgres feed can prove a shared copy fresh: without one (embedded database, or a bound of
+  // 0) sessions are not cached in Redis, which would be written and never read.
+  const dedicated = config.l1TtlMs > 0 ? app.db.dedicated : null
+  const feed = dedicated
+    ? createPostgresFeed({
+        connect: dedicated,
+        channel: feedChannel(config.dbSchema),
+        boundMs: config.l1TtlMs,
+        metrics,
+        log: app.log,
+      })
+    : config.l1TtlMs === 0
       ? offFeed
-      : app.db.dedicated
-        ? createPostgresFeed({
-            connect: app.db.dedicated,
-            channel: feedChannel(config.dbSchema),
-            boundMs: config.l1TtlMs,
-            metrics,
-            log: app.log,
-          })
-        : await createLocalFeed(sql)
+      : localFeed
   metrics.watchFeed(feed.state)
+  if (redis && !dedicated) {
+    app.log.warn('REDIS_URL is set but sessions are not cached there (embedded database, or L1_TTL_MS=0)')
+  }
   const cache = createSessionCache({
     ...config,
     keyPrefix: config.redisKeyPrefix,
-    redis,
+    redis: dedicated ? redis : null,
     feed,
     macKey: kek.derive('session cache values'),
     metrics,

@@ -99,7 +99,7 @@ test('another replica answers from Redis what one replica read, while its feed i
   // A's fill is written behind its answer.
   const redis = new Redis(REDIS_URL)
   t.after(() => redis.disconnect())
-  const key = `${settings.redisKeyPrefix}tok:${createHash('sha256').update(token).digest('hex')}`
+  const key = `${settings.redisKeyPrefix}tok2:${createHash('sha256').update(token).digest('hex')}`
   await eventually(async () => (await redis.exists(key)) === 1, 5000, 'the session is in Redis')
   assert.equal((await introspect(b.app, token)).active, true)
   assert.equal(await metric(b.app, 'session_cache_hits_total', 'level="l2",kind="positive"'), 1)
@@ -243,6 +243,35 @@ test('a request that arrives after a revocation never gets the answer of a read 
   await new Promise((r) => setTimeout(r, 100))
   proxy.releaseReplies()
   // The read begun before the revocation may say active; the request after it must not.
-  assert.equal((await before).active, true)
+  await before
+  assert.equal((await after).active, false)
+})
+
+test('a request never joins a read older than the bound, even when the replica has heard nothing', async (t) => {
+  const { startTcpProxy } = await import('./fixtures/tcp-proxy.ts')
+  const proxy = await startTcpProxy({ host: '127.0.0.1', port: 5432 })
+  t.after(() => proxy.close())
+  const settings = { l1TtlMs: 300 }
+  const direct = await buildTestApp(t, settings)
+  const slow = await buildTestApp(t, {
+    ...settings,
+    dbSchema: direct.config.dbSchema,
+    databaseUrl: `postgres://postgres@127.0.0.1:${proxy.port}/test`,
+    dbPoolMax: 1,
+  })
+  const { token, session } = await openSession(direct.app)
+  await introspect(slow.app, `sat_${'A'.repeat(43)}`)
+
+  // Every reply to the slow replica is held, its feed's included: it cannot hear of the revocation.
+  proxy.holdReplies()
+  const before = introspect(slow.app, token)
+  await new Promise((r) => setTimeout(r, 100))
+  assert.equal((await revokeSession(direct.app, session.id)).statusCode, 200)
+  // Later than the bound: joining the read begun before would answer from a snapshot that old.
+  await new Promise((r) => setTimeout(r, settings.l1TtlMs + 100))
+  const after = introspect(slow.app, token)
+  await new Promise((r) => setTimeout(r, 100))
+  proxy.releaseReplies()
+  await before
   assert.equal((await after).active, false)
 })

@@ -4,7 +4,9 @@ import { type TestContext, test } from 'node:test'
 import type { FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
 import type { Config } from '../src/config.ts'
+import { feedChannel } from '../src/sessions/invalidation-feed.ts'
 import {
+  adminSql,
   appBehindPostgresProxy,
   auth,
   buildTestApp,
@@ -27,7 +29,7 @@ import {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const tokenKey = (prefix: string, token: string) =>
-  `${prefix}tok:${createHash('sha256').update(token).digest('hex')}`
+  `${prefix}tok2:${createHash('sha256').update(token).digest('hex')}`
 /** A token in the opaque format that was never issued. */
 const neverIssued = () => `sat_${randomBytes(32).toString('base64url')}`
 
@@ -83,6 +85,10 @@ test('a forged Redis value, or a genuine one copied to another token, is a miss:
     'the genuine MAC over another row': `${readAt}:${mac}:${forgedRow}`,
     'a genuine value under another key': genuine,
   }
+  // Not even a value that is not ASCII where the MAC goes costs more than a miss.
+  Object.assign(attempts, {
+    'a MAC slot of other characters': `${readAt}:${'é'.repeat(mac?.length ?? 22)}:${forgedRow}`,
+  })
   for (const [what, value] of Object.entries(attempts)) {
     const token = neverIssued()
     await redis.set(tokenKey(prefix, token), value, 'PX', 60_000)
@@ -100,7 +106,7 @@ test('a forged Redis value, or a genuine one copied to another token, is a miss:
   await sleep(250)
   const answer = await introspect(app, real.token)
   assert.equal(answer.user_id, 'alice')
-  assert.ok((await metric(app, 'session_cache_l2_rejected_total', 'reason="forged"')) >= 5)
+  assert.ok((await metric(app, 'session_cache_l2_rejected_total', 'reason="forged"')) >= 6)
 })
 
 test('Redis back with a copy from before a revocation: ignored by a replica that heard of it and by one started after', async (t) => {
@@ -119,20 +125,48 @@ test('Redis back with a copy from before a revocation: ignored by a replica that
 
   const revoked = await revokeSession(a.app, session.id)
   assert.equal(revoked.statusCode, 200)
-  // As if Redis had been partitioned away during the revocation and came back with its data.
-  await redis.set(key, before, 'PX', 60_000)
-  await sleep(settings.l1TtlMs + 50)
-  for (const replica of [a, b]) assert.equal((await introspect(replica.app, token)).active, false)
-  assert.ok((await metric(b.app, 'session_cache_l2_rejected_total', 'reason="stale"')) >= 1)
+  /**
+   * As if Redis had been partitioned away during the revocation and came back
+   * with its data: the stale copy is put back, and each replica asked until
+   * one asks Redis (only while its feed is live, which a busy machine may
+   * briefly not be) and turns the copy down.
+   */
+  const turnsDown = async (replica: FastifyInstance) => {
+    await redis.set(key, before, 'PX', 60_000)
+    await sleep(settings.l1TtlMs + 50)
+    assert.equal((await introspect(replica, token)).active, false)
+    return (await metric(replica, 'session_cache_l2_rejected_total', 'reason="stale"')) >= 1
+  }
+  for (const replica of [a, b]) await eventually(() => turnsDown(replica.app), 15_000, 'stale copy refused')
 
   // A replica started after the revocation never heard of it: the copy predates its feed.
   await redis.set(key, before, 'PX', 60_000)
   const c = await buildTestApp(t, { ...settings, dbSchema: a.config.dbSchema })
-  await feedLive(c.app)
-  assert.equal((await introspect(c.app, token)).active, false)
-  assert.equal(await metric(c.app, 'session_cache_l2_rejected_total', 'reason="stale"'), 1)
+  await eventually(() => turnsDown(c.app), 15_000, 'a new replica refuses the stale copy')
   // The stale copy is replaced by a newer read, not left for the next replica to trip over.
   await eventually(async () => /"status":"revoked"/.test((await redis.get(key)) ?? ''), 5000, 'refilled')
+})
+
+test('a copy written to Redis late (a delayed fill) is refused by its age, long after the change was heard', async (t) => {
+  // A short L2 lifetime, so the per-session distrust lapses within the test.
+  const settings = { ...redisSettings(), l1TtlMs: 200, l2TtlMs: 1500 }
+  const prefix = settings.redisKeyPrefix as string
+  const [a, b] = await twoReplicas(t, settings)
+  await feedLive(b.app)
+  const redis = redisClient(t)
+  const { token, session } = await openSession(a.app)
+  assert.equal((await introspect(a.app, token)).active, true)
+  const key = tokenKey(prefix, token)
+  await eventually(async () => (await redis.exists(key)) === 1, 5000, 'the session is in Redis')
+  const before = (await redis.get(key)) as string
+  assert.equal((await revokeSession(a.app, session.id)).statusCode, 200)
+  // Past the distrust window (L2 + L1 + 1 s): the change is forgotten, and a fill read before
+  // it lands now with a fresh Redis expiry, as a write held up in the network would.
+  await sleep(settings.l2TtlMs + settings.l1TtlMs + 1500)
+  await redis.set(key, before, 'PX', 60_000)
+  await sleep(settings.l1TtlMs + 50)
+  await feedLive(b.app)
+  assert.equal((await introspect(b.app, token)).active, false)
 })
 
 test('without Redis, a revocation on one replica reaches the others through Postgres, long before their L1 TTL', async (t) => {
@@ -209,4 +243,33 @@ test('a feed that goes silent (connection up, nothing arrives) is reported stale
   proxy.releaseReplies()
   await feedLive(app, 'live again once Postgres answers')
   assert.ok((await metric(app, 'invalidation_feed_lag_seconds')) >= 0, 'proven at least once')
+})
+
+test('the listening connection killed in Postgres is one gap: the feed listens again and proves itself', async (t) => {
+  const settings = { ...redisSettings(), l1TtlMs: 1000 }
+  const { app, config } = await buildTestApp(t, settings)
+  await feedLive(app)
+  assert.equal(await metric(app, 'invalidation_feed_gaps_total'), 1)
+  const sql = adminSql()
+  t.after(() => sql.end())
+  const killed = await sql`
+    select pg_terminate_backend(pid) from pg_stat_activity
+    where query = ${`listen "${feedChannel(config.dbSchema)}"`}`
+  assert.equal(killed.length, 1, 'one listening connection')
+  await eventually(async () => (await metric(app, 'invalidation_feed_gaps_total')) === 2, 15_000, 'relisten')
+  await feedLive(app, 'live again')
+  await sleep(500)
+  assert.equal(await metric(app, 'invalidation_feed_gaps_total'), 2, 'one gap, not a reconnect on top')
+})
+
+test('a truncated sessions table is heard too: every replica forgets what it cached', async (t) => {
+  const settings = { l1TtlMs: 60_000 }
+  const [a, b] = await twoReplicas(t, settings)
+  await feedLive(b.app)
+  const { token } = await openSession(a.app)
+  assert.equal((await introspect(b.app, token)).active, true)
+  const sql = adminSql()
+  t.after(() => sql.end())
+  await sql`truncate ${sql(a.config.dbSchema)}.sessions cascade`
+  await eventually(async () => !(await introspect(b.app, token)).active, 10_000, 'B forgets the session')
 })

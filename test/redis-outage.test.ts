@@ -48,9 +48,9 @@ function inspector(t: TestContext, server: PrivateRedis) {
   return client
 }
 
-/** The Redis key the service caches a token under: the prefix, `tok:`, and the token's SHA-256 in hex. */
+/** The Redis key the service caches a token under: the prefix, `tok2:`, and the token's SHA-256 in hex. */
 const cacheKey = (prefix: string, token: string) =>
-  `${prefix}tok:${createHash('sha256').update(token).digest('hex')}`
+  `${prefix}tok2:${createHash('sha256').update(token).digest('hex')}`
 
 /** Whether a Redis value (`<read_at>:<mac>:<json>`) is a cached session whose status is active. */
 function activeInRedis(raw: string | null): boolean {

@@ -6,6 +6,17 @@ import { lockDataDir } from './data-dir-lock.ts'
 
 export type Sql = postgres.Sql
 
+export interface DedicatedOptions {
+  /**
+   * Called with each notification of a channel the connection LISTENs to.
+   * postgres.js reads this option (its own listen() is built on it) though its
+   * types do not declare it; we use it to see the connection close as well.
+   */
+  onnotify?: (channel: string, payload: string) => void
+  /** Called when the connection closes (a new one listens to nothing). */
+  onclose?: () => void
+}
+
 export interface Database {
   sql: Sql
   /** True when the database is the embedded PGlite in DATA_DIR. */
@@ -14,7 +25,7 @@ export interface Database {
    * Opens a one-connection client of its own to the same server (the
    * invalidation feed's), closed by whoever opened it; null when embedded.
    */
-  dedicated: (() => Sql) | null
+  dedicated: ((options?: DedicatedOptions) => Sql) | null
   close(): Promise<void>
 }
 
@@ -38,7 +49,8 @@ export async function connectDatabase(config: Config, log: Log): Promise<Databas
   if (config.databaseUrl) {
     const url = config.databaseUrl
     const sql = postgres(url, options)
-    const dedicated = () => postgres(url, { ...options, max: 1, idle_timeout: 0, fetch_types: false })
+    const dedicated = (extra: DedicatedOptions = {}) =>
+      postgres(url, { ...options, ...(extra as object), max: 1, idle_timeout: 0, fetch_types: false })
     return { sql, embedded: false, dedicated, close: () => sql.end({ timeout: 5 }) }
   }
   const { PGlite } = await import('@electric-sql/pglite')

@@ -22,7 +22,7 @@ export interface SessionCache {
    * from Postgres by a read that began at `readStartedAt` (performance.now()).
    */
   refresh(tokenKey: string, session: SessionRow, readStartedAt: number): void
-  /** Drops tokens changed in Postgres (committed) from this replica and from Redis before the change is acknowledged. */
+  /** Drops sessions just changed in Postgres (committed) here, and their Redis copies (not waited for). */
   invalidate(tokenKeys: string[]): Promise<void>
   close(): Promise<void>
 }
@@ -49,6 +49,7 @@ export interface CacheOptions {
   /** Lifetime of a cached "no such token". */
   negativeTtlMs: number
   keyPrefix: string
+  /** Null when the feed can never prove a shared copy fresh (embedded database, or a bound of 0). */
   redis: RedisConnection | null
   feed: InvalidationFeed
   /** The key that authenticates Redis values (derived from the key-encryption key). */
@@ -65,15 +66,22 @@ interface Local {
 
 const NO_SESSION = '-'
 const MAC_LENGTH = 22
-const DATES = ['created_at', 'last_seen_at', 'idle_expires_at', 'absolute_expires_at', 'ended_at'] as const
+const DATES = [
+  'created_at',
+  'last_seen_at',
+  'idle_expires_at',
+  'absolute_expires_at',
+  'ended_at',
+  'suspended_at',
+] as const
 
-// Writes a value unless Redis holds one read at the same instant or later, so
-// a slow fill never replaces a newer read, and a newer read always replaces a stale one.
+// Writes a value unless Redis holds one read later, so a slow fill never
+// replaces a newer read, and a stale copy is replaced by the next read.
 const FILL_NEWER = `
 local current = redis.call('GET', KEYS[1])
 if current then
   local at = tonumber(string.match(current, '^(%d+):'))
-  if at and at >= tonumber(ARGV[2]) then return 0 end
+  if at and at > tonumber(ARGV[2]) then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return 1`
@@ -104,7 +112,8 @@ function sealer(macKey: Buffer) {
       const body = raw.slice(second + 1)
       const given = Buffer.from(raw.slice(first + 1, second))
       const expected = Buffer.from(mac(redisKey, readAt, body))
-      if (!Number.isSafeInteger(readAt) || !timingSafeEqual(given, expected)) return null
+      if (!Number.isSafeInteger(readAt) || given.length !== expected.length) return null
+      if (!timingSafeEqual(given, expected)) return null
       if (body === NO_SESSION) return { session: null, readAt }
       const row = JSON.parse(body)
       for (const field of DATES) if (row[field] !== null) row[field] = new Date(row[field])
@@ -121,16 +130,19 @@ function sealer(macKey: Buffer) {
  * - a row this replica read from Postgres itself lives in L1 for the bound,
  *   counted from when the read began, whatever else fails;
  * - a copy from Redis is used only while the invalidation feed is live (every
- *   change committed more than the bound ago has been heard), only if it was
- *   read after the feed's watermark, and only if no change to its session was
- *   heard in the last L2_TTL_MS (a Redis entry outlives no longer than that);
+ *   change committed more than the bound ago has been heard), and only if it
+ *   was read (Postgres time) after the feed's watermark, after the latest
+ *   change heard to its session, and less than L2_TTL_MS ago: its age is
+ *   judged from its content, not from Redis' expiry, which a delayed write
+ *   would restart;
  * - "no such token" is always safe: tokens are never guessed into existence.
  * Redis may be down, partitioned, back with old data or written by a stranger:
  * at worst its entries are ignored and Postgres answers.
  */
 export function createSessionCache(options: CacheOptions): SessionCache {
   const { redis, feed, metrics, log, keyPrefix } = options
-  const redisKey = (key: string) => `${keyPrefix}tok:${key}`
+  // tok2: values of the format before this one (plain JSON under tok:) are never read.
+  const redisKey = (key: string) => `${keyPrefix}tok2:${key}`
   const { seal, open } = sealer(options.macKey)
   const l1 =
     options.l1TtlMs > 0
@@ -139,14 +151,19 @@ export function createSessionCache(options: CacheOptions): SessionCache {
   // Unknown tokens get an LRU of their own: a flood of garbage cannot evict
   // live sessions, and "unknown" never goes stale (tokens are never guessed into existence).
   const unknown = new LRUCache<string, true>({ max: options.l1MaxEntries, ttl: options.negativeTtlMs })
-  // Sessions heard changed within the last L2_TTL_MS: Redis may still hold a copy read before the change.
-  let distrustAllUntil = 0
-  const distrusted = new LRUCache<string, true>({
+  // Sessions heard changed: copies read (Postgres time) before `after` are stale; Infinity until the
+  // feed stamps the change. Kept until the age rule alone rejects such copies (L2_TTL_MS, plus the
+  // bound by which the feed's clock may lag).
+  const distrustMs = options.l2TtlMs + options.l1TtlMs + 1000
+  const distrusted = new LRUCache<string, { after: number; until: number }>({
     max: options.l1MaxEntries,
-    ttl: options.l2TtlMs,
-    // Forgetting a change early would trust its stale copy: distrust all of Redis instead, for as long.
-    dispose: (_value, _key, reason) => {
-      if (reason === 'evict') distrustAllUntil = performance.now() + options.l2TtlMs
+    ttl: distrustMs,
+    // Forgetting a change early would trust its stale copy: trust no copy read before the next proof instead.
+    dispose: (value, _key, reason) => {
+      if (reason === 'evict' && performance.now() < value.until) {
+        metrics.l2Rejected.inc({ reason: 'distrust_overflow' })
+        feed.distrustUntilNextProof()
+      }
     },
   })
   // Counters bound once: looking labels up costs more than the L1 hit itself.
@@ -156,7 +173,10 @@ export function createSessionCache(options: CacheOptions): SessionCache {
   // One Redis/Postgres read per token at a time; concurrent misses share it,
   // but never across an invalidation: a read begun before a change could
   // return the row as it was.
-  const inflight = new Map<string, { generation: number; read: Promise<SessionRow | null> }>()
+  const inflight = new Map<
+    string,
+    { generation: number; startedAt: number; read: Promise<SessionRow | null> }
+  >()
   // Bumped whenever an entry may have been invalidated; a lookup that saw it
   // change while it read does not keep what it read.
   let generation = 0
@@ -164,14 +184,22 @@ export function createSessionCache(options: CacheOptions): SessionCache {
 
   function forget(keys: Iterable<string>) {
     generation++
+    const until = performance.now() + distrustMs
     for (const key of keys) {
       l1?.delete(key)
-      distrusted.set(key, true)
+      distrusted.set(key, { after: Number.POSITIVE_INFINITY, until })
     }
   }
 
   const handlers: FeedHandlers = {
     invalidate: forget,
+    settle(keys, at) {
+      const until = performance.now() + distrustMs
+      for (const key of keys) {
+        const entry = distrusted.get(key)
+        if (entry && entry.after === Number.POSITIVE_INFINITY) distrusted.set(key, { after: at, until })
+      }
+    },
     gap() {
       generation++
       if (l1 && l1.size > 0) {
@@ -189,8 +217,8 @@ export function createSessionCache(options: CacheOptions): SessionCache {
     return (
       feed.live() &&
       read.readAt > feed.trustedAfter() &&
-      performance.now() >= distrustAllUntil &&
-      !distrusted.has(key)
+      read.readAt > feed.postgresNow() - options.l2TtlMs &&
+      read.readAt > (distrusted.get(key)?.after ?? Number.NEGATIVE_INFINITY)
     )
   }
 
@@ -271,9 +299,16 @@ export function createSessionCache(options: CacheOptions): SessionCache {
       const hit = peek(key)
       if (hit !== undefined) return hit
       l1Miss.inc()
+      // Joined only while young: a read older than the bound may hold a snapshot from before a change
+      // this replica has not heard of (its feed may be down).
       const shared = inflight.get(key)
-      if (shared && shared.generation === generation) return shared.read
-      const entry = { generation, read: read(key, load, now) }
+      if (
+        shared &&
+        shared.generation === generation &&
+        performance.now() - shared.startedAt < options.l1TtlMs
+      )
+        return shared.read
+      const entry = { generation, startedAt: performance.now(), read: read(key, load, now) }
       inflight.set(key, entry)
       const done = () => {
         if (inflight.get(key) === entry) inflight.delete(key)
@@ -296,7 +331,17 @@ export function createSessionCache(options: CacheOptions): SessionCache {
       // Not needed for correctness (every replica hears the change from
       // Postgres and ignores older copies), so a slow Redis does not hold up
       // the acknowledgement; it spares the other replicas a stale read.
-      if (redis) void redis.write('invalidate', (r) => r.del(...keys.map(redisKey)))
+      if (!redis) return
+      const legacy = keys.map((key) => `${keyPrefix}tok:${key}`)
+      void redis.write('invalidate', (r) =>
+        r
+          .multi()
+          .del(...keys.map(redisKey), ...legacy)
+          // Replicas of the previous version (no feed) learn of changes only so, and cache under
+          // tok:. Until every replica runs this version, keep telling them; drop in the next release.
+          .publish(`${keyPrefix}invalidate`, keys.join(','))
+          .exec(),
+      )
     },
 
     async close() {
