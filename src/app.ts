@@ -13,9 +13,9 @@ import { createHealth } from './health.ts'
 import { loggerOptions } from './logger.ts'
 import { createMetrics } from './metrics.ts'
 import { openapiYaml } from './openapi.ts'
-import callerAuth from './plugins/caller-auth.ts'
+import callerAuth, { rateLimitedResponse } from './plugins/caller-auth.ts'
 import db from './plugins/db.ts'
-import errorHandler from './plugins/error-handler.ts'
+import errorHandler, { clientErrorHandler } from './plugins/error-handler.ts'
 import metricsPlugin from './plugins/metrics.ts'
 import { connectRedis } from './redis.ts'
 import adminRoutes from './routes/admin.ts'
@@ -55,11 +55,36 @@ export const serverOptions = {
   forceCloseConnections: 'idle',
 } as const
 
+/**
+ * Whether a parsed JSON value nests arrays and objects deeper than `limit` (the
+ * top-level value is level 1). Iterative, so no depth can overflow it; everything
+ * after it (validation, JSON.stringify, Postgres) may then recurse safely.
+ */
+function nestedDeeperThan(value: unknown, limit: number): boolean {
+  if (value === null || typeof value !== 'object') return false
+  const nodes: object[] = [value]
+  const depths: number[] = [1]
+  while (nodes.length > 0) {
+    const node = nodes.pop() as Record<string, unknown> | unknown[]
+    const depth = depths.pop() as number
+    const children = Array.isArray(node) ? node : Object.values(node)
+    for (let i = 0; i < children.length; i++) {
+      const child = children[i]
+      if (child === null || typeof child !== 'object') continue
+      if (depth >= limit) return true
+      nodes.push(child)
+      depths.push(depth + 1)
+    }
+  }
+  return false
+}
+
 /** Address lists are checked at start, so a typo is a one-line refusal, not a gateway locked out. */
 function checkAddressLists(config: Config) {
   for (const [name, list] of [
     ['TRUST_PROXY', config.trustProxy],
     ['FORWARD_AUTH_ALLOWED_IPS', config.forwardAuthAllowedIps],
+    ['WEBHOOK_ALLOWED_CIDRS', config.webhookAllowedCidrs],
   ] as const) {
     if (!list) continue
     try {
@@ -80,6 +105,19 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     loggerInstance: options.logger as FastifyBaseLogger | undefined,
     logger: options.logger ? undefined : loggerOptions(config),
     bodyLimit: config.bodyLimitBytes,
+    // A client gets REQUEST_TIMEOUT_MS to send its whole request, headers included (a stalled body no
+    // longer holds a connection). Only receiving is timed: a slow handler (a large purge) is not cut,
+    // which is why there is no socket idle timeout (connectionTimeout), and a kept-alive connection
+    // idle between requests is governed by keepAliveTimeout alone.
+    requestTimeout: config.requestTimeoutMs,
+    http: {
+      requestTimeout: config.requestTimeoutMs,
+      headersTimeout: config.requestTimeoutMs,
+      // How often Node looks for requests past their deadline; its default, 30 s, would dwarf the timeout.
+      connectionsCheckingInterval: Math.min(1000, Math.ceil(config.requestTimeoutMs / 4)),
+    },
+    // Timeouts, oversized headers and broken HTTP are answered in the one error shape too.
+    clientErrorHandler: clientErrorHandler(config.requestTimeoutMs),
     // Starting the embedded Postgres (WebAssembly) can take a while on a small, busy machine.
     pluginTimeout: 60_000,
     requestIdHeader: false,
@@ -92,7 +130,11 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       request.log.info({ code: error.code }, 'malformed URL')
       const message = 'malformed URL: a path segment is badly percent-encoded or longer than 3072 characters'
       const body = { error: { code: 'VALIDATION_FAILED', message } }
-      ;(reply as FastifyReply).code(400).send(body)
+      ;(reply as FastifyReply)
+        .code(400)
+        .header('x-content-type-options', 'nosniff')
+        .header('cache-control', 'no-store')
+        .send(body)
     },
     genReqId: (req) => {
       const given = req.headers['x-request-id']
@@ -101,16 +143,32 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   }).withTypeProvider<TypeBoxTypeProvider>()
   app.setValidatorCompiler(TypeBoxValidatorCompiler)
 
-  // The default JSON parser silently replaces invalid UTF-8; refuse it instead.
+  // The default JSON parser silently replaces invalid UTF-8; refuse it instead. An empty body is no
+  // body: many clients send Content-Type: application/json on every call (a route that needs a body
+  // still refuses its absence). Nesting is bounded here, before anything can recurse over the value.
   const parseJson = app.getDefaultJsonParser('error', 'error')
+  const maxDepth = config.jsonMaxDepth
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
     const bytes = body as Buffer
+    if (bytes.length === 0) return done(null, undefined)
     if (!isUtf8(bytes)) return done(new Errors.INVALID_JSON('it is not UTF-8'), undefined)
-    parseJson(request, bytes.toString('utf8'), done)
+    parseJson(request, bytes.toString('utf8'), (err, value) => {
+      if (err) return done(err, undefined)
+      if (nestedDeeperThan(value, maxDepth)) {
+        const message = `body: arrays and objects are nested deeper than the limit of ${maxDepth} levels`
+        return done(new Errors.VALIDATION_FAILED(message), undefined)
+      }
+      done(null, value)
+    })
   })
   app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id)
+    // Never sniffed into something other than what it says. And no cache keeps an answer: many carry a
+    // token, refresh token, API key or secret, the rest are live state (health, metrics, sessions);
+    // /.well-known/jwks.json sets its own Cache-Control over this one.
+    reply.header('x-content-type-options', 'nosniff')
+    reply.header('cache-control', 'no-store')
     done()
   })
 
@@ -150,7 +208,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       const scope = route.config?.scope
       if (!scope) return { schema, url }
       const description = `Needs an API key with the \`${scope}\` scope (or \`admin\`).`
-      return { schema: { ...schema, security: [{ apiKey: [] }], description }, url }
+      const response = schema.response && { ...schema.response, 429: rateLimitedResponse }
+      return { schema: { ...schema, security: [{ apiKey: [] }], description, response }, url }
     },
   })
 
@@ -166,7 +225,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       })
     : null
   const keys = createApiKeyStore({ sql, clock, cacheTtlMs: config.apiKeyCacheTtlMs })
-  await keys.seedEnvAdmin(config.adminApiKey)
+  if ((await keys.seedEnvAdmin(config.adminApiKey)) === 'revoked') {
+    app.log.warn('ADMIN_API_KEY is revoked; unset it or set a new one')
+  }
   if (kek.development) {
     app.log.warn(
       'DEV_MODE: signing keys are sealed with the public development key; never run so in production',
@@ -244,8 +305,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   })
   const health = createHealth({ sql, redis, feed, metrics })
 
-  await app.register(metricsPlugin, { metrics, probe: health.check })
-  await app.register(callerAuth, { keys })
+  await app.register(metricsPlugin, { metrics, probe: health.check, token: config.metricsToken })
+  await app.register(callerAuth, { keys, redis, config })
   await app.register(healthRoutes, { health })
   await app.register(sessionRoutes, {
     sessions,
@@ -256,7 +317,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(adminRoutes, { sessions })
   await app.register(forwardAuthRoutes, { sessions, config })
   await app.register(oauth2Routes, { sessions, issuer: config.jwtIssuer })
-  await app.register(webhookRoutes, { store: webhooks, sessions, clock })
+  await app.register(webhookRoutes, { store: webhooks, sessions, clock, config })
   await app.register(userRoutes, { sessions })
   await app.register(apiKeyRoutes, { keys })
   await app.register(signingKeyRoutes, { keys: signingKeys, maxAgeSeconds: config.jwksMaxAgeSeconds })

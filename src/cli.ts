@@ -12,6 +12,7 @@ import { requireKeyEncryptionKey } from './sessions/key-encryption.ts'
 import { purgeSessions } from './sessions/purge.ts'
 import { createSessionRepository } from './sessions/repository.ts'
 import { createSigningKeys } from './sessions/signing-keys.ts'
+import { createDestinations } from './webhooks/destination.ts'
 import { createWebhookStore } from './webhooks/store.ts'
 
 const USAGE = `usage: session-authority <command>
@@ -130,6 +131,8 @@ async function main(argv: string[]): Promise<number> {
     const output = await withDatabase(async (db, { config }) => {
       const store = createWebhookStore({ sql: db.sql, kek: requireKeyEncryptionKey(config) })
       if (sub === 'create') {
+        // The same rule as POST /v1/webhooks: refused here, not dead at the first delivery.
+        createDestinations({ allowedCidrs: config.webhookAllowedCidrs }).checkUrl(url as string)
         const eventTypes = (events ?? '').split(',').filter(Boolean)
         const { webhook, secret } = await store.create(
           { url: url as string, event_types: eventTypes },

@@ -1,5 +1,6 @@
 import { type Static, type TSchema, Type } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
+import ipaddr from 'ipaddr.js'
 
 /**
  * Every setting of the service, in one TypeBox schema. Each property names the
@@ -363,12 +364,51 @@ export const ConfigSchema = Type.Object({
   webhookBackoffMaxMs: Type.Integer(
     env('WEBHOOK_BACKOFF_MAX_MS', 'Longest retry delay', { default: 3_600_000, minimum: 1 }),
   ),
+  webhookAllowedCidrs: Type.Optional(
+    Type.String(
+      env(
+        'WEBHOOK_ALLOWED_CIDRS',
+        'Comma-separated addresses or CIDRs webhooks may go to although not public (loopback, private, link-local…): on-premise receivers',
+        { minLength: 1, maxLength: 2048 },
+      ),
+    ),
+  ),
   webhookBatch: Type.Integer(
     env('WEBHOOK_BATCH', 'Deliveries a replica claims and sends at once', {
       default: 20,
       minimum: 1,
       maximum: 500,
     }),
+  ),
+  authFailureLimit: Type.Integer(
+    env(
+      'AUTH_FAILURE_LIMIT',
+      'Failed API-key authentications allowed per client address and per claimed key id within AUTH_FAILURE_WINDOW_SECONDS; past it, 429 until the block ends. 0 = no limit',
+      { default: 20, minimum: 0 },
+    ),
+  ),
+  authFailureWindowSeconds: Type.Integer(
+    env('AUTH_FAILURE_WINDOW_SECONDS', 'The window AUTH_FAILURE_LIMIT counts failures in', {
+      default: 60,
+      minimum: 1,
+      maximum: 86_400,
+    }),
+  ),
+  authFailureBlockSeconds: Type.Integer(
+    env(
+      'AUTH_FAILURE_BLOCK_SECONDS',
+      'How long an address or key id over AUTH_FAILURE_LIMIT is refused (keys it has seen valid still pass); 0 = until the window ends',
+      { default: 300, minimum: 0, maximum: 86_400 },
+    ),
+  ),
+  metricsToken: Type.Optional(
+    Type.String(
+      env(
+        'METRICS_TOKEN',
+        'When set, /metrics needs `Authorization: Bearer <token>` (16+ printable characters); unset = open',
+        { minLength: 16, maxLength: 256, pattern: '^[\\x21-\\x7e]+$' },
+      ),
+    ),
   ),
   apiKeyCacheTtlMs: Type.Integer(
     env('API_KEY_CACHE_TTL_MS', 'How long a verified API key is trusted before it is read again', {
@@ -381,6 +421,20 @@ export const ConfigSchema = Type.Object({
   ),
   metadataLimitBytes: Type.Integer(
     env('METADATA_LIMIT_BYTES', 'Largest accepted session metadata, as JSON', { default: 8192, minimum: 2 }),
+  ),
+  // Capped far below the depth at which JSON.stringify or a validator's recursion overflows (thousands).
+  jsonMaxDepth: Type.Integer(
+    env('JSON_MAX_DEPTH', 'Deepest accepted nesting of arrays and objects in a JSON body', {
+      default: 32,
+      minimum: 2,
+      maximum: 256,
+    }),
+  ),
+  requestTimeoutMs: Type.Integer(
+    env('REQUEST_TIMEOUT_MS', 'Longest time a client may take to send a whole request (headers and body)', {
+      default: 10_000,
+      minimum: 100,
+    }),
   ),
 })
 
@@ -417,7 +471,32 @@ export function buildConfig(
     const message = choices ? `must be one of ${choices.join(', ')}` : error.message
     throw new ConfigError(`invalid configuration: ${key ? `${nameOf(key)}: ` : ''}${message}`)
   }
+  refuseDevelopmentSettings(value as Config)
   return value as Config
+}
+
+/** The README's example admin key, and anything built on it. */
+const EXAMPLE_ADMIN_KEY = 'dev-admin-key-change-me'
+
+/** Is HOST a loopback address (or localhost), reachable only from this machine? */
+function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true
+  const bare = host.replace(/^\[(.*)\]$/, '$1')
+  return ipaddr.isValid(bare) && ipaddr.process(bare).range() === 'loopback'
+}
+
+/** Development conveniences (a public key-encryption key, the README's admin key) stay on the developer's machine. */
+function refuseDevelopmentSettings(config: Config) {
+  if (config.devMode && !isLoopback(config.host)) {
+    throw new ConfigError(
+      'invalid configuration: DEV_MODE is for your machine only and needs a loopback HOST (127.0.0.1, ::1 or localhost); elsewhere unset it and set SIGNING_KEY_ENCRYPTION_KEY',
+    )
+  }
+  if (!config.devMode && config.adminApiKey?.startsWith(EXAMPLE_ADMIN_KEY)) {
+    throw new ConfigError(
+      'invalid configuration: ADMIN_API_KEY is the README example; set a random one (`openssl rand -base64 32`), or DEV_MODE=true on your machine',
+    )
+  }
 }
 
 /** The settings table for the README, generated from the schema. */

@@ -10,6 +10,7 @@ export const Errors = {
   VALIDATION_FAILED: createError('VALIDATION_FAILED', '%s', 400),
   INVALID_JSON: createError('INVALID_JSON', 'request body is not valid JSON: %s', 400),
   METADATA_TOO_LARGE: createError('METADATA_TOO_LARGE', 'metadata is %d bytes as JSON; the limit is %d', 400),
+  WEBHOOK_URL_NOT_ALLOWED: createError('WEBHOOK_URL_NOT_ALLOWED', 'url: %s', 400),
   // 400, refresh: the end user must log in again (OAuth's invalid_grant)
   REFRESH_TOKEN_INVALID: createError(
     'REFRESH_TOKEN_INVALID',
@@ -41,6 +42,12 @@ export const Errors = {
     409,
   ),
   SESSION_ENDED: createError('SESSION_ENDED', 'session %s is %s; it cannot be suspended or resumed', 409),
+  // 429
+  RATE_LIMITED: createError(
+    'RATE_LIMITED',
+    'too many failed authentications from this address or for this key id; retry in %d s',
+    429,
+  ),
   // 405 / 413 / 415
   METHOD_NOT_ALLOWED: createError('METHOD_NOT_ALLOWED', '%s', 405),
   PAYLOAD_TOO_LARGE: createError('PAYLOAD_TOO_LARGE', 'request body is larger than %d bytes', 413),
@@ -48,6 +55,13 @@ export const Errors = {
     'UNSUPPORTED_MEDIA_TYPE',
     'content type %s is not accepted; send JSON',
     415,
+  ),
+  // 408 / 431: refused by the HTTP server itself, before any route
+  REQUEST_TIMEOUT: createError('REQUEST_TIMEOUT', 'the request was not received in full within %d ms', 408),
+  HEADERS_TOO_LARGE: createError(
+    'HEADERS_TOO_LARGE',
+    'the request line and headers are larger than the server accepts',
+    431,
   ),
   // 5xx
   SERVICE_UNAVAILABLE: createError('SERVICE_UNAVAILABLE', '%s', 503),

@@ -1,10 +1,11 @@
-import { isIP } from 'node:net'
 import { FormatRegistry, type TSchema, Type } from '@sinclair/typebox'
+import { isAddress } from './addresses.ts'
 
 // TypeBox checks formats only once they are registered.
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 FormatRegistry.Set('uuid', (v) => UUID.test(v))
-FormatRegistry.Set('ip', (v) => isIP(v) !== 0)
+// The service's one address parser: what validates is what Postgres stores (no zone ids, no `127.1`).
+FormatRegistry.Set('ip', isAddress)
 FormatRegistry.Set('date-time', (v) => !Number.isNaN(Date.parse(v)))
 // Unpaired surrogates would be stored as U+FFFD, silently merging distinct ids.
 FormatRegistry.Set('text', (v) => v.isWellFormed())

@@ -1,6 +1,16 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { adminSql, auth, buildTestApp, createKey, eventually, openSession } from './helper.ts'
+import { buildConfig, ConfigError } from '../src/config.ts'
+import {
+  ADMIN_KEY,
+  adminSql,
+  auth,
+  buildTestApp,
+  createKey,
+  eventually,
+  openSession,
+  TEST_KEK,
+} from './helper.ts'
 
 const SESSION = '00000000-0000-4000-8000-000000000000'
 
@@ -140,4 +150,102 @@ test('an introspect-only key (a gateway) can check tokens but not open or list s
   assert.equal(check.json().active, true)
   const list = await app.inject({ method: 'GET', url: '/v1/users/alice/sessions', headers: auth(key) })
   assert.equal(list.statusCode, 403)
+})
+
+test('an ADMIN_API_KEY revoked through the API stays revoked across restarts (one warning); a replaced one never comes back', async (t) => {
+  const first = await buildTestApp(t)
+  const schema = first.config.dbSchema
+  const { key: backup } = await createKey(first.app, ['admin'])
+  const revoked = await first.app.inject({ method: 'DELETE', url: '/v1/api-keys/env-admin', headers: auth() })
+  assert.equal(revoked.statusCode, 200)
+
+  const restarted = await buildTestApp(t, { dbSchema: schema })
+  const list = () => restarted.app.inject({ method: 'GET', url: '/v1/api-keys', headers: auth() })
+  assert.equal((await list()).statusCode, 401)
+  const warnings = restarted.logs.lines.filter((l) => l.includes('ADMIN_API_KEY is revoked'))
+  assert.equal(warnings.length, 1)
+  assert.match(warnings[0] as string, /"level":40/)
+  assert.ok(!restarted.logs.text().includes(ADMIN_KEY))
+
+  // A new value is the admin key again; the one it replaced stays revoked, listed under an id of its own.
+  const otherKey = 'another-admin-key-0123456789abcdef0123456789'
+  const rotated = await buildTestApp(t, { dbSchema: schema, adminApiKey: otherKey })
+  assert.ok(!rotated.logs.text().includes('ADMIN_API_KEY is revoked'))
+  const keys = await rotated.app.inject({ method: 'GET', url: '/v1/api-keys', headers: auth(otherKey) })
+  assert.equal(keys.statusCode, 200)
+  const retired = keys.json().api_keys.filter((k: { name: string }) => k.name === 'ADMIN_API_KEY (replaced)')
+  assert.equal(retired.length, 1)
+  assert.ok(retired[0].revoked_at)
+  assert.match(retired[0].id, /^env-admin-replaced-[0-9a-f]{8}$/)
+
+  // A deployment rolled back to the revoked value: refused, with the warning.
+  const rolledBack = await buildTestApp(t, { dbSchema: schema })
+  assert.equal(
+    (await rolledBack.app.inject({ method: 'GET', url: '/v1/api-keys', headers: auth() })).statusCode,
+    401,
+  )
+  assert.match(rolledBack.logs.text(), /ADMIN_API_KEY is revoked; unset it or set a new one/)
+  assert.equal(
+    (await rolledBack.app.inject({ method: 'GET', url: '/v1/api-keys', headers: auth(backup) })).statusCode,
+    200,
+  )
+})
+
+test('METRICS_TOKEN: /metrics needs Authorization: Bearer <token>; without it /metrics stays open', async (t) => {
+  const token = 'metrics-token-0123456789abcdef'
+  const { app, logs } = await buildTestApp(t, { metricsToken: token })
+  const scrape = (authorization?: string) =>
+    app.inject({ method: 'GET', url: '/metrics', headers: authorization ? { authorization } : {} })
+  for (const authorization of [
+    undefined,
+    'Bearer wrong-token-0123456789abcdef',
+    `Basic ${token}`,
+    `Bearer ${token}x`,
+    auth().authorization,
+  ]) {
+    const res = await scrape(authorization)
+    assert.equal(res.statusCode, 401, authorization)
+    assert.equal(res.json().error.code, 'UNAUTHORIZED')
+    assert.equal(res.headers['www-authenticate'], 'Bearer realm="metrics"')
+  }
+  for (const authorization of [`Bearer ${token}`, `bearer ${token}`]) {
+    const res = await scrape(authorization)
+    assert.equal(res.statusCode, 200)
+    assert.match(res.body, /http_request_duration_seconds/)
+  }
+  assert.ok(!logs.text().includes(token))
+
+  const { app: open } = await buildTestApp(t)
+  assert.equal((await open.inject({ method: 'GET', url: '/metrics' })).statusCode, 200)
+})
+
+test('development settings stay on the developer machine: DEV_MODE needs a loopback HOST, the README admin key needs DEV_MODE', () => {
+  const example = 'dev-admin-key-change-me-0123456789abcdef'
+  const kek = TEST_KEK
+  // The README's "Run it", and the container (HOST=0.0.0.0, a key-encryption key, no DEV_MODE).
+  assert.doesNotThrow(() => buildConfig({ devMode: true, adminApiKey: example }))
+  for (const host of ['127.0.0.1', '127.0.0.2', '::1', '[::1]', 'localhost']) {
+    assert.doesNotThrow(() => buildConfig({ devMode: true, host }), host)
+  }
+  assert.doesNotThrow(() => buildConfig({ host: '0.0.0.0', signingKeyEncryptionKey: kek }))
+
+  for (const host of ['0.0.0.0', '::', '10.1.2.3', 'example.com']) {
+    assert.throws(
+      () => buildConfig({ devMode: true, host }),
+      (err: Error) =>
+        err instanceof ConfigError &&
+        /DEV_MODE.*loopback HOST/.test(err.message) &&
+        !err.message.includes('\n'),
+      host,
+    )
+  }
+  for (const adminApiKey of [example, 'dev-admin-key-change-me-but-longer-0123456789']) {
+    assert.throws(
+      () => buildConfig({ adminApiKey, signingKeyEncryptionKey: kek }),
+      (err: Error) =>
+        err instanceof ConfigError &&
+        /ADMIN_API_KEY is the README example/.test(err.message) &&
+        !err.message.includes(adminApiKey),
+    )
+  }
 })

@@ -3,7 +3,7 @@ import { once } from 'node:events'
 import { test } from 'node:test'
 import { buildApp } from '../src/app.ts'
 import { buildConfig } from '../src/config.ts'
-import { startCli } from './fixtures/process.ts'
+import { startCli, stop } from './fixtures/process.ts'
 import { DATABASE_URL, dropSchema, TEST_KEK, uniqueSchema } from './helper.ts'
 
 async function cli(args: string[], env: Record<string, string>) {
@@ -108,4 +108,32 @@ test('the CLI refuses unknown scopes and commands with usage, exit 2', async () 
   const unknown = await cli(['frobnicate'], env)
   assert.equal(unknown.code, 2)
   assert.match(unknown.output, /usage: session-authority/)
+})
+
+/** Runs `serve`, which should refuse at once; a service that starts instead is stopped, and the test fails. */
+async function refusedServe(env: Record<string, string>) {
+  const run = startCli(['serve'], env)
+  try {
+    const [code] = await once(run.child, 'exit', { signal: AbortSignal.timeout(30_000) })
+    return { code: code as number, output: run.output() }
+  } finally {
+    await stop(run.child)
+  }
+}
+
+test('serve refuses development settings off the developer machine, in one line', async () => {
+  const example = 'dev-admin-key-change-me-0123456789abcdef'
+  const devOnAllInterfaces = await refusedServe({ DEV_MODE: 'true', HOST: '0.0.0.0', PORT: '0' })
+  assert.equal(devOnAllInterfaces.code, 1)
+  assert.match(devOnAllInterfaces.output, /^invalid configuration: DEV_MODE .*loopback HOST.*\n$/)
+
+  const exampleKey = await refusedServe({
+    DATABASE_URL,
+    ADMIN_API_KEY: example,
+    SIGNING_KEY_ENCRYPTION_KEY: TEST_KEK,
+    PORT: '0',
+  })
+  assert.equal(exampleKey.code, 1)
+  assert.match(exampleKey.output, /^invalid configuration: ADMIN_API_KEY is the README example[^\n]*\n$/)
+  assert.ok(!exampleKey.output.includes(example))
 })

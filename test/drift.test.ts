@@ -131,6 +131,41 @@ test('a browser version update is not drift: the session stays active and follow
   await assertNoDriftEvents(app)
 })
 
+const chrome = (major: number) => CHROME_WINDOWS.replace('Chrome/120.0.0.0', `Chrome/${major}.0.0.0`)
+
+test('the stored User-Agent only moves forward: an older version is no drift and is not written back', async (t) => {
+  const { app, clock } = await buildTestApp(t, { writeBehindIntervalMs: 10 })
+  const { token, session } = await openSession(app)
+  for (const [major, expected] of [
+    [121, 121],
+    [120, 121],
+    [121, 121],
+    [119, 121],
+    [122, 122],
+    [121, 122],
+  ] as const) {
+    clock.advance(MINUTE)
+    const answer = await introspect(app, token, { ip: HOME_IP, user_agent: chrome(major) })
+    assert.equal(answer.active, true, `Chrome ${major}`)
+    assert.equal((await getSession(app, session.id)).user_agent, chrome(expected), `after Chrome ${major}`)
+  }
+  await assertNoDriftEvents(app)
+})
+
+test('a browser update is followed at most once per WRITE_BEHIND_INTERVAL_MS; the newer one is never drift', async (t) => {
+  const { app, clock } = await buildTestApp(t, { writeBehindIntervalMs: 60_000 })
+  const { token, session } = await openSession(app)
+  for (const major of [121, 122, 123, 124]) {
+    assert.equal((await introspect(app, token, { ip: HOME_IP, user_agent: chrome(major) })).active, true)
+  }
+  assert.equal((await getSession(app, session.id)).user_agent, chrome(121), 'one write within the interval')
+  clock.advance(61_000)
+  assert.equal((await introspect(app, token, { ip: HOME_IP, user_agent: chrome(124) })).active, true)
+  assert.equal((await getSession(app, session.id)).user_agent, chrome(124))
+  assert.equal((await getSession(app, session.id)).status, 'active')
+  await assertNoDriftEvents(app)
+})
+
 for (const { what, from = CHROME_WINDOWS, to, previous, current } of [
   {
     what: 'another browser (Chrome → Firefox on Windows)',

@@ -3,7 +3,16 @@ import { type TestContext, test } from 'node:test'
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
 import type { Config } from '../src/config.ts'
 import { startTcpProxy } from './fixtures/tcp-proxy.ts'
-import { auth, buildTestApp, CHROME_WINDOWS, introspect, openSession, revokeSession } from './helper.ts'
+import {
+  adminSql,
+  auth,
+  buildTestApp,
+  CHROME_WINDOWS,
+  eventually,
+  introspect,
+  openSession,
+  revokeSession,
+} from './helper.ts'
 
 // /v1/forward-auth: what a gateway (nginx auth_request, Traefik forwardAuth,
 // Envoy ext_authz, ...) calls before every request it serves. The gateway proves
@@ -32,7 +41,8 @@ interface ForwardOptions {
   token?: string
   /** The gateway's secret; `null` sends none. */
   secret?: string | null
-  headers?: Record<string, string>
+  /** Extra headers; `'user-agent': undefined` sends no User-Agent at all. */
+  headers?: Record<string, string | undefined>
   /** The TCP peer (the gateway, or a proxy in front of the service). */
   remoteAddress?: string
   payload?: InjectOptions['payload']
@@ -197,6 +207,42 @@ test('neither secret nor allowlist configured: forward-auth is off, every call i
   }
 })
 
+test('a refused gateway is not told which credential is expected; the log says why', async (t) => {
+  const messages = new Set<string>()
+  const refused = async (overrides: Partial<Config>, options: ForwardOptions, why: string) => {
+    const { app, logs } = await buildTestApp(t, overrides)
+    const res = await forward(app, options)
+    assertGatewayRefused(res, why)
+    const { message } = res.json().error
+    messages.add(message)
+    for (const hint of [
+      /x-forward-auth-secret/i,
+      /x-gateway-key/i,
+      /secret/i,
+      /header/i,
+      /FORWARD_AUTH/,
+      /address|ALLOWED_IPS/i,
+    ]) {
+      assert.doesNotMatch(message, hint, `${why}: ${message}`)
+    }
+    // The operator finds the reason in the log (never the secret itself).
+    await eventually(() => logs.text().includes('not an allowed gateway'), 2000, `${why}: a log line`)
+    assert.ok(!logs.text().includes(SECRET), why)
+    return logs.text()
+  }
+  const log = await refused(
+    { forwardAuthSecret: SECRET, forwardAuthSecretHeader: 'x-gateway-key' },
+    {},
+    'no secret',
+  )
+  assert.match(log, /x-gateway-key/)
+  await refused({ forwardAuthSecret: SECRET }, { secret: 'wrong-secret-0123456789abcdef' }, 'wrong secret')
+  await refused({ forwardAuthAllowedIps: '10.0.0.0/8' }, { remoteAddress: '192.0.2.5' }, 'address')
+  await refused({}, {}, 'forward-auth off')
+  // One message for every reason: the answer tells a prober nothing.
+  assert.equal(messages.size, 1, [...messages].join(' | '))
+})
+
 // ---------------------------------------------------------------------------
 // The end user's token
 // ---------------------------------------------------------------------------
@@ -340,6 +386,45 @@ test('non-ASCII user ids and metadata are percent-encoded', async (t) => {
   assert.equal(injected.statusCode, 200, injected.body)
   assert.equal(injected.headers['x-auth-user-id'], 'eve')
   assert.equal(injected.headers['x-auth-meta-tenant'], encodeURIComponent('x\r\nx-auth-user-id: admin'))
+})
+
+test('identity headers are unambiguous: `%` is encoded too, so no two user ids give the same header', async (t) => {
+  const { app } = await gatewayApp(t, { forwardAuthMetadata: 'tenant' })
+  const ids = [
+    'alice',
+    '%61lice',
+    '%2561lice',
+    'a%',
+    ' alice',
+    'alice ',
+    'a+b',
+    'a b',
+    'user@example.com',
+    'zoë',
+    'zo%C3%AB',
+    'x y',
+    'x%20y',
+  ]
+  const headers = new Map<string, string>()
+  for (const id of ids) {
+    const { token } = await openSession(app, { user_id: id, metadata: { tenant: id } })
+    const res = await forward(app, { token })
+    assert.equal(res.statusCode, 200, `${JSON.stringify(id)}: ${res.body}`)
+    const header = String(res.headers['x-auth-user-id'])
+    // An upstream that decodes gets the id back exactly, never another one.
+    assert.equal(decodeURIComponent(header), id, JSON.stringify(id))
+    assert.equal(res.headers['x-auth-meta-tenant'], header, `metadata of ${JSON.stringify(id)}`)
+    const clash = headers.get(header)
+    assert.equal(clash, undefined, `${JSON.stringify(id)} and ${JSON.stringify(clash)} both give ${header}`)
+    headers.set(header, id)
+  }
+  // Plain ids stay readable; only what needs it is encoded.
+  assert.equal(headers.get('alice'), 'alice')
+  assert.equal(headers.get('user@example.com'), 'user@example.com')
+  assert.equal(headers.get('a b'), 'a b')
+  assert.equal(headers.get('%2561lice'), '%61lice')
+  assert.equal(headers.get('%20alice'), ' alice')
+  assert.equal(headers.get('a%2Bb'), 'a+b')
 })
 
 test('a metadata key that makes no valid header name is refused at start, never a 500 per request', async (t) => {
@@ -499,34 +584,106 @@ test('from an untrusted peer X-Forwarded-For and X-Real-IP are ignored, and so i
   }
 })
 
-test('a forwarded entry that is no client address is not taken for the user IP', async (t) => {
+test("a forwarded hop that is a trusted proxy's own address is not taken for the user IP", async (t) => {
   const { app } = await gatewayApp(t, { trustProxy: '10.0.0.0/8' })
   for (const xff of [
-    // Only trusted hops: the address found is a proxy's own, never the user's.
+    // Only trusted hops: the address found is a proxy's own, never the user's; it is not checked.
     '10.9.9.9',
     '10.9.9.9, 10.8.8.8',
-    // Not an address at all (a proxy passing on what the client sent).
-    'garbage',
-    'unknown',
-    'unknown, 10.9.9.9',
+    '10.9.9.9:8080',
     // An address with a port (some proxies append one): the user is still in the bound /24.
     `${SAME_NETWORK_IP}:1234`,
+    `[::ffff:${SAME_NETWORK_IP}]:1234`,
   ]) {
     const { token, session } = await openSession(app)
     const res = await forward(app, { token, remoteAddress: '10.1.2.3', headers: { 'x-forwarded-for': xff } })
     assertAllowed(res, session, `X-Forwarded-For ${xff}`)
     assert.equal(await sessionStatus(app, session.id), 'active', `X-Forwarded-For ${xff}`)
   }
-  // The same goes for X-Real-IP.
   const { token, session } = await openSession(app)
-  for (const real of ['garbage', '10.9.9.9']) {
-    assertAllowed(
-      await forward(app, { token, remoteAddress: '10.1.2.3', headers: { 'x-real-ip': real } }),
-      session,
-      `X-Real-IP ${real}`,
-    )
-  }
+  assertAllowed(
+    await forward(app, { token, remoteAddress: '10.1.2.3', headers: { 'x-real-ip': '10.9.9.9' } }),
+    session,
+    'X-Real-IP of a proxy',
+  )
   assert.equal(await sessionStatus(app, session.id), 'active')
+})
+
+// What ipaddr.js (and inet_aton) would read as an address but Postgres inet refuses, and what is no address at all.
+const NOT_ADDRESSES = [
+  'garbage',
+  'unknown',
+  'unknown, 10.9.9.9',
+  '127.1',
+  '0x7f.0.0.1',
+  '2130706433',
+  '1.2.3',
+  '010.0.0.1',
+  'fe80::1%eth0',
+  '[fe80::1%eth0]:443',
+]
+
+test('from a trusted proxy, a forwarded value that is no address is a missing address: drift for a bound session', async (t) => {
+  const { app } = await gatewayApp(t, { trustProxy: '10.0.0.0/8' })
+  for (const xff of NOT_ADDRESSES) {
+    const { token, session } = await openSession(app)
+    const res = await forward(app, { token, remoteAddress: '10.1.2.3', headers: { 'x-forwarded-for': xff } })
+    assertDenied(res, true, `X-Forwarded-For ${xff}`)
+    const stored = await app.inject({ method: 'GET', url: `/v1/sessions/${session.id}`, headers: auth() })
+    assert.equal(stored.json().status, 'suspended', `X-Forwarded-For ${xff}`)
+    assert.equal(stored.json().suspension_reason, 'ip_drift', `X-Forwarded-For ${xff}`)
+  }
+  for (const real of ['garbage', '127.1', 'fe80::1%eth0']) {
+    const { token, session } = await openSession(app)
+    const res = await forward(app, { token, remoteAddress: '10.1.2.3', headers: { 'x-real-ip': real } })
+    assertDenied(res, true, `X-Real-IP ${real}`)
+    assert.equal(await sessionStatus(app, session.id), 'suspended', `X-Real-IP ${real}`)
+  }
+})
+
+test('a forwarded value that is no address is never stored: the bookkeeping of every session is written', async (t) => {
+  // A session opened without an address has none to drift from: these uses are allowed, and must
+  // neither poison the write-behind batch (Postgres inet refuses `127.1` and zone ids) nor be stored.
+  const { app, clock, config } = await gatewayApp(t, { trustProxy: '10.0.0.0/8', writeBehindIntervalMs: 20 })
+  const sql = adminSql()
+  t.after(() => sql.end())
+  const unbound = await openSession(app, { ip: undefined })
+  const normal = await openSession(app, { user_id: 'bob' })
+  clock.advance(SECOND)
+  const usedAt = clock.now()
+  for (const xff of NOT_ADDRESSES) {
+    const res = await forward(app, {
+      token: unbound.token,
+      remoteAddress: '10.1.2.3',
+      headers: { 'x-forwarded-for': xff },
+    })
+    assertAllowed(res, unbound.session, `X-Forwarded-For ${xff}`)
+  }
+  assertAllowed(
+    await forward(app, {
+      token: normal.token,
+      remoteAddress: '10.1.2.3',
+      headers: { 'x-forwarded-for': SAME_NETWORK_IP },
+    }),
+    normal.session,
+  )
+  const row = async (id: string) => {
+    const [found] = await sql`
+      select host(ip) as ip, last_seen_at from ${sql(config.dbSchema)}.sessions where id = ${id}`
+    return found as { ip: string | null; last_seen_at: Date }
+  }
+  await eventually(
+    async () =>
+      (await row(unbound.session.id)).last_seen_at.getTime() === usedAt &&
+      (await row(normal.session.id)).last_seen_at.getTime() === usedAt,
+    5000,
+    'both uses are written',
+  )
+  const alice = await row(unbound.session.id)
+  const bob = await row(normal.session.id)
+  assert.equal(alice?.ip, null, 'no address was stored for the session used without one')
+  assert.equal(bob?.ip, SAME_NETWORK_IP)
+  assert.equal(await sessionStatus(app, unbound.session.id), 'active')
 })
 
 test('from a trusted proxy without X-Forwarded-For, X-Real-IP is the user IP', async (t) => {
@@ -545,13 +702,27 @@ test('from a trusted proxy without X-Forwarded-For, X-Real-IP is the user IP', a
   assert.equal(await sessionStatus(app, session.id), 'suspended')
 })
 
-test('a trusted proxy without any forwarded address: the IP is unknown, not the proxy address', async (t) => {
+test('a trusted proxy without any forwarded address: the address is missing, never the proxy address', async (t) => {
   const { app } = await gatewayApp(t, { trustProxy: '10.0.0.0/8,198.51.100.0/24' })
-  const { token, session } = await openSession(app)
-  // The proxy is far from the bound network; it must not be taken for the user.
-  assertAllowed(await forward(app, { token, remoteAddress: FAR_IP }), session)
-  assertAllowed(await forward(app, { token, remoteAddress: '10.1.2.3' }), session)
-  assert.equal(await sessionStatus(app, session.id), 'active')
+  // Bound to an address: a trusted proxy always forwards one, so none is drift (IP_DRIFT_POLICY suspend).
+  for (const remoteAddress of [FAR_IP, '10.1.2.3']) {
+    const { token, session } = await openSession(app)
+    assertDenied(await forward(app, { token, remoteAddress }), true, remoteAddress)
+    const stored = await app.inject({ method: 'GET', url: `/v1/sessions/${session.id}`, headers: auth() })
+    assert.equal(stored.json().status, 'suspended', remoteAddress)
+    assert.equal(stored.json().suspension_reason, 'ip_drift', remoteAddress)
+  }
+  // Opened without an address: nothing to check.
+  const unbound = await openSession(app, { ip: undefined })
+  assertAllowed(await forward(app, { token: unbound.token, remoteAddress: '10.1.2.3' }), unbound.session)
+  // Under `record` there is no client to rebind to: allowed, nothing recorded.
+  const recorded = await openSession(app, { binding: { ip: 'record' } })
+  assertAllowed(await forward(app, { token: recorded.token, remoteAddress: '10.1.2.3' }), recorded.session)
+  assert.equal(await sessionStatus(app, recorded.session.id), 'active')
+  // Not behind a trusted proxy, the address is never checked (the peer is the gateway itself).
+  const direct = await openSession(app)
+  assertAllowed(await forward(app, { token: direct.token, remoteAddress: '192.0.2.99' }), direct.session)
+  assert.equal(await sessionStatus(app, direct.session.id), 'active')
 })
 
 test('User-Agent drift suspends the session', async (t) => {
@@ -563,6 +734,127 @@ test('User-Agent drift suspends the session', async (t) => {
   assertDenied(await forward(app, { token, headers: { 'user-agent': CHROME_WINDOWS } }), true, 'Chrome again')
   // The same verdict for every caller: introspection agrees.
   assert.equal((await introspect(app, token)).active, false)
+})
+
+const CHROME_121_WINDOWS =
+  'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/121.0.0.0 Safari/537.36'
+
+test('no User-Agent at all, for a session bound to a browser, is drift (suspended by default)', async (t) => {
+  const { app } = await gatewayApp(t)
+  for (const [why, userAgent] of [
+    ['no User-Agent header', undefined],
+    ['an empty User-Agent', ''],
+  ] as const) {
+    const { token, session } = await openSession(app)
+    assertDenied(await forward(app, { token, headers: { 'user-agent': userAgent } }), true, why)
+    const stored = await app.inject({ method: 'GET', url: `/v1/sessions/${session.id}`, headers: auth() })
+    assert.equal(stored.json().status, 'suspended', why)
+    assert.equal(stored.json().suspension_reason, 'user_agent_drift', why)
+    assertDenied(await forward(app, { token }), true, `${why}, then the right browser`)
+  }
+  const res = await app.inject({
+    method: 'GET',
+    url: '/v1/users/alice/events?type=session.suspended',
+    headers: auth(),
+  })
+  const [event] = res.json().events
+  assert.deepEqual(event.data.dimensions, ['user_agent'])
+  assert.equal(event.data.current.user_agent, null, 'the event shows the User-Agent as missing')
+  assert.equal(event.data.previous.user_agent, CHROME_WINDOWS)
+
+  // Opened without a User-Agent: nothing to check.
+  const unbound = await openSession(app, { user_agent: undefined })
+  assertAllowed(
+    await forward(app, { token: unbound.token, headers: { 'user-agent': undefined } }),
+    unbound.session,
+  )
+  // Under `record` (or `ignore`) a missing User-Agent changes nothing.
+  for (const policy of ['record', 'ignore']) {
+    const { token, session } = await openSession(app, { binding: { user_agent: policy } })
+    assertAllowed(await forward(app, { token, headers: { 'user-agent': undefined } }), session, policy)
+    const stored = await app.inject({ method: 'GET', url: `/v1/sessions/${session.id}`, headers: auth() })
+    assert.equal(stored.json().status, 'active', policy)
+    assert.equal(stored.json().user_agent, CHROME_WINDOWS, policy)
+  }
+  // /v1/sessions/introspect is unchanged: a caller passes user_agent only when it has one.
+  const api = await openSession(app)
+  assert.equal((await introspect(app, api.token, { ip: HOME_IP })).active, true)
+})
+
+test('a User-Agent longer than the API accepts is cut to 1,024 characters before it is judged or stored', async (t) => {
+  const { app } = await gatewayApp(t)
+  const padding = ` ${'x'.repeat(15 * 1024)}`
+  // A browser update followed, and a new browser recorded: what is stored is capped like the API's user_agent.
+  const updated = await openSession(app)
+  assertAllowed(
+    await forward(app, { token: updated.token, headers: { 'user-agent': CHROME_121_WINDOWS + padding } }),
+    updated.session,
+  )
+  const recorded = await openSession(app, { binding: { user_agent: 'record' } })
+  assertAllowed(
+    await forward(app, { token: recorded.token, headers: { 'user-agent': FIREFOX_WINDOWS + padding } }),
+    recorded.session,
+  )
+  for (const [session, expected] of [
+    [updated.session, CHROME_121_WINDOWS],
+    [recorded.session, FIREFOX_WINDOWS],
+  ] as const) {
+    const stored = (
+      await app.inject({ method: 'GET', url: `/v1/sessions/${session.id}`, headers: auth() })
+    ).json()
+    assert.equal(stored.status, 'active')
+    assert.equal(stored.user_agent.length, 1024)
+    assert.ok(stored.user_agent.startsWith(expected), stored.user_agent.slice(0, 120))
+    // The same long User-Agent again is the bound one, not another client.
+    const again = await forward(app, {
+      token: session === updated.session ? updated.token : recorded.token,
+      headers: { 'user-agent': expected + padding },
+    })
+    assertAllowed(again, session)
+  }
+})
+
+test('a client alternating two browser versions rewrites the session at most once, not once per request', async (t) => {
+  // The interval does not bound it here (the clock moves on between requests): only moving forward does.
+  const { app, clock, config } = await gatewayApp(t, { writeBehindIntervalMs: 10 })
+  const sql = adminSql()
+  t.after(() => sql.end())
+  const schema = sql(config.dbSchema)
+  await sql`create table ${schema}.ua_writes (user_agent text)`
+  await sql.unsafe(`
+    create function "${config.dbSchema}".count_ua_write() returns trigger language plpgsql as $$
+    begin insert into "${config.dbSchema}".ua_writes values (new.user_agent); return new; end $$`)
+  await sql`
+    create trigger count_ua_write after update on ${schema}.sessions for each row
+    when (old.user_agent is distinct from new.user_agent) execute function ${schema}.count_ua_write()`
+
+  const { token, session } = await openSession(app)
+  for (let i = 0; i < 200; i++) {
+    for (const userAgent of [CHROME_121_WINDOWS, CHROME_WINDOWS]) {
+      clock.advance(SECOND)
+      assertAllowed(
+        await forward(app, { token, headers: { 'user-agent': userAgent } }),
+        session,
+        `round ${i}`,
+      )
+    }
+  }
+  const writes = await sql`select user_agent from ${schema}.ua_writes`
+  assert.deepEqual(
+    writes.map((w) => w.user_agent),
+    [CHROME_121_WINDOWS],
+    `${writes.length} User-Agent writes for 400 requests`,
+  )
+  const stored = await app.inject({ method: 'GET', url: `/v1/sessions/${session.id}`, headers: auth() })
+  assert.equal(stored.json().user_agent, CHROME_121_WINDOWS, 'the newer version is the one kept')
+  const changes = await app.inject({ method: 'GET', url: '/v1/users/alice/events', headers: auth() })
+  assert.deepEqual(
+    changes
+      .json()
+      .events.filter((e: { session_id: string }) => e.session_id === session.id)
+      .map((e: { type: string }) => e.type),
+    ['session.created'],
+  )
 })
 
 test('a drifted access JWT suspends its session too', async (t) => {

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict'
+import { connect } from 'node:net'
 import { test } from 'node:test'
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
-import { adminSql, auth, buildTestApp, openSession } from './helper.ts'
+import { adminSql, auth, buildTestApp, eventually, openSession } from './helper.ts'
 
 /**
  * The service promises that no input produces a 5xx or a stack trace: every
@@ -91,11 +92,18 @@ const cases: Case[] = [
     message: /not valid JSON/,
   },
   {
-    name: 'empty body with a JSON content type',
+    name: 'empty body with a JSON content type, where a body is required',
     ...raw(''),
     status: 400,
+    code: 'VALIDATION_FAILED',
+    message: /body/,
+  },
+  {
+    name: 'a body of spaces with a JSON content type',
+    ...raw('   '),
+    status: 400,
     code: 'INVALID_JSON',
-    message: /empty/i,
+    message: /not valid JSON/,
   },
   {
     name: 'non-UTF-8 bytes inside a JSON string',
@@ -798,4 +806,299 @@ test('a user_id of any accepted length can be used in the path', async (t) => {
     const res = await inject(app, { method: 'GET', url: `/v1/users/${'u'.repeat(257)}/sessions` })
     assertError(res, 400, 'VALIDATION_FAILED', /user_id/)
   })
+})
+
+/** `{"a":{"a":…}}` with `levels` objects, innermost `{}`. */
+const nestedObjects = (levels: number) => `${'{"a":'.repeat(levels - 1)}{}${'}'.repeat(levels - 1)}`
+/** `[[…]]` with `levels` arrays. */
+const nestedArrays = (levels: number) => `${'['.repeat(levels)}${']'.repeat(levels)}`
+
+test('nesting deeper than JSON_MAX_DEPTH is refused before anything recurses over it', async (t) => {
+  const { app, config } = await buildTestApp(t)
+  assert.equal(config.jsonMaxDepth, 32)
+  const tooDeep = /nested deeper than the limit of 32 levels/
+
+  await t.test('metadata nested 4,200 levels (an 8 KB body)', async () => {
+    const body = `{"user_id":"alice","metadata":${nestedObjects(4200)}}`
+    assert.ok(body.length < 32 * 1024)
+    const res = await inject(app, raw(body))
+    assertError(res, 400, 'VALIDATION_FAILED', tooDeep)
+  })
+  await t.test('metadata of arrays nested 4,200 levels', async () => {
+    const res = await inject(app, raw(`{"user_id":"alice","metadata":{"a":${nestedArrays(4200)}}}`))
+    assertError(res, 400, 'VALIDATION_FAILED', tooDeep)
+  })
+  await t.test('scopes nested 12,000 levels when creating an API key', async () => {
+    const res = await inject(app, {
+      url: '/v1/api-keys',
+      payload: `{"name":"ci","scopes":${nestedArrays(12_000)}}`,
+      headers: JSON_TYPE,
+    })
+    assertError(res, 400, 'VALIDATION_FAILED', tooDeep)
+  })
+  await t.test('a body that is nothing but nesting, up to the body limit', async () => {
+    const levels = config.bodyLimitBytes / 2
+    const res = await inject(app, {
+      url: '/v1/sessions/introspect',
+      payload: nestedArrays(levels),
+      headers: JSON_TYPE,
+    })
+    assertError(res, 400, 'VALIDATION_FAILED', tooDeep)
+  })
+  await t.test(
+    'deep nesting under a constructor key (which the prototype-poisoning scan walks)',
+    async () => {
+      const res = await inject(
+        app,
+        raw(`{"user_id":"alice","metadata":{"constructor":${nestedArrays(5000)}}}`),
+      )
+      assertError(res, 400, 'VALIDATION_FAILED', tooDeep)
+    },
+  )
+  await t.test('the limit itself is accepted, one more level is not', async () => {
+    // The body is level 1 and metadata level 2: 31 levels of metadata make 32.
+    const at = await inject(app, raw(`{"user_id":"alice","metadata":${nestedObjects(31)}}`))
+    assert.equal(at.statusCode, 201, at.body)
+    const over = await inject(app, raw(`{"user_id":"alice","metadata":${nestedObjects(32)}}`))
+    assertError(over, 400, 'VALIDATION_FAILED', tooDeep)
+  })
+})
+
+test('JSON_MAX_DEPTH is a setting', async (t) => {
+  const { app } = await buildTestApp(t, { jsonMaxDepth: 4 })
+  const ok = await inject(app, raw('{"user_id":"alice","metadata":{"a":{"b":{}}}}'))
+  assert.equal(ok.statusCode, 201, ok.body)
+  const res = await inject(app, raw('{"user_id":"alice","metadata":{"a":{"b":{"c":{}}}}}'))
+  assertError(res, 400, 'VALIDATION_FAILED', /limit of 4 levels/)
+})
+
+test('form bodies and query strings cannot nest: bracketed and repeated keys stay flat', async (t) => {
+  const { app } = await buildTestApp(t)
+  const form = { 'content-type': 'application/x-www-form-urlencoded' }
+  const bracketed = `token${'[a]'.repeat(3000)}=x`
+  for (const [name, payload] of [
+    ['bracketed form keys', `${bracketed}&token=sat_x`],
+    ['a form key repeated 5,000 times', Array.from({ length: 5000 }, () => 'token=sat_x').join('&')],
+    ['a form value of brackets', `token=${'%5B'.repeat(5000)}`],
+  ] as const) {
+    await t.test(name, async () => {
+      const res = await inject(app, { url: '/oauth2/introspect', payload, headers: form })
+      assert.ok(res.statusCode < 500, `${res.statusCode}: ${res.body}`)
+      assertNoStack(res.body)
+      if (res.statusCode !== 200)
+        assertError(res, res.statusCode, (res.json() as { error: { code: string } }).error.code)
+    })
+  }
+  for (const [name, query] of [
+    ['bracketed query keys', `limit${'[a]'.repeat(3000)}=1`],
+    ['a query key repeated 1,000 times', Array.from({ length: 1000 }, () => 'limit=1').join('&')],
+    ['an empty query key and value', '&=&&='],
+  ] as const) {
+    await t.test(name, async () => {
+      const res = await inject(app, { method: 'GET', url: `/v1/users/alice/sessions?${query}` })
+      assertError(res, 400, 'VALIDATION_FAILED', /query/)
+    })
+  }
+})
+
+test('an empty body with a JSON content type is no body', async (t) => {
+  const { app } = await buildTestApp(t)
+  const { session } = await openSession(app)
+  const revoke = await inject(app, {
+    method: 'DELETE',
+    url: `/v1/sessions/${session.id}`,
+    payload: '',
+    headers: JSON_TYPE,
+  })
+  assert.equal(revoke.statusCode, 200, revoke.body)
+  const again = await inject(app, { method: 'GET', url: `/v1/sessions/${session.id}` })
+  assert.equal((again.json() as { status: string }).status, 'revoked')
+
+  const purge = await inject(app, { url: '/v1/admin/purge', payload: '', headers: JSON_TYPE })
+  assert.equal(purge.statusCode, 200, purge.body)
+  const charset = { 'content-type': 'application/json; charset=utf-8' }
+  const users = await inject(app, {
+    method: 'DELETE',
+    url: '/v1/users/alice/sessions',
+    payload: '',
+    headers: charset,
+  })
+  assert.equal(users.statusCode, 200, users.body)
+
+  // A route that needs a body still says so.
+  for (const url of ['/v1/sessions', '/v1/sessions/introspect', '/v1/api-keys']) {
+    assertError(await inject(app, { url, payload: '', headers: JSON_TYPE }), 400, 'VALIDATION_FAILED', /body/)
+  }
+})
+
+test('every response says nosniff, and none may be cached but the JWK Set', async (t) => {
+  const { app } = await buildTestApp(t)
+  const { token } = await openSession(app)
+  const cases: Array<Pick<Case, 'method' | 'url' | 'payload' | 'headers' | 'anonymous'>> = [
+    { url: '/v1/sessions', payload: { user_id: 'bob' } },
+    { url: '/v1/sessions/introspect', payload: { token } },
+    { url: '/v1/api-keys', payload: { name: 'gw', scopes: ['introspect'] } },
+    { method: 'GET', url: '/v1/api-keys' },
+    { url: '/v1/sessions', payload: { user_id: 'bob' }, anonymous: true },
+    { url: '/v1/sessions', payload: '{', headers: JSON_TYPE },
+    { method: 'GET', url: '/v1/sessions/%E0%A4%A' },
+    { method: 'GET', url: '/v1/nothing-here' },
+    { method: 'PUT', url: '/v1/sessions' },
+    {
+      url: '/oauth2/introspect',
+      payload: `token=${token}`,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    },
+    {
+      url: '/oauth2/introspect',
+      payload: 'token=x',
+      anonymous: true,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    },
+    { method: 'GET', url: '/v1/forward-auth', anonymous: true },
+    { method: 'GET', url: '/healthz', anonymous: true },
+    { method: 'GET', url: '/readyz', anonymous: true },
+    { method: 'GET', url: '/metrics', anonymous: true },
+    { method: 'GET', url: '/openapi.json', anonymous: true },
+  ]
+  for (const c of cases) {
+    const res = await inject(app, c)
+    const what = `${c.method ?? 'POST'} ${c.url} → ${res.statusCode}`
+    assert.equal(res.headers['x-content-type-options'], 'nosniff', what)
+    assert.equal(res.headers['cache-control'], 'no-store', what)
+  }
+  const jwks = await inject(app, { method: 'GET', url: '/.well-known/jwks.json', anonymous: true })
+  assert.equal(jwks.statusCode, 200)
+  assert.equal(jwks.headers['x-content-type-options'], 'nosniff')
+  assert.match(String(jwks.headers['cache-control']), /^public, max-age=\d+$/)
+})
+
+interface RawExchange {
+  /** Everything the server sent. */
+  received: string
+  /** Milliseconds from the last write until the server ended the connection. */
+  endedAfterMs: number
+}
+
+/** Writes `chunks` to the server on one connection and waits (at most `waitMs`) for the server to end it. */
+function rawExchange(port: number, chunks: string[], waitMs: number): Promise<RawExchange> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1')
+    let received = ''
+    let wroteAt = 0
+    const timer = setTimeout(() => {
+      socket.destroy()
+      reject(
+        new Error(
+          `the server kept the connection open for ${waitMs} ms; received: ${JSON.stringify(received)}`,
+        ),
+      )
+    }, waitMs)
+    socket.setEncoding('utf8')
+    socket.on('data', (data: string) => {
+      received += data
+    })
+    socket.on('error', () => {})
+    socket.on('close', () => {
+      clearTimeout(timer)
+      resolve({ received, endedAfterMs: Date.now() - wroteAt })
+    })
+    socket.on('connect', () => {
+      for (const chunk of chunks) socket.write(chunk)
+      wroteAt = Date.now()
+    })
+  })
+}
+
+/** The status and JSON body of a raw HTTP/1.1 response. */
+function parseRaw(text: string) {
+  const [head = '', body = ''] = text.split('\r\n\r\n')
+  const status = Number(head.split(' ')[1])
+  return { status, head: head.toLowerCase(), body }
+}
+
+test('a client that stalls is cut off after REQUEST_TIMEOUT_MS; kept-alive connections are not', async (t) => {
+  const timeoutMs = 500
+  const { app } = await buildTestApp(t, { requestTimeoutMs: timeoutMs })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = app.server.address() as { port: number }
+  // Generous: the point is that the connection ends at all, not how fast.
+  const deadline = timeoutMs + 5000
+  const head = (length: number) =>
+    `POST /v1/sessions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${auth().authorization.slice(7)}\r\n` +
+    `content-type: application/json\r\ncontent-length: ${length}\r\n\r\n`
+
+  await t.test('a body that never ends', async () => {
+    const exchange = await rawExchange(port, [head(100), '{"user_id":"al'], deadline)
+    assert.ok(exchange.endedAfterMs <= deadline, `ended after ${exchange.endedAfterMs} ms`)
+    if (exchange.received) {
+      const res = parseRaw(exchange.received)
+      assert.equal(res.status, 408, exchange.received)
+      assert.match(res.head, /x-content-type-options: nosniff/)
+      assert.deepEqual(Object.keys(JSON.parse(res.body).error).sort(), ['code', 'message'])
+      assert.equal(JSON.parse(res.body).error.code, 'REQUEST_TIMEOUT')
+    }
+  })
+  await t.test('headers that never end', async () => {
+    const exchange = await rawExchange(port, ['GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: '], deadline)
+    assert.ok(exchange.endedAfterMs <= deadline, `ended after ${exchange.endedAfterMs} ms`)
+    if (exchange.received) assert.equal(parseRaw(exchange.received).status, 408, exchange.received)
+  })
+  await t.test('a connection that sends nothing', async () => {
+    const exchange = await rawExchange(port, [], deadline)
+    assert.ok(exchange.endedAfterMs <= deadline, `ended after ${exchange.endedAfterMs} ms`)
+  })
+  await t.test('a kept-alive connection idle longer than the request timeout still serves', async () => {
+    const socket = connect(port, '127.0.0.1')
+    t.after(() => socket.destroy())
+    socket.setEncoding('utf8')
+    let received = ''
+    socket.on('data', (data: string) => {
+      received += data
+    })
+    const request = 'GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n'
+    const answers = () => received.split('HTTP/1.1 200').length - 1
+    await new Promise<void>((resolve) => socket.on('connect', resolve))
+    socket.write(request)
+    await eventually(() => answers() === 1, 5000, 'first answer')
+    await new Promise((r) => setTimeout(r, timeoutMs * 3))
+    assert.equal(socket.destroyed, false, 'the idle kept-alive connection was closed')
+    socket.write(request)
+    await eventually(() => answers() === 2, 5000, 'second answer on the same connection')
+  })
+})
+
+test('what the HTTP server refuses is answered in the error shape too', async (t) => {
+  const { app } = await buildTestApp(t)
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = app.server.address() as { port: number }
+  const cases = [
+    { name: 'not HTTP', send: 'HELLO\r\n\r\n', status: 400, code: 'VALIDATION_FAILED' },
+    {
+      name: 'a header without a colon',
+      send: 'GET /healthz HTTP/1.1\r\nhost: x\r\nbroken\r\n\r\n',
+      status: 400,
+      code: 'VALIDATION_FAILED',
+    },
+    {
+      name: 'headers over 16 KB',
+      send: `GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: ${'b'.repeat(20_000)}\r\n\r\n`,
+      status: 431,
+      code: 'HEADERS_TOO_LARGE',
+    },
+  ]
+  for (const c of cases) {
+    await t.test(c.name, async () => {
+      const exchange = await rawExchange(port, [c.send], 10_000)
+      const res = parseRaw(exchange.received)
+      assert.equal(res.status, c.status, exchange.received)
+      assert.match(res.head, /content-type: application\/json/)
+      assert.match(res.head, /x-content-type-options: nosniff/)
+      assertNoStack(res.body)
+      const body = JSON.parse(res.body) as { error: { code: string; message: string } }
+      assert.deepEqual(Object.keys(body), ['error'])
+      assert.deepEqual(Object.keys(body.error).sort(), ['code', 'message'])
+      assert.equal(body.error.code, c.code)
+    })
+  }
 })

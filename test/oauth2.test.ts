@@ -292,6 +292,42 @@ test('introspection of an access JWT and of a refresh token', async (t) => {
   assert.ok(Number.isInteger(refreshResult.iat))
 })
 
+test('a refresh token is inactive to a gateway-only key; active to a key that may refresh', async (t) => {
+  const { app } = await buildTestApp(t)
+  const login = await openJwt(app)
+  const gateway = await createKey(app, ['introspect'])
+  const gatewayRead = await createKey(app, ['introspect', 'sessions:read'])
+  const backend = await createKey(app, ['introspect', 'sessions:write'])
+
+  // A generic RFC 7662 gateway checks `active` only: a refresh token must never pass for an access token.
+  for (const [why, authorization] of [
+    ['introspect (Basic)', basic(gateway.api_key.id, gateway.key)],
+    ['introspect (Bearer)', `Bearer ${gateway.key}`],
+    ['introspect + sessions:read', basic(gatewayRead.api_key.id, gatewayRead.key)],
+  ] as const) {
+    assert.deepEqual(await oauthIntrospect(app, login.refresh_token, {}, authorization), INACTIVE, why)
+    for (const token_type_hint of ['refresh_token', 'access_token']) {
+      assert.deepEqual(
+        await oauthIntrospect(app, login.refresh_token, { token_type_hint }, authorization),
+        INACTIVE,
+        `${why}, hint ${token_type_hint}`,
+      )
+    }
+    // The same key still sees the access JWT as active.
+    assert.equal((await oauthIntrospect(app, login.access_token, {}, authorization)).active, true, why)
+  }
+  for (const [why, authorization] of [
+    ['introspect + sessions:write', basic(backend.api_key.id, backend.key)],
+    ['admin', ADMIN_BASIC],
+  ] as const) {
+    const result = await oauthIntrospect(app, login.refresh_token, {}, authorization)
+    assert.equal(result.active, true, why)
+    assert.equal(result.token_type, 'refresh_token', why)
+  }
+  // Looking was no use: the refresh token still refreshes.
+  assert.equal((await refresh(app, login.refresh_token)).statusCode, 200)
+})
+
 test('a spent refresh token is inactive; introspecting it does not set off reuse detection', async (t) => {
   const { app, clock, config } = await buildTestApp(t)
   const login = await openJwt(app)
@@ -413,6 +449,10 @@ test('the body must be a form: JSON or text is 415; a missing token is 400', asy
       payload: JSON.stringify({ token }),
     })
     assert.equal(json.statusCode, 415, `${path} JSON: ${json.body}`)
+    assert.equal(json.json().error.code, 'UNSUPPORTED_MEDIA_TYPE')
+    // The message says what to send here (a form), never "send JSON".
+    assert.match(json.json().error.message, /application\/x-www-form-urlencoded/, json.body)
+    assert.doesNotMatch(json.json().error.message, /send JSON/, json.body)
     const text = await app.inject({
       method: 'POST',
       url: path,
@@ -420,6 +460,7 @@ test('the body must be a form: JSON or text is 415; a missing token is 400', asy
       payload: `token=${token}`,
     })
     assert.equal(text.statusCode, 415, `${path} text: ${text.body}`)
+    assert.match(text.json().error.message, /form \(application\/x-www-form-urlencoded\)/, text.body)
 
     for (const [why, params] of [
       ['no token', {}],

@@ -454,3 +454,103 @@ test('a refresh racing a revocation never leaves a usable pair', async (t) => {
     assert.deepEqual(await introspect(app, login.access_token), { active: false }, `round ${round}`)
   }
 })
+
+// ---------------------------------------------------------------------------
+// Client binding: a refresh is judged like an introspection
+// ---------------------------------------------------------------------------
+
+const HOME_IP = '203.0.113.7'
+const FAR_IP = '198.51.100.1'
+const FIREFOX_MACOS = 'Mozilla/5.0 (Macintosh; Intel Mac OS X 14.2; rv:121.0) Gecko/20100101 Firefox/121.0'
+const CHROME_121_WINDOWS =
+  'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/121.0.0.0 Safari/537.36'
+
+test('a refresh token stolen to another browser and network suspends the session and spends nothing', async (t) => {
+  const { app, config } = await buildTestApp(t)
+  const sql = sqlFor(t)
+  for (const [why, thief] of [
+    ['another browser and OS', { ip: HOME_IP, user_agent: FIREFOX_MACOS }],
+    ['another network', { ip: FAR_IP, user_agent: CHROME_WINDOWS }],
+    ['both', { ip: FAR_IP, user_agent: FIREFOX_MACOS }],
+  ] as const) {
+    const opened = await openJwt(app)
+    const stolen = await refresh(app, opened.refresh_token, thief)
+    assert.deepEqual(refusal(stolen), { status: 400, code: 'SESSION_SUSPENDED' }, `${why}: ${stolen.body}`)
+    const session = (await getSession(app, opened.session.id)) as Record<string, unknown>
+    assert.equal(session.status, 'suspended', why)
+    assert.equal(
+      session.suspension_reason,
+      thief.user_agent === CHROME_WINDOWS ? 'ip_drift' : 'user_agent_drift',
+    )
+    // Nothing was spent or issued: the token is as it was, and the session's access JWT is inactive.
+    const tokens = await sql`
+      select spent_at from ${sql(config.dbSchema)}.refresh_tokens where session_id = ${opened.session.id}`
+    assert.deepEqual(
+      tokens.map((r) => r.spent_at),
+      [null],
+      why,
+    )
+    assert.equal((await introspect(app, opened.access_token)).active, false, why)
+
+    // Once the user confirms it was them, the very same token refreshes from their own client.
+    const resumed = await app.inject({
+      method: 'POST',
+      url: `/v1/sessions/${opened.session.id}/resume`,
+      headers: auth(),
+      payload: {},
+    })
+    assert.equal(resumed.statusCode, 200, resumed.body)
+    const own = await refresh(app, opened.refresh_token, { ip: HOME_IP, user_agent: CHROME_WINDOWS })
+    assert.equal(own.statusCode, 200, `${why}: ${own.body}`)
+  }
+  const types = (await events(app)).map((e) => e.type)
+  assert.equal(types.filter((type) => type === 'session.suspended').length, 3)
+  assert.ok(!types.includes('refresh_token.reused'), `${types}`)
+})
+
+test('refresh from the bound client, a browser update or a move within the /24 is no drift', async (t) => {
+  const { app } = await buildTestApp(t)
+  const { session, ...first } = await openJwt(app)
+  let refresh_token = first.refresh_token
+  for (const client of [
+    { ip: HOME_IP, user_agent: CHROME_WINDOWS },
+    { ip: '203.0.113.99', user_agent: CHROME_121_WINDOWS },
+    {},
+  ]) {
+    const res = await refresh(app, refresh_token, client)
+    assert.equal(res.statusCode, 200, `${JSON.stringify(client)}: ${res.body}`)
+    refresh_token = res.json().refresh_token
+  }
+  const stored = (await getSession(app, session.id)) as Record<string, unknown>
+  assert.equal(stored.status, 'active')
+  assert.equal(stored.user_agent, CHROME_121_WINDOWS, 'the browser update is followed')
+  assert.equal(stored.bound_ip, HOME_IP)
+})
+
+test('record policy: a refresh from a new client succeeds, rebinds the session and records the change', async (t) => {
+  const { app } = await buildTestApp(t)
+  const opened = await openJwt(app, { binding: { ip: 'record', user_agent: 'record' } })
+  const res = await refresh(app, opened.refresh_token, { ip: FAR_IP, user_agent: FIREFOX_MACOS })
+  assert.equal(res.statusCode, 200, res.body)
+  assert.equal(res.json().session.bound_ip, FAR_IP, 'the answer shows the session as rebound')
+  const stored = (await getSession(app, opened.session.id)) as Record<string, unknown>
+  assert.equal(stored.status, 'active')
+  assert.equal(stored.bound_ip, FAR_IP)
+  assert.equal(stored.user_agent, FIREFOX_MACOS)
+  const changed = (await events(app)).filter((e) => e.type === 'session.client_changed')
+  assert.equal(changed.length, 1)
+  assert.deepEqual(changed[0]?.data.changed, ['user_agent', 'ip'])
+  // The new access JWT is good from the new client, under the same policy.
+  const access = await introspect(app, res.json().access_token, { ip: FAR_IP, user_agent: FIREFOX_MACOS })
+  assert.equal(access.active, true)
+})
+
+test('refresh refuses an address Postgres could not store (a zone id, a short IPv4) with 400', async (t) => {
+  const { app } = await buildTestApp(t)
+  const opened = await openJwt(app)
+  for (const ip of ['fe80::1%eth0', '127.1', '1.2.3', '0x7f.0.0.1', '2130706433']) {
+    const res = await refresh(app, opened.refresh_token, { ip })
+    assert.deepEqual(refusal(res), { status: 400, code: 'VALIDATION_FAILED' }, `${ip}: ${res.body}`)
+  }
+  assert.equal((await refresh(app, opened.refresh_token, { ip: HOME_IP })).statusCode, 200)
+})

@@ -70,6 +70,7 @@ test('a dispatcher killed mid-delivery: another process delivers every event, th
       SIGNING_KEY_ENCRYPTION_KEY: TEST_KEK,
       WEBHOOK_POLL_MS: '20',
       WEBHOOK_TIMEOUT_MS: '1000',
+      WEBHOOK_ALLOWED_CIDRS: '127.0.0.0/8',
       LOG_LEVEL: 'warn',
     })
     children.push(run)
@@ -157,6 +158,7 @@ test('no event lost across a Postgres outage under a polling dispatcher', async 
       webhookPollMs: 20,
       webhookBackoffMs: 10,
       webhookTimeoutMs: 1000,
+      webhookAllowedCidrs: '127.0.0.0/8',
       databaseUrl: `postgres://postgres@127.0.0.1:${proxy.port}/test`,
     }))
   } catch (err) {

@@ -52,6 +52,9 @@ export function createApiKeyStore({
 }) {
   const verified =
     cacheTtlMs > 0 ? new LRUCache<string, { caller: Caller | null }>({ max: 10_000, ttl: cacheTtlMs }) : null
+  // Hashes of keys this replica has seen valid (at start or since): only real keys get in, so a
+  // guesser never does. Their holders pass a block on failed authentications (see caller-auth).
+  const seenValid = new Set<string>()
 
   async function create(name: string, scopes: Scope[]): Promise<{ key: string; apiKey: ApiKey }> {
     const id = `key_${randomBytes(8).toString('hex')}`
@@ -60,19 +63,48 @@ export function createApiKeyStore({
       insert into api_keys (id, name, key_hash, scopes, created_at)
       values (${id}, ${name}, ${hashKey(key)}, ${scopes}, ${new Date(clock.now())})
       returning id, name, scopes, created_at, revoked_at`
+    seenValid.add(hashKey(key).toString('base64'))
     return { key, apiKey: apiKey as ApiKey }
   }
 
-  /** Makes ADMIN_API_KEY the one admin key it names, or disables that key when the variable is unset. */
-  async function seedEnvAdmin(key: string | undefined): Promise<void> {
+  /**
+   * Makes ADMIN_API_KEY the one admin key it names, or disables that key when the
+   * variable is unset. A revoked value stays revoked ('revoked': the variable
+   * seeds nothing), and a replaced one is kept revoked under an id of its own,
+   * so neither comes back with a restart or a rolled-back deployment.
+   */
+  async function seedEnvAdmin(key: string | undefined): Promise<'seeded' | 'revoked' | 'unset'> {
+    const now = new Date(clock.now())
     if (key === undefined) {
-      await sql`update api_keys set revoked_at = ${new Date(clock.now())} where id = ${ENV_ADMIN_KEY_ID} and revoked_at is null`
-      return
+      await sql`update api_keys set revoked_at = ${now} where id = ${ENV_ADMIN_KEY_ID} and revoked_at is null`
+      return 'unset'
     }
-    await sql`
-      insert into api_keys (id, name, key_hash, scopes, created_at)
-      values (${ENV_ADMIN_KEY_ID}, 'ADMIN_API_KEY', ${hashKey(key)}, ${['admin']}, ${new Date(clock.now())})
-      on conflict (id) do update set key_hash = excluded.key_hash, scopes = excluded.scopes, revoked_at = null`
+    const keyHash = hashKey(key)
+    return sql.begin(async (tx) => {
+      const retiredId = `${ENV_ADMIN_KEY_ID}-replaced-${randomBytes(4).toString('hex')}`
+      await tx`
+        update api_keys set id = ${retiredId}, name = 'ADMIN_API_KEY (replaced)', revoked_at = coalesce(revoked_at, ${now})
+        where id = ${ENV_ADMIN_KEY_ID} and key_hash <> ${keyHash}`
+      const [revoked] =
+        await tx`select 1 from api_keys where key_hash = ${keyHash} and revoked_at is not null`
+      if (revoked) return 'revoked'
+      await tx`
+        insert into api_keys (id, name, key_hash, scopes, created_at)
+        values (${ENV_ADMIN_KEY_ID}, 'ADMIN_API_KEY', ${keyHash}, ${['admin']}, ${now})
+        on conflict (id) do update set scopes = excluded.scopes`
+      return 'seeded' as const
+    })
+  }
+
+  /** Learns the keys that are valid now, so their holders pass a block decided before this replica saw them. */
+  async function loadValid(): Promise<void> {
+    const rows = await sql<{ key_hash: Buffer }[]>`select key_hash from api_keys where revoked_at is null`
+    for (const row of rows) seenValid.add(row.key_hash.toString('base64'))
+  }
+
+  /** Has this replica seen this key valid? (It may have been revoked since: verify() still decides.) */
+  function seenAsValid(key: string): boolean {
+    return seenValid.has(hashKey(key).toString('base64'))
   }
 
   async function list(): Promise<ApiKey[]> {
@@ -104,10 +136,12 @@ export function createApiKeyStore({
       select id, key_hash, scopes from api_keys where key_hash = ${hash} and revoked_at is null`
     const caller = row && timingSafeEqual(row.key_hash, hash) ? { keyId: row.id, scopes: row.scopes } : null
     verified?.set(hash.toString('base64'), { caller })
+    if (caller) seenValid.add(hash.toString('base64'))
+    else seenValid.delete(hash.toString('base64'))
     return caller
   }
 
-  return { create, seedEnvAdmin, list, revoke, recall, verify }
+  return { create, seedEnvAdmin, list, revoke, recall, verify, loadValid, seenAsValid }
 }
 
 export type ApiKeyStore = ReturnType<typeof createApiKeyStore>

@@ -1,7 +1,11 @@
-import type { FastifyRequest } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { type ApiKeyStore, allows, type Caller, type Scope } from '../api-keys/api-keys.ts'
+import { createAuthFailureLimiter } from '../api-keys/auth-failures.ts'
+import type { Config } from '../config.ts'
 import { Errors } from '../errors.ts'
+import type { RedisConnection } from '../redis.ts'
+import { ErrorReply } from '../schemas.ts'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -40,46 +44,101 @@ function presentedKey(request: FastifyRequest): { key: string; id: string | null
   }
 }
 
-/** Checks the caller's API key and scope on every route that declares a scope. */
+/** How the 429 of too many failed authentications looks in the OpenAPI document. */
+export const rateLimitedResponse = {
+  ...ErrorReply,
+  'x-response-description':
+    'RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes)',
+  headers: { 'retry-after': { type: 'integer', description: 'Seconds until the block ends' } },
+}
+
+const unknownKey = () => new Errors.UNAUTHORIZED('unknown or revoked API key')
+
+/**
+ * Checks the caller's API key and scope on every route that declares a scope,
+ * and refuses clients that keep failing (see createAuthFailureLimiter): a
+ * client address or claimed key id over its budget gets 429 before its key is
+ * looked up. A key this replica has seen valid is always looked up, so
+ * blocking stops guessing without locking out a good caller that shares an
+ * address (a NAT, a proxy) or a key id with a guesser.
+ */
 export default fp(
-  async (app, { keys }: { keys: ApiKeyStore }) => {
+  async (
+    app,
+    { keys, redis, config }: { keys: ApiKeyStore; redis: RedisConnection | null; config: Config },
+  ) => {
     app.decorateRequest('caller', null)
+    const failures =
+      config.authFailureLimit > 0
+        ? createAuthFailureLimiter({
+            limit: config.authFailureLimit,
+            windowSeconds: config.authFailureWindowSeconds,
+            blockSeconds: config.authFailureBlockSeconds,
+            redis,
+            keyPrefix: config.redisKeyPrefix,
+            log: app.log,
+          })
+        : null
+    if (failures) await keys.loadValid()
 
     function authenticate(
       request: FastifyRequest,
+      reply: FastifyReply,
       { key, id }: { key: string; id: string | null },
       scope: Scope,
       done: (err?: Error) => void,
     ) {
+      const refuse = (seconds: number) => {
+        if (!seconds) return done(unknownKey())
+        reply.header('retry-after', String(seconds))
+        done(new Errors.RATE_LIMITED(seconds))
+      }
       const admit = (caller: Caller | null) => {
         // With Basic or form credentials, the id must be the key's own.
         if (!caller || (id !== null && id !== caller.keyId)) {
-          return done(new Errors.UNAUTHORIZED('unknown or revoked API key'))
+          if (!failures) return done(unknownKey())
+          void failures.fail({ ip: request.ip, keyId: id }).then(refuse, done)
+          return
         }
         if (!allows(caller.scopes, scope)) return done(new Errors.FORBIDDEN(scope))
         request.caller = caller
         done()
       }
-      if (key.length > 512) return admit(null)
-      const known = keys.recall(key)
-      if (known !== undefined) return admit(known)
-      keys.verify(key).then(admit, done)
+      // Too long to be a key: not worth a lookup, but still a failure.
+      const known = key.length > 512 ? null : keys.recall(key)
+      // A good key verified recently: the synchronous path, no limiter, nothing counted.
+      if (known) return admit(known)
+      if (!failures || (known === undefined && keys.seenAsValid(key))) {
+        if (known === null) return admit(null)
+        // Not returned: a callback-style hook that returns a promise is run as an async one too.
+        void keys.verify(key).then(admit, done)
+        return
+      }
+      // A key never seen valid, or one that just failed: is the client already over its budget?
+      failures.retryAfter({ ip: request.ip, keyId: id }).then((wait) => {
+        if (wait) return refuse(wait)
+        if (known === null) return admit(null)
+        keys.verify(key).then(admit, done)
+      }, done)
     }
 
     // Callback style with a synchronous path for a key verified recently: this
     // runs on every introspection, where a promise per request shows.
-    app.addHook('onRequest', (request, _reply, done) => {
+    app.addHook('onRequest', (request, reply, done) => {
       const { scope, formCredentials } = request.routeOptions.config
       if (!scope) return done()
       const presented = presentedKey(request)
-      if (presented) return authenticate(request, presented, scope, done)
+      if (presented) {
+        authenticate(request, reply, presented, scope, done)
+        return
+      }
       // Checked once the form is read (below).
       if (formCredentials) return done()
       done(new Errors.UNAUTHORIZED('send an API key as Authorization: Bearer <key>'))
     })
 
     // OAuth's client_secret_post: client_id and client_secret in the form body (RFC 6749 §2.3.1).
-    app.addHook('preHandler', (request, _reply, done) => {
+    app.addHook('preHandler', (request, reply, done) => {
       const { scope, formCredentials } = request.routeOptions.config
       if (!scope || !formCredentials || request.caller) return done()
       const body = request.body as { client_id?: unknown; client_secret?: unknown } | undefined
@@ -89,7 +148,7 @@ export default fp(
           new Errors.UNAUTHORIZED('authenticate with HTTP Basic, Bearer, or client_id and client_secret'),
         )
       }
-      authenticate(request, { key, id }, scope, done)
+      authenticate(request, reply, { key, id }, scope, done)
     })
   },
   { name: 'caller-auth', dependencies: ['db'] },

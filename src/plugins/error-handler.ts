@@ -1,4 +1,6 @@
-import type { FastifyError, FastifyRequest } from 'fastify'
+import { STATUS_CODES } from 'node:http'
+import type { Socket } from 'node:net'
+import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { Errors } from '../errors.ts'
 
@@ -64,8 +66,6 @@ function toReply(error: FastifyError | Coded, request: FastifyRequest): Reply {
   }
   if (statusCode >= 500) return as(500, 'INTERNAL', new Errors.INTERNAL(request.id).message)
   // The JSON parser's own message quotes the body (which may hold a token): say less.
-  if (code === 'FST_ERR_CTP_EMPTY_JSON_BODY')
-    return as(400, 'INVALID_JSON', new Errors.INVALID_JSON('it is empty').message)
   if (code === 'FST_ERR_CTP_INVALID_JSON_BODY' || error instanceof SyntaxError) {
     return as(400, 'INVALID_JSON', new Errors.INVALID_JSON('it does not parse').message)
   }
@@ -74,6 +74,38 @@ function toReply(error: FastifyError | Coded, request: FastifyRequest): Reply {
     return as(415, 'UNSUPPORTED_MEDIA_TYPE', new Errors.UNSUPPORTED_MEDIA_TYPE(type).message)
   }
   return as(statusCode, BY_STATUS[statusCode] ?? 'VALIDATION_FAILED', error.message)
+}
+
+/**
+ * Answers what the HTTP server refuses before Fastify sees a request (a request
+ * not received within REQUEST_TIMEOUT_MS, oversized headers, broken HTTP) in the
+ * one error shape, then closes the connection, as Node itself would.
+ */
+export function clientErrorHandler(requestTimeoutMs: number) {
+  return function answerClientError(this: FastifyInstance, err: NodeJS.ErrnoException, socket: Socket) {
+    if (err.code === 'ECONNRESET' || socket.destroyed) return
+    const error =
+      err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'ERR_HTTP_HEADERS_TIMEOUT'
+        ? new Errors.REQUEST_TIMEOUT(requestTimeoutMs)
+        : err.code === 'HPE_HEADER_OVERFLOW'
+          ? new Errors.HEADERS_TOO_LARGE()
+          : new Errors.VALIDATION_FAILED(
+              'the HTTP request is malformed (request line, headers or body framing)',
+            )
+    const status = error.statusCode ?? 400
+    this.log.info({ code: error.code, status, reason: err.code }, error.message)
+    // Like Node: no answer once a response has begun on this connection.
+    const response = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage
+    if (socket.writable && !response?.headersSent) {
+      const body = JSON.stringify({ error: { code: error.code, message: error.message } })
+      socket.write(
+        `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+          `Content-Length: ${Buffer.byteLength(body)}\r\nX-Content-Type-Options: nosniff\r\n` +
+          `Cache-Control: no-store\r\nConnection: close\r\n\r\n${body}`,
+      )
+    }
+    socket.destroy()
+  }
 }
 
 export default fp(

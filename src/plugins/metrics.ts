@@ -1,9 +1,25 @@
+import { hash, timingSafeEqual } from 'node:crypto'
 import fp from 'fastify-plugin'
+import { Errors } from '../errors.ts'
 import type { Metrics } from '../metrics.ts'
 
-/** Times every request by route and serves /metrics in Prometheus format. */
+/** Hashed first, so the comparison takes the same time whatever the length of what was sent. */
+const digest = (text: string) => hash('sha256', text, 'buffer')
+
+/**
+ * Times every request by route and serves /metrics in Prometheus format; with
+ * METRICS_TOKEN, only to `Authorization: Bearer <token>` (Prometheus's
+ * `authorization` / `bearer_token_file` scrape settings).
+ */
 export default fp(
-  async (app, { metrics, probe }: { metrics: Metrics; probe: () => Promise<unknown> }) => {
+  async (
+    app,
+    {
+      metrics,
+      probe,
+      token,
+    }: { metrics: Metrics; probe: () => Promise<unknown>; token?: string | undefined },
+  ) => {
     // Label lookups hash their labels on every call; bind each combination once.
     const series = new Map<string, ReturnType<typeof metrics.httpDuration.labels>>()
     app.addHook('onResponse', (request, reply, done) => {
@@ -19,7 +35,13 @@ export default fp(
       }
       done()
     })
-    app.get('/metrics', { schema: { hide: true } }, async (_request, reply) => {
+    const expected = token === undefined ? null : digest(token)
+    const presented = (header = '') => (/^bearer /i.test(header) ? header.slice(7).trim() : '')
+    app.get('/metrics', { schema: { hide: true } }, async (request, reply) => {
+      if (expected && !timingSafeEqual(digest(presented(request.headers.authorization)), expected)) {
+        reply.header('www-authenticate', 'Bearer realm="metrics"')
+        throw new Errors.UNAUTHORIZED('send the METRICS_TOKEN as Authorization: Bearer <token>')
+      }
       await probe()
       return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics())
     })

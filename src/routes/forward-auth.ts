@@ -1,11 +1,12 @@
 import { timingSafeEqual } from 'node:crypto'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { LRUCache } from 'lru-cache'
-import { addressMatcher, parseAddress } from '../addresses.ts'
+import { addressMatcher, normalizeAddress } from '../addresses.ts'
 import type { Config } from '../config.ts'
 import { Errors } from '../errors.ts'
 import { nextTurn } from '../next-turn.ts'
 import { ErrorReply } from '../schemas.ts'
+import { USER_AGENT_MAX_LENGTH } from '../sessions/schemas.ts'
 import type { SessionService } from '../sessions/service.ts'
 
 type Settings = Pick<
@@ -23,10 +24,20 @@ type Settings = Pick<
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
 
-/** A header value any gateway passes on: printable ASCII, anything else percent-encoded. */
+// Printable ASCII but `%` and `+`, with no space at either end (a header parser trims it).
+const PLAIN =
+  /^(?:[\x21-\x24\x26-\x2a\x2c-\x7e](?:[\x20-\x24\x26-\x2a\x2c-\x7e]*[\x21-\x24\x26-\x2a\x2c-\x7e])?)?$/
+
+/**
+ * A header value any gateway passes on, and that names one value only: plain
+ * text passes as it is (alice stays alice); anything else is percent-encoded
+ * whole, `%` included, so an encoded value always holds a `%` and a plain one
+ * never does. Two different values never give the same header, and an
+ * upstream that percent-decodes (or form-decodes) gets the original back.
+ */
 function headerValue(value: unknown): string {
   const text = typeof value === 'string' ? value : JSON.stringify(value)
-  return /^[\x20-\x7e]*$/.test(text) ? text : encodeURIComponent(text)
+  return PLAIN.test(text) ? text : encodeURIComponent(text.toWellFormed())
 }
 
 /** The metadata keys to pass upstream and the header each goes in. */
@@ -78,6 +89,7 @@ const forwardAuthRoutes: FastifyPluginAsync<{ sessions: SessionService; config: 
     payload.resume()
   })
 
+  /** Why a caller is not an allowed gateway (for the log only: the caller is told nothing of what is expected), or null. */
   function gatewayProblem(request: FastifyRequest): string | null {
     if (!secret && !allowed)
       return 'forward-auth is off: set FORWARD_AUTH_SECRET and/or FORWARD_AUTH_ALLOWED_IPS'
@@ -94,25 +106,34 @@ const forwardAuthRoutes: FastifyPluginAsync<{ sessions: SessionService; config: 
   }
 
   // The same few forwarded values come again and again (one per user behind the gateway).
-  const forwardedAddresses = new LRUCache<string, string | false>({ max: 10_000 })
+  const forwardedAddresses = new LRUCache<string, { ip: string | null | undefined }>({ max: 10_000 })
 
-  /** An address a proxy forwarded, if it is one and not a proxy's own (a `:port` some proxies add is dropped). */
-  function forwarded(text: string | undefined): string | undefined {
-    if (!text) return undefined
-    let address = forwardedAddresses.get(text)
-    if (address === undefined) {
+  /**
+   * A forwarded value as the end user's address (a `:port` some proxies add is
+   * dropped): the address; null when it is none (`unknown`, `127.1`,
+   * `fe80::1%eth0`…); undefined when it is a trusted proxy's own.
+   */
+  function forwarded(text: string): string | null | undefined {
+    let found = forwardedAddresses.get(text)
+    if (found === undefined) {
       const bare = text
         .trim()
         .replace(/^\[(.+)\](:\d+)?$/, '$1')
         .replace(/^(\d+\.\d+\.\d+\.\d+):\d+$/, '$1')
-      address = parseAddress(bare) && !trusted(bare) ? bare : false
-      forwardedAddresses.set(text, address)
+      const ip = normalizeAddress(bare)
+      found = { ip: ip !== null && trusted(ip) ? undefined : ip }
+      forwardedAddresses.set(text, found)
     }
-    return address || undefined
+    return found.ip
   }
 
-  /** The end user's address, believed only from a trusted proxy; never the gateway's own. */
-  function endUserIp(request: FastifyRequest): string | undefined {
+  /**
+   * The end user's address, believed only from a trusted proxy: the address;
+   * null when a trusted proxy forwarded none that is one (judged as a missing
+   * address); undefined when it is not checked (no trusted proxy in front, or
+   * every forwarded hop is a trusted proxy's own address).
+   */
+  function endUserIp(request: FastifyRequest): string | null | undefined {
     if (!trusted(request.socket.remoteAddress)) return undefined
     // The nearest hop that is not a trusted proxy (as Fastify's request.ip, without parsing the list anew).
     const chain = request.headers['x-forwarded-for']
@@ -125,7 +146,14 @@ const forwardAuthRoutes: FastifyPluginAsync<{ sessions: SessionService; config: 
       return undefined
     }
     const real = request.headers['x-real-ip']
-    return typeof real === 'string' ? forwarded(real) : undefined
+    return typeof real === 'string' ? forwarded(real) : null
+  }
+
+  /** The end user's User-Agent, cut to the length the API accepts (a longer one is still that browser); '' is none. */
+  function endUserAgent(request: FastifyRequest): string | undefined {
+    const ua = request.headers['user-agent']
+    if (!ua) return undefined
+    return ua.length > USER_AGENT_MAX_LENGTH ? ua.slice(0, USER_AGENT_MAX_LENGTH) : ua
   }
 
   function presentedToken(request: FastifyRequest): string | null {
@@ -142,14 +170,22 @@ const forwardAuthRoutes: FastifyPluginAsync<{ sessions: SessionService; config: 
   // Before any body is read: a caller that is not a gateway gets nothing, not even a read.
   app.addHook('onRequest', (request, _reply, done) => {
     const problem = gatewayProblem(request)
-    done(problem ? new Errors.GATEWAY_NOT_ALLOWED(problem) : undefined)
+    if (!problem) return done()
+    // The operator needs the reason; the caller is not told which credential is missing.
+    request.log.warn({ reason: problem }, 'forward-auth call refused: not an allowed gateway')
+    done(new Errors.GATEWAY_NOT_ALLOWED('see the service log'))
   })
 
   async function check(request: FastifyRequest, reply: FastifyReply) {
     const token = presentedToken(request)
     if (!token) return deny(reply, false)
-    const userAgent = request.headers['user-agent']
-    const result = await sessions.introspect(token, { ip: endUserIp(request), user_agent: userAgent })
+    const ip = endUserIp(request)
+    // A gateway always passes the User-Agent on, and a trusted proxy the address: a missing one is judged as drift.
+    const result = await sessions.introspect(token, {
+      ip: ip ?? undefined,
+      user_agent: endUserAgent(request),
+      required: { user_agent: true, ip: ip !== undefined },
+    })
     await nextTurn()
     if (!result.active) return deny(reply, true)
     const { session } = result

@@ -2,6 +2,8 @@ import formbody from '@fastify/formbody'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import type { FastifyReply } from 'fastify'
+import { allows } from '../api-keys/api-keys.ts'
+import { Errors } from '../errors.ts'
 import { withErrors } from '../schemas.ts'
 import { Ip, UserAgent } from '../sessions/schemas.ts'
 import type { Introspection, SessionService } from '../sessions/service.ts'
@@ -47,7 +49,8 @@ const OAuthIntrospection = Type.Object(
     iat: Type.Optional(Type.Integer({ description: 'When the token was issued (Unix seconds)' })),
     token_type: Type.Optional(
       Type.String({
-        description: '`Bearer` for session tokens and access JWTs, `refresh_token` for refresh tokens',
+        description:
+          '`Bearer` for session tokens and access JWTs, `refresh_token` for refresh tokens (active only to a key with `sessions:write` or `admin`, which may refresh; to any other caller a refresh token is inactive)',
       }),
     ),
     iss: Type.Optional(Type.String()),
@@ -58,6 +61,14 @@ const OAuthIntrospection = Type.Object(
 
 const seconds = (date: Date) => Math.floor(date.getTime() / 1000)
 
+/** 415 for a body that is not a form: the code every route uses, with a message that says what to send here. */
+function formRequired(contentType: string | undefined) {
+  const type = JSON.stringify(String(contentType ?? '').slice(0, 100))
+  const error = new Errors.UNSUPPORTED_MEDIA_TYPE(type)
+  error.message = `content type ${type} is not accepted; send a form (${FORM[0]})`
+  return error
+}
+
 /** RFC 7662 token introspection and RFC 7009 token revocation, form-encoded, for OAuth client libraries. */
 const oauth2Routes: FastifyPluginAsyncTypebox<{ sessions: SessionService; issuer: string }> = async (
   app,
@@ -65,6 +76,9 @@ const oauth2Routes: FastifyPluginAsyncTypebox<{ sessions: SessionService; issuer
 ) => {
   app.removeAllContentTypeParsers()
   await app.register(formbody)
+  app.addContentTypeParser('*', (request, _payload, done) =>
+    done(formRequired(request.headers['content-type'])),
+  )
   // Clients authenticating with HTTP Basic are told so when that fails (RFC 6749 §5.2).
   app.addHook('onSend', async (_request, reply, payload) => {
     if (reply.statusCode === 401) reply.header('www-authenticate', 'Basic realm="session-authority"')
@@ -88,8 +102,13 @@ const oauth2Routes: FastifyPluginAsyncTypebox<{ sessions: SessionService; issuer
       const { token, ip, user_agent } = request.body
       // The hint only orders the lookups; the token's own shape decides.
       const refresh = tokenKind(token) === 'refresh'
+      // A refresh token is active only to a caller that may refresh: a gateway checking
+      // nothing but `active` must never take one for an access token.
+      const mayRefresh = request.caller !== null && allows(request.caller.scopes, 'sessions:write')
       const result: Introspection = refresh
-        ? await sessions.introspectRefreshToken(token)
+        ? mayRefresh
+          ? await sessions.introspectRefreshToken(token)
+          : { active: false }
         : await sessions.introspect(token, { ip, user_agent })
       if (!result.active) return { active: false }
       const { session, claims } = result

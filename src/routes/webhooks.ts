@@ -2,10 +2,11 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import type { FastifyReply } from 'fastify'
 import type { Clock } from '../clock.ts'
-import { Errors } from '../errors.ts'
+import type { Config } from '../config.ts'
 import { Nullable, Text, Timestamp, withErrors } from '../schemas.ts'
 import { AllEventsQuery, EventsReply } from '../sessions/schemas.ts'
 import type { SessionService } from '../sessions/service.ts'
+import { createDestinations } from '../webhooks/destination.ts'
 import type { WebhookStore } from '../webhooks/store.ts'
 import { eventsPage } from './views.ts'
 
@@ -14,7 +15,8 @@ const tags = ['webhooks']
 const WebhookUrl = Type.String({
   pattern: '^https?://',
   maxLength: 2048,
-  description: 'Where events are POSTed (http or https)',
+  description:
+    'Where events are POSTed: http or https, no user:password@, a public address (or one WEBHOOK_ALLOWED_CIDRS lists)',
 })
 const EventTypes = Type.Array(Text({ maxLength: 64 }), {
   maxItems: 32,
@@ -52,23 +54,19 @@ const DeliveryView = Type.Object(
 const WebhookParams = Type.Object({ id: Type.String({ pattern: '^wh_[0-9a-f]{16}$' }) })
 const DeliveryParams = Type.Object({ delivery_id: Type.String({ pattern: '^[0-9]{1,18}$' }) })
 
-/** A URL the dispatcher can POST to; refused at the door rather than dead later. */
-function checkUrl(url: string | undefined) {
-  if (url === undefined) return
-  try {
-    new URL(url)
-  } catch {
-    throw new Errors.VALIDATION_FAILED('url: not a valid URL')
-  }
-}
-
 /** Webhook subscriptions and their deliveries, and the whole event history (scope admin). */
 const webhookRoutes: FastifyPluginAsyncTypebox<{
   store: WebhookStore
   sessions: SessionService
   clock: Clock
-}> = async (app, { store, sessions, clock }) => {
+  config: Pick<Config, 'webhookAllowedCidrs'>
+}> = async (app, { store, sessions, clock, config }) => {
   const now = () => new Date(clock.now())
+  const destinations = createDestinations({ allowedCidrs: config.webhookAllowedCidrs })
+  /** A URL the dispatcher may POST to; refused at the door rather than dead later. */
+  const checkUrl = (url: string | undefined) => {
+    if (url !== undefined) destinations.checkUrl(url)
+  }
   const admin = { scope: 'admin' as const }
 
   app.post(

@@ -20,11 +20,17 @@ export interface Client {
   device: Device
 }
 
+/** Dimensions whose absence from a use is judged as drift (forward-auth: the gateway always passes them on). */
+export interface Required {
+  ip?: boolean
+  user_agent?: boolean
+}
+
 /** What a use from `client` means for a session bound to another. */
 export interface Verdict {
   /** The dimensions that drifted and whose policy is not `ignore`, with that policy. */
   drifted: Array<{ dimension: 'user_agent' | 'ip'; policy: 'record' | 'suspend' }>
-  /** Same browser, OS and device type in a new version: the stored User-Agent should follow. */
+  /** The same browser, OS and device type in a newer version: the stored User-Agent should follow. */
   uaUpdated: boolean
 }
 
@@ -44,11 +50,37 @@ function sameClientKind(a: Device, b: Device): boolean {
   return a.browser === b.browser && a.os === b.os && a.type === b.type
 }
 
+/** -1, 0 or 1 as dotted version a is older, the same or newer than b; null when either is unknown. */
+function compareVersions(a: string | null, b: string | null): number | null {
+  if (!a || !b) return null
+  const x = a.split(/[._]/).map((p) => Number.parseInt(p, 10) || 0)
+  const y = b.split(/[._]/).map((p) => Number.parseInt(p, 10) || 0)
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    const d = (x[i] ?? 0) - (y[i] ?? 0)
+    if (d !== 0) return Math.sign(d)
+  }
+  return 0
+}
+
 /**
- * Judges a use of a session against the client it is bound to. Missing
- * values (no IP or User-Agent in the call, or none at login) are "not
- * checked", never drift. Identical values, the common case, cost a string
- * comparison; parsed User-Agents and addresses are cached.
+ * Is `presented` a later release of the bound client: a newer browser, or the
+ * same browser on a newer OS? Only a move forward is followed, so a user
+ * alternating two versions (two machines, a staged rollout) rewrites nothing.
+ */
+function isNewer(presented: Device, bound: Device): boolean {
+  const browser = compareVersions(presented.browser_version, bound.browser_version)
+  if (browser !== 0) return browser === 1
+  return compareVersions(presented.os_version, bound.os_version) === 1
+}
+
+/**
+ * Judges a use of a session against the client it is bound to. A value the
+ * session was opened without is never checked. A value missing from the use
+ * is "not checked" too, unless `required` says the caller always has it
+ * (forward-auth): then, under a `suspend` policy, its absence is drift (under
+ * `record` there is no client to rebind to, so nothing happens). Identical
+ * values, the common case, cost a string comparison; parsed User-Agents and
+ * addresses are cached.
  */
 export function judgeDrift(
   bound: Client,
@@ -56,18 +88,30 @@ export function judgeDrift(
   ip: string | null,
   userAgent: string | null,
   settings: Settings,
+  required: Required = {},
 ): Verdict {
   const verdict: Verdict = { drifted: [], uaUpdated: false }
   const uaPolicy = binding.user_agent ?? (settings.uaDriftPolicy as DriftPolicy)
-  if (userAgent && bound.user_agent && userAgent !== bound.user_agent && uaPolicy !== 'ignore') {
-    if (sameClientKind(bound.device, parseDevice(userAgent))) verdict.uaUpdated = true
-    else verdict.drifted.push({ dimension: 'user_agent', policy: uaPolicy })
+  if (bound.user_agent && uaPolicy !== 'ignore') {
+    if (!userAgent) {
+      if (required.user_agent && uaPolicy === 'suspend')
+        verdict.drifted.push({ dimension: 'user_agent', policy: uaPolicy })
+    } else if (userAgent !== bound.user_agent) {
+      const presented = parseDevice(userAgent)
+      if (!sameClientKind(bound.device, presented))
+        verdict.drifted.push({ dimension: 'user_agent', policy: uaPolicy })
+      else verdict.uaUpdated = isNewer(presented, bound.device)
+    }
   }
   const ipPolicy = binding.ip ?? (settings.ipDriftPolicy as DriftPolicy)
-  if (ip && bound.ip && ip !== bound.ip && ipPolicy !== 'ignore') {
-    const v4 = binding.ipv4_prefix ?? settings.ipv4DriftPrefix
-    const v6 = binding.ipv6_prefix ?? settings.ipv6DriftPrefix
-    if (!samePrefix(ip, bound.ip, v4, v6)) verdict.drifted.push({ dimension: 'ip', policy: ipPolicy })
+  if (bound.ip && ipPolicy !== 'ignore') {
+    if (!ip) {
+      if (required.ip && ipPolicy === 'suspend') verdict.drifted.push({ dimension: 'ip', policy: ipPolicy })
+    } else if (ip !== bound.ip) {
+      const v4 = binding.ipv4_prefix ?? settings.ipv4DriftPrefix
+      const v6 = binding.ipv6_prefix ?? settings.ipv6DriftPrefix
+      if (!samePrefix(ip, bound.ip, v4, v6)) verdict.drifted.push({ dimension: 'ip', policy: ipPolicy })
+    }
   }
   return verdict
 }

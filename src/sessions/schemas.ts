@@ -5,9 +5,15 @@ export const UserId = Text({ maxLength: 256, description: 'Your identifier of th
 export const Ip = Type.String({
   format: 'ip',
   maxLength: 64,
-  description: "End user's IP address (v4 or v6)",
+  description: "End user's IP address: IPv4 as a dotted quad (`192.0.2.1`), or IPv6 without a zone id",
 })
-export const UserAgent = Text({ maxLength: 1024, minLength: 0, description: "End user's User-Agent header" })
+/** The longest User-Agent kept: the API refuses longer ones, forward-auth keeps their first this many characters. */
+export const USER_AGENT_MAX_LENGTH = 1024
+export const UserAgent = Text({
+  maxLength: USER_AGENT_MAX_LENGTH,
+  minLength: 0,
+  description: "End user's User-Agent header",
+})
 export const Metadata = Type.Record(Type.String(), Type.Unknown(), {
   description: 'Free-form JSON object stored with the session (size-limited)',
 })
@@ -159,7 +165,11 @@ export const RefreshBody = Type.Object(
     ip: Type.Optional(Ip),
     user_agent: Type.Optional(UserAgent),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    description:
+      "ip and user_agent (the end user's, when you have them) are judged against the session's client as in introspection: drift under a suspend policy suspends the session and the refresh fails with SESSION_SUSPENDED, spending nothing",
+  },
 )
 
 const SigningKeyJwk = Type.Object(

@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
+import { LRUCache } from 'lru-cache'
+import { normalizeAddress } from '../addresses.ts'
 import type { Clock } from '../clock.ts'
 import type { Config } from '../config.ts'
 import { Errors } from '../errors.ts'
@@ -8,7 +10,7 @@ import type { AccessClaims, AccessTokens } from './access-tokens.ts'
 import { RESERVED_CLAIMS } from './access-tokens.ts'
 import type { SessionCache } from './cache.ts'
 import { parseDevice } from './device.ts'
-import { type Binding, type Client, judgeDrift, type Verdict } from './drift.ts'
+import { type Binding, type Client, judgeDrift, type Required, type Verdict } from './drift.ts'
 import { purgeSessions } from './purge.ts'
 import type { CacheRead, EndedSession, RefreshTokenRow, SessionRepository, SessionRow } from './repository.ts'
 import {
@@ -50,6 +52,8 @@ export interface JwtPair {
 export interface ClientInfo {
   ip?: string
   user_agent?: string
+  /** What the caller always knows, so that its absence is judged as drift (forward-auth; see judgeDrift). */
+  required?: Required
 }
 
 /** An active answer carries the stored row as it is, plus this use: when, and until when it now lasts. */
@@ -120,6 +124,24 @@ export function createSessionService({
   config,
   log,
 }: Deps) {
+  // When each session last followed a browser update, on this replica: at most one such write per interval.
+  const uaFollowedAt = new LRUCache<string, number>({ max: 100_000 })
+
+  /** An address in the one form that is stored and compared; one the parser refuses is bad input, never stored. */
+  function address(ip: string | undefined): string | null {
+    if (ip === undefined) return null
+    const canonical = normalizeAddress(ip)
+    if (canonical === null) throw new Errors.VALIDATION_FAILED('ip: not an IP address')
+    return canonical
+  }
+
+  /** The client as given, its address in canonical form. */
+  function presentedClient(client: ClientInfo): ClientInfo {
+    if (client.ip === undefined) return client
+    const ip = address(client.ip) as string
+    return ip === client.ip ? client : { ...client, ip }
+  }
+
   async function open(input: OpenSessionInput, clientId: string | null = null): Promise<Issued> {
     const metadata = input.metadata ?? {}
     const size = Buffer.byteLength(JSON.stringify(metadata))
@@ -133,6 +155,7 @@ export function createSessionService({
       throw new Errors.VALIDATION_FAILED('access_token_claims: only JWT sessions carry claims')
     }
 
+    const ip = address(input.ip)
     const now = clock.now()
     const idle = input.idle_timeout ?? config.idleTimeoutSeconds
     const absolute = input.absolute_lifetime ?? config.absoluteLifetimeSeconds
@@ -145,8 +168,8 @@ export function createSessionService({
       status: 'active',
       token_type: tokenType,
       token_hash: token ? hashTokenBytes(token) : null,
-      ip: input.ip ?? null,
-      bound_ip: input.ip ?? null,
+      ip,
+      bound_ip: ip,
       user_agent: input.user_agent ?? null,
       device: parseDevice(input.user_agent),
       metadata,
@@ -242,7 +265,8 @@ export function createSessionService({
    * are all simply inactive. Both expiries are checked on every call; a
    * successful check slides the idle expiry (written behind, not waited for).
    */
-  async function introspect(token: string, client: ClientInfo = {}): Promise<Introspection> {
+  async function introspect(token: string, given: ClientInfo = {}): Promise<Introspection> {
+    const client = presentedClient(given)
     const kind = tokenKind(token)
     if (kind === 'opaque') {
       const key = hashToken(token)
@@ -288,19 +312,12 @@ export function createSessionService({
       if (idleExpiry(fresh, config.idleGraceMs) <= now) return expire(fresh, 'idle_timeout', now)
     }
 
-    if (client.ip || client.user_agent) {
-      const verdict = judgeDrift(
-        boundClient(session),
-        session.binding,
-        client.ip ?? null,
-        client.user_agent ?? null,
-        config,
-      )
-      if (verdict.drifted.length > 0 || verdict.uaUpdated) {
-        const rebound = await applyDrift(session, verdict, client, now)
-        if (rebound === null) return SUSPENDED
-        session = rebound
-      }
+    const verdict = judge(session, client, nowMs)
+    if (verdict) {
+      const outcome = await applyDrift(repo, session, verdict, client, now)
+      await endAndInvalidate(outcome.changed, false)
+      if (outcome.session === null) return SUSPENDED
+      session = outcome.session
     }
 
     touches.record(session.id, now, client.ip ?? null)
@@ -310,31 +327,58 @@ export function createSessionService({
   }
 
   /**
-   * Acts on drift by policy: suspends (null), or rebinds the session to the
+   * Judges a use against the session's client: null when there is nothing to
+   * do (the common case, no work beyond a comparison). A browser update is
+   * followed at most once per WRITE_BEHIND_INTERVAL_MS per session on this
+   * replica; between, the newer version is simply not drift.
+   */
+  function judge(session: SessionRow, client: ClientInfo, nowMs: number): Verdict | null {
+    if (!client.ip && !client.user_agent && !client.required) return null
+    const verdict = judgeDrift(
+      boundClient(session),
+      session.binding,
+      client.ip ?? null,
+      client.user_agent ?? null,
+      config,
+      client.required,
+    )
+    if (verdict.uaUpdated && verdict.drifted.length === 0) {
+      const followed = uaFollowedAt.get(session.id)
+      if (followed !== undefined && nowMs - followed < config.writeBehindIntervalMs) return null
+      uaFollowedAt.set(session.id, nowMs)
+    }
+    return verdict.drifted.length > 0 || verdict.uaUpdated ? verdict : null
+  }
+
+  /**
+   * Acts on drift by policy, through `store` (the repository, or a
+   * transaction's): suspends (session null), or rebinds the session to the
    * client it is now used from, recording a `session.client_changed` event
-   * unless the change was only a browser update. Either way every replica
-   * drops the cached row.
+   * unless the change was only a browser update. Returns what changed, for
+   * the caller to drop from every cache once it is committed.
    */
   async function applyDrift(
+    store: SessionRepository,
     session: SessionRow,
     verdict: Verdict,
     client: ClientInfo,
     now: Date,
-  ): Promise<SessionRow | null> {
+  ): Promise<{ session: SessionRow | null; changed: EndedSession[] }> {
     const previous = boundClient(session)
+    // A value the caller should have had and did not is shown as missing, not as the bound one.
     const presented: Client = {
-      ip: client.ip ?? session.bound_ip,
-      user_agent: client.user_agent ?? session.user_agent,
+      ip: client.ip ?? (client.required?.ip ? null : session.bound_ip),
+      user_agent: client.user_agent ?? (client.required?.user_agent ? null : session.user_agent),
       device: client.user_agent ? parseDevice(client.user_agent) : session.device,
     }
     const suspendFor = verdict.drifted.filter((d) => d.policy === 'suspend').map((d) => d.dimension)
     if (suspendFor.length > 0) {
       const reason = `${suspendFor[0]}_drift`
       const data = { dimensions: suspendFor, previous, current: presented }
-      const suspended = await repo.suspend(session.id, reason, data, now)
-      if (suspended) await endAndInvalidate([suspended], false)
-      return null
+      const suspended = await store.suspend(session.id, reason, data, now)
+      return { session: null, changed: suspended ? [suspended] : [] }
     }
+    // Only dimensions the use presented drift under `record`, so the presented values are real ones here.
     const changed = verdict.drifted.map((d) => d.dimension)
     const uaMoves = verdict.uaUpdated || changed.includes('user_agent')
     const current: Client = {
@@ -346,9 +390,11 @@ export function createSessionService({
       changed.length > 0
         ? { type: 'session.client_changed' as const, data: { changed, previous, current } }
         : null
-    const updated = await repo.updateClient(session.id, current, event, now)
-    if (updated) await endAndInvalidate([updated], false)
-    return { ...session, ...current, ip: current.ip ?? session.ip, bound_ip: current.ip }
+    const updated = await store.updateClient(session.id, current, event, now)
+    return {
+      session: { ...session, ...current, ip: current.ip ?? session.ip, bound_ip: current.ip },
+      changed: updated ? [updated] : [],
+    }
   }
 
   /** The client a session is bound to (its last-seen address moves with every use; this does not). */
@@ -360,25 +406,56 @@ export function createSessionService({
    * Exchanges a refresh token for a new access JWT and a new refresh token.
    * The old one is spent. Presented again within the grace window, it gets the
    * session's current pair again (two tabs refreshing at once); after it, it
-   * is taken for stolen and the session is revoked.
+   * is taken for stolen and the session is revoked. The client presenting it
+   * is judged for drift as in introspection, before anything is spent.
    */
-  async function refresh(refreshToken: string, client: ClientInfo = {}): Promise<JwtPair> {
+  async function refresh(refreshToken: string, given: ClientInfo = {}): Promise<JwtPair> {
     if (tokenKind(refreshToken) !== 'refresh') throw new Errors.REFRESH_TOKEN_INVALID()
+    const client = presentedClient(given)
     const presentedHash = hashTokenBytes(refreshToken)
     const outcome = await repo.transaction(async (tx) => {
-      const session = await tx.lockSessionOfRefreshToken(presentedHash)
+      const locked = await tx.lockSessionOfRefreshToken(presentedHash)
       // Read after the lock: a concurrent refresh of this session has committed by now.
-      const presented = session && (await tx.findRefreshToken(presentedHash))
-      if (!session || !presented) return { kind: 'invalid' as const }
-      if (session.status !== 'active') return { kind: 'ended' as const, session }
+      const presented = locked && (await tx.findRefreshToken(presentedHash))
+      if (!locked || !presented) return { kind: 'invalid' as const }
+      if (locked.status !== 'active') return { kind: 'ended' as const, session: locked }
       const nowMs = clock.now()
       const now = new Date(nowMs)
-      const expiredBy = ranOut(session, now)
+      const expiredBy = ranOut(locked, now)
       if (expiredBy) {
         return {
           kind: 'expired' as const,
-          ended: await tx.end({ ids: [session.id] }, 'expired', expiredBy, now),
+          ended: await tx.end({ ids: [locked.id] }, 'expired', expiredBy, now),
         }
+      }
+
+      // Strictly within: a grace of 0 turns the window off, even for a replay in the same millisecond.
+      const inGrace =
+        presented.spent_at !== null &&
+        nowMs - presented.spent_at.getTime() < config.refreshReuseGraceSeconds * 1000
+      if (presented.spent_at !== null && !inGrace) {
+        await tx.recordEvent(
+          locked,
+          'refresh_token.reused',
+          { spent_at: presented.spent_at, ip: client.ip ?? null, user_agent: client.user_agent ?? null },
+          now,
+        )
+        return {
+          kind: 'reused' as const,
+          ended: await tx.end({ ids: [locked.id] }, 'revoked', 'refresh_token_reused', now),
+        }
+      }
+
+      // A refresh is a use like an introspection: drift suspends the session (the token stays unspent) or rebinds it.
+      let session = locked
+      let changed: EndedSession[] = []
+      const verdict = judge(session, client, nowMs)
+      if (verdict) {
+        const drift = await applyDrift(tx, session, verdict, client, now)
+        if (drift.session === null)
+          return { kind: 'suspended' as const, id: session.id, changed: drift.changed }
+        session = drift.session
+        changed = drift.changed
       }
 
       if (presented.spent_at === null) {
@@ -399,37 +476,26 @@ export function createSessionService({
           { at: now, ip: client.ip ?? null, idleExpiresAt: slide(session, nowMs) },
         )
         touches.forget(session.id)
-        return { kind: 'issued' as const, issued: jwtPair(updated, signed.token, grant.expiresAt, successor) }
+        const issued = jwtPair(updated, signed.token, grant.expiresAt, successor)
+        return { kind: 'issued' as const, issued, changed }
       }
 
-      // Strictly within: a grace of 0 turns the window off, even for a replay in the same millisecond.
-      if (nowMs - presented.spent_at.getTime() < config.refreshReuseGraceSeconds * 1000) {
-        const head = await currentPair(tx, refreshToken, presented)
-        if (!head) return { kind: 'invalid' as const }
-        const grant = {
-          jti: head.row.access_jti,
-          issuedAt: head.row.issued_at,
-          expiresAt: head.row.access_expires_at,
-          kid: head.row.access_kid,
-        }
-        const { token } = access.issue(session, grant)
-        return { kind: 'issued' as const, issued: jwtPair(session, token, grant.expiresAt, head.token) }
+      const head = await currentPair(tx, refreshToken, presented)
+      if (!head) return { kind: 'invalid' as const }
+      const grant = {
+        jti: head.row.access_jti,
+        issuedAt: head.row.issued_at,
+        expiresAt: head.row.access_expires_at,
+        kid: head.row.access_kid,
       }
-
-      await tx.recordEvent(
-        session,
-        'refresh_token.reused',
-        { spent_at: presented.spent_at, ip: client.ip ?? null, user_agent: client.user_agent ?? null },
-        now,
-      )
-      return {
-        kind: 'reused' as const,
-        ended: await tx.end({ ids: [session.id] }, 'revoked', 'refresh_token_reused', now),
-      }
+      const { token } = access.issue(session, grant)
+      const issued = jwtPair(session, token, grant.expiresAt, head.token)
+      return { kind: 'issued' as const, issued, changed }
     })
 
     switch (outcome.kind) {
       case 'issued':
+        await endAndInvalidate(outcome.changed, false)
         return outcome.issued
       case 'invalid':
         throw new Errors.REFRESH_TOKEN_INVALID()
@@ -439,6 +505,9 @@ export function createSessionService({
           : outcome.session.status === 'expired'
             ? new Errors.SESSION_EXPIRED(outcome.session.id)
             : new Errors.SESSION_REVOKED(outcome.session.id)
+      case 'suspended':
+        await endAndInvalidate(outcome.changed, false)
+        throw new Errors.SESSION_SUSPENDED(outcome.id)
       case 'expired':
         await endAndInvalidate(outcome.ended)
         throw new Errors.SESSION_EXPIRED(outcome.ended[0]?.id ?? '')
@@ -587,7 +656,7 @@ export function createSessionService({
     const rebind =
       client.ip || client.user_agent
         ? {
-            ip: client.ip ?? null,
+            ip: address(client.ip),
             user_agent: client.user_agent ?? null,
             device: parseDevice(client.user_agent),
           }

@@ -3,6 +3,12 @@ import type { Log } from '../logger.ts'
 import type { Metrics } from '../metrics.ts'
 import type { SessionRepository } from './repository.ts'
 
+/** A Postgres data exception (SQLSTATE class 22: a value it cannot take), as opposed to Postgres being away. */
+function refusedValue(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && /^22[0-9A-Z]{3}$/.test(code)
+}
+
 export interface Touch {
   id: string
   at: Date
@@ -35,7 +41,7 @@ export function createWriteBehind({
   async function write(batch: Map<string, Touch>): Promise<void> {
     const end = metrics.writeBehindFlush.startTimer()
     try {
-      const rows = await repo.touchMany([...batch.values()])
+      const rows = await writeRows([...batch.values()])
       metrics.writeBehindRows.inc(rows)
     } catch (err) {
       // Put the batch back unless a newer use replaced it, and try again next interval.
@@ -43,6 +49,36 @@ export function createWriteBehind({
       log.warn({ err, sessions: batch.size }, 'write-behind flush failed; will retry')
     } finally {
       end()
+    }
+  }
+
+  /**
+   * Writes uses in one statement. Should Postgres refuse a value in it, the
+   * batch is halved until the refused use is found: that one is written
+   * without its address, or dropped, with a warning; one bad row never holds
+   * back the others. Any other failure (Postgres away) is thrown, to retry the
+   * whole batch (rows written already are not written twice: a use never
+   * moves last_seen_at back).
+   */
+  async function writeRows(touches: Touch[]): Promise<number> {
+    try {
+      return await repo.touchMany(touches)
+    } catch (err) {
+      if (!refusedValue(err)) throw err
+      const [only] = touches
+      if (touches.length === 1 && only) {
+        if (only.ip !== null) {
+          log.warn(
+            { err, sessionId: only.id },
+            'write-behind: Postgres refused a use; writing it again without its address',
+          )
+          return writeRows([{ ...only, ip: null }])
+        }
+        log.warn({ err, sessionId: only.id }, 'write-behind: Postgres refused a use; dropped')
+        return 0
+      }
+      const half = Math.ceil(touches.length / 2)
+      return (await writeRows(touches.slice(0, half))) + (await writeRows(touches.slice(half)))
     }
   }
 

@@ -4,6 +4,7 @@ import type { Config } from '../config.ts'
 import type { Log } from '../logger.ts'
 import type { Metrics } from '../metrics.ts'
 import type { KeyEncryptionKey } from '../sessions/key-encryption.ts'
+import { createDestinations, DestinationRefused } from './destination.ts'
 import type { ClaimedDelivery, WebhookStore } from './store.ts'
 
 type Settings = Pick<
@@ -14,6 +15,7 @@ type Settings = Pick<
   | 'webhookBackoffMs'
   | 'webhookBackoffMaxMs'
   | 'webhookBatch'
+  | 'webhookAllowedCidrs'
 >
 
 interface Deps {
@@ -65,6 +67,7 @@ export function backoffMs(attempt: number, baseMs: number, maxMs: number, random
  * another once the lease runs out (at least once, never lost).
  */
 export function createDispatcher({ store, kek, clock, config, metrics, log }: Deps) {
+  const destinations = createDestinations({ allowedCidrs: config.webhookAllowedCidrs })
   const leaseMs = config.webhookTimeoutMs * 2 + 1000
   let timer: NodeJS.Timeout | undefined
   let round: Promise<void> | null = null
@@ -73,29 +76,29 @@ export function createDispatcher({ store, kek, clock, config, metrics, log }: De
   async function send(delivery: ClaimedDelivery): Promise<void> {
     let lastStatus: number | null = null
     let lastError: string | null = null
+    let refused: DestinationRefused | null = null
+    const signal = AbortSignal.timeout(config.webhookTimeoutMs)
     try {
-      const { body, headers } = signedRequest(
+      const request = signedRequest(
         delivery,
         kek.open(delivery.secret, delivery.subscription_id),
         // Receivers check freshness against their own clocks: real time.
         Math.floor(Date.now() / 1000),
       )
-      const response = await fetch(delivery.url, {
-        method: 'POST',
-        headers,
-        body,
-        redirect: 'manual',
-        signal: AbortSignal.timeout(config.webhookTimeoutMs),
-      })
-      lastStatus = response.status
-      await response.body?.cancel()
-      if (response.status < 200 || response.status > 299) lastError = `receiver answered ${response.status}`
+      lastStatus = await destinations.post(new URL(delivery.url), request, signal)
+      if (lastStatus < 200 || lastStatus > 299) lastError = `receiver answered ${lastStatus}`
     } catch (err) {
-      const cause = (err as { cause?: { code?: string } }).cause?.code
-      lastError =
-        (err as Error).name === 'TimeoutError'
+      if (err instanceof DestinationRefused) refused = err
+      // The code where there is one: a socket error's message quotes the address. No error here
+      // quotes the URL: it is parsed only for its code, and Node never sees it whole.
+      const code = (err as { code?: unknown }).code
+      lastError = refused
+        ? refused.message
+        : signal.aborted
           ? `no answer within ${config.webhookTimeoutMs} ms`
-          : (cause ?? (err as Error).message)
+          : typeof code === 'string'
+            ? code
+            : (err as Error).message
     }
     const now = clock.now()
     if (lastError === null) {
@@ -109,7 +112,9 @@ export function createDispatcher({ store, kek, clock, config, metrics, log }: De
       metrics.webhookLatency.observe(Math.max(0, now - delivery.event_created_at.getTime()) / 1000)
       return
     }
-    const dead = delivery.attempts >= config.webhookMaxAttempts
+    // Refused is dead at once: retrying asks the same rule again (and gives a rebinding name more tries);
+    // once the URL or WEBHOOK_ALLOWED_CIDRS changes, the retry endpoint sends it again.
+    const dead = refused !== null || delivery.attempts >= config.webhookMaxAttempts
     const next = dead
       ? now
       : now + backoffMs(delivery.attempts, config.webhookBackoffMs, config.webhookBackoffMaxMs)
@@ -126,8 +131,14 @@ export function createDispatcher({ store, kek, clock, config, metrics, log }: De
         webhook: delivery.subscription_id,
         attempt: delivery.attempts,
         error: lastError,
+        // For the operator, who may allow its range: the address refused, never the URL (it may hold a password).
+        ...(refused?.address ? { address: refused.address } : {}),
       },
-      dead ? 'webhook delivery dead' : 'webhook delivery failed; will retry',
+      refused
+        ? 'webhook destination not allowed; delivery dead'
+        : dead
+          ? 'webhook delivery dead'
+          : 'webhook delivery failed; will retry',
     )
   }
 
