@@ -2,7 +2,8 @@
 
 /**
  * How the child sets the service up: `bare` is a plain Fastify route; the
- * others are the service with its caches on (`cached`), L1 off (`redis`), or
+ * others are the service with its caches on (`cached`), an L1 of one entry
+ * (`redis`: many tokens miss it and are answered from Redis), or
  * L1 off and no Redis (`postgres`), or caches on but no verified-JWT cache, so
  * every JWT's signature is checked (`jwt-uncached`).
  */
@@ -12,6 +13,8 @@ export type ServerMode = 'bare' | 'cached' | 'redis' | 'postgres' | 'jwt-uncache
 export interface Tokens {
   opaque: string
   jwt: string
+  /** More opaque sessions: many tokens through an L1 of one entry miss it (the Redis row). */
+  many: string[]
 }
 
 export interface ServerArgs {

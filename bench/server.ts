@@ -75,7 +75,9 @@ async function serviceApp(args: ServerArgs): Promise<{ app: FastifyInstance; tok
     adminApiKey: ADMIN_KEY,
     signingKeyEncryptionKey: randomBytes(32).toString('base64'),
     ...(args.mode === 'postgres' ? {} : { redisUrl: args.redisUrl, redisKeyPrefix: args.redisKeyPrefix }),
-    ...(args.mode === 'redis' || args.mode === 'postgres' ? { l1TtlMs: 0 } : {}),
+    // A bound of 0 caches nothing (not even in Redis): Redis answers only what L1 does not hold.
+    ...(args.mode === 'redis' ? { l1MaxEntries: 1 } : {}),
+    ...(args.mode === 'postgres' ? { l1TtlMs: 0 } : {}),
     ...(args.mode === 'jwt-uncached' ? { jwtVerifiedCacheEntries: 0 } : {}),
     // The load generator is the gateway, on loopback.
     forwardAuthSecret: GATEWAY_SECRET,
@@ -92,7 +94,11 @@ async function serviceApp(args: ServerArgs): Promise<{ app: FastifyInstance; tok
   }
   const opaque = (await open(openSessionBody('bench-user'))).token as string
   const jwt = (await open(openSessionBody('bench-user', 'jwt'))).access_token as string
-  return { app, tokens: { opaque, jwt } }
+  const many: string[] = []
+  if (args.mode === 'redis') {
+    for (let i = 0; i < 200; i++) many.push((await open(openSessionBody(`bench-user-${i}`))).token as string)
+  }
+  return { app, tokens: { opaque, jwt, many } }
 }
 
 /** Redis connects in the background; a scenario meant to hit it must not start on the fallback path. */
