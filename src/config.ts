@@ -1,4 +1,4 @@
-import { type Static, type TSchema, Type } from '@sinclair/typebox'
+import { type Static, type TLiteral, type TSchema, Type } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import ipaddr from 'ipaddr.js'
 
@@ -13,10 +13,14 @@ const env = (name: string, description: string, extra: Record<string, unknown> =
   ...extra,
 })
 
-const LogLevel = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l))
+/** The members of a union of strings, each keeping its literal type (a plain `.map` widens them to string). */
+const literals = <const T extends readonly string[]>(values: T) =>
+  values.map((v) => Type.Literal(v)) as { -readonly [K in keyof T]: TLiteral<T[K]> }
 
-const DriftPolicy = ['ignore', 'record', 'suspend'].map((p) => Type.Literal(p))
-const LimitAction = ['evict_oldest', 'evict_least_recently_used', 'reject'].map((p) => Type.Literal(p))
+const LogLevel = literals(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+
+const DriftPolicy = literals(['ignore', 'record', 'suspend'])
+const LimitAction = literals(['evict_oldest', 'evict_least_recently_used', 'reject'])
 
 export const ConfigSchema = Type.Object({
   host: Type.String(env('HOST', 'Address to listen on', { default: '127.0.0.1', minLength: 1 })),
@@ -135,7 +139,7 @@ export const ConfigSchema = Type.Object({
     ),
   ),
   jwtAlgorithm: Type.Union(
-    ['EdDSA', 'ES256', 'RS256'].map((a) => Type.Literal(a)),
+    literals(['EdDSA', 'ES256', 'RS256']),
     env('JWT_ALGORITHM', 'Algorithm of new signing keys (a change takes effect with a new key at start)', {
       default: 'EdDSA',
     }),

@@ -91,7 +91,7 @@ export function judgeDrift(
   required: Required = {},
 ): Verdict {
   const verdict: Verdict = { drifted: [], uaUpdated: false }
-  const uaPolicy = binding.user_agent ?? (settings.uaDriftPolicy as DriftPolicy)
+  const uaPolicy = binding.user_agent ?? settings.uaDriftPolicy
   if (bound.user_agent && uaPolicy !== 'ignore') {
     if (!userAgent) {
       if (required.user_agent && uaPolicy === 'suspend')
@@ -103,7 +103,7 @@ export function judgeDrift(
       else verdict.uaUpdated = isNewer(presented, bound.device)
     }
   }
-  const ipPolicy = binding.ip ?? (settings.ipDriftPolicy as DriftPolicy)
+  const ipPolicy = binding.ip ?? settings.ipDriftPolicy
   if (bound.ip && ipPolicy !== 'ignore') {
     if (!ip) {
       if (required.ip && ipPolicy === 'suspend') verdict.drifted.push({ dimension: 'ip', policy: ipPolicy })

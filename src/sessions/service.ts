@@ -224,7 +224,7 @@ export function createSessionService({
   async function store(
     session: Parameters<SessionRepository['insert']>[0],
     refreshRow: Parameters<SessionRepository['insert']>[1],
-    limit: { max: number; action: string },
+    limit: { max: number; action: Config['sessionLimitAction'] },
     nowMs: number,
   ): Promise<SessionRow> {
     if (limit.max <= 0) return repo.insert(session, refreshRow)
