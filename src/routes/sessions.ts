@@ -4,6 +4,7 @@ import { allows } from '../api-keys/api-keys.ts'
 import type { Clock } from '../clock.ts'
 import { nextTurn } from '../next-turn.ts'
 import { withErrors } from '../schemas.ts'
+import type { Issued, JwtPair } from '../sessions/model.ts'
 import {
   IntrospectBody,
   IntrospectReply,
@@ -17,7 +18,7 @@ import {
   SessionView,
   SuspendBody,
 } from '../sessions/schemas.ts'
-import type { Issued, JwtPair, SessionService } from '../sessions/service.ts'
+import type { SessionService } from '../sessions/service.ts'
 import { sessionView } from './views.ts'
 
 /** A JWT login's or a refresh's answer on the wire. */

@@ -1,4 +1,4 @@
-import type { SessionRow } from '../sessions/repository.ts'
+import type { SessionRow } from '../sessions/model.ts'
 import { expiresAt, type SessionService } from '../sessions/service.ts'
 
 /** A stored session shaped for the wire (the response schema then drops anything not listed). */

@@ -1,6 +1,6 @@
 import { LRUCache } from 'lru-cache'
 import type { Config } from '../config.ts'
-import type { SessionRow } from './repository.ts'
+import type { SessionRow } from './model.ts'
 import type { SigningKeys } from './signing-keys.ts'
 import { hashToken } from './tokens.ts'
 

@@ -5,7 +5,8 @@ import type { Log } from '../logger.ts'
 import type { Metrics } from '../metrics.ts'
 import type { RedisConnection } from '../redis.ts'
 import type { FeedHandlers, InvalidationFeed } from './invalidation-feed.ts'
-import type { CacheRead, SessionRow } from './repository.ts'
+import type { SessionRow } from './model.ts'
+import type { CacheRead } from './repository.ts'
 
 /**
  * The seam between the sessions domain and whatever caches introspection

@@ -1,14 +1,6 @@
 import { LRUCache } from 'lru-cache'
 import { UAParser } from 'ua-parser-js'
-
-export interface Device {
-  browser: string | null
-  browser_version: string | null
-  os: string | null
-  os_version: string | null
-  /** ua-parser-js device type (mobile, tablet, …); a browser with none is a desktop. */
-  type: string
-}
+import type { Device } from './model.ts'
 
 const parsed = new LRUCache<string, Device>({ max: 5000 })
 

@@ -1,30 +1,8 @@
 import type ipaddr from 'ipaddr.js'
 import { parseAddress } from '../addresses.ts'
 import type { Config } from '../config.ts'
-import { type Device, parseDevice } from './device.ts'
-
-export type DriftPolicy = 'ignore' | 'record' | 'suspend'
-
-/** Per-session overrides of the drift settings, chosen at login (`binding`). */
-export interface Binding {
-  user_agent?: DriftPolicy
-  ip?: DriftPolicy
-  ipv4_prefix?: number
-  ipv6_prefix?: number
-}
-
-/** The client a session is bound to, or one that presents its token. */
-export interface Client {
-  ip: string | null
-  user_agent: string | null
-  device: Device
-}
-
-/** Dimensions whose absence from a use is judged as drift (forward-auth: the gateway always passes them on). */
-export interface Required {
-  ip?: boolean
-  user_agent?: boolean
-}
+import { parseDevice } from './device.ts'
+import type { Binding, Client, Device, Required } from './model.ts'
 
 /** What a use from `client` means for a session bound to another. */
 export interface Verdict {

@@ -1,6 +1,7 @@
 import type { Clock } from '../clock.ts'
 import type { Config } from '../config.ts'
-import type { EndedSession, SessionRepository } from './repository.ts'
+import type { ChangedSession } from './model.ts'
+import type { SessionRepository } from './repository.ts'
 
 const BATCH = 1000
 const DAY_MS = 86_400_000
@@ -15,7 +16,7 @@ interface Deps {
   clock: Clock
   config: Pick<Config, 'writeBehindIntervalMs' | 'purgeRetentionDays' | 'eventRetentionDays'>
   /** Drops sessions that were just marked expired from the caches. */
-  invalidate(ended: EndedSession[]): Promise<unknown>
+  invalidate(ended: ChangedSession[]): Promise<unknown>
 }
 
 /**

@@ -1,37 +1,5 @@
 import type { Sql } from '../db/connect.ts'
-import type { Device } from './device.ts'
-import type { Binding, Client } from './drift.ts'
-
-/** A session as stored (never with its token hash: that stays in the repository). */
-export interface SessionRow {
-  id: string
-  user_id: string
-  status: 'active' | 'suspended' | 'revoked' | 'expired'
-  token_type: 'opaque' | 'jwt'
-  /** Where the session was last seen from. */
-  ip: string | null
-  /** The address the session is bound to: drift is judged against it (see drift.ts). */
-  bound_ip: string | null
-  user_agent: string | null
-  device: Device
-  metadata: Record<string, unknown>
-  /** Metadata keys copied into the session's access JWTs (JWT sessions). */
-  access_claims: string[]
-  /** The API key that opened the session. */
-  client_id: string | null
-  /** Per-session overrides of the drift policies. */
-  binding: Binding
-  suspended_at: Date | null
-  suspension_reason: string | null
-  idle_timeout_seconds: number
-  absolute_lifetime_seconds: number
-  created_at: Date
-  last_seen_at: Date
-  idle_expires_at: Date
-  absolute_expires_at: Date
-  ended_at: Date | null
-  end_reason: string | null
-}
+import type { ChangedSession, Client, SessionRow } from './model.ts'
 
 export interface NewSession
   extends Omit<SessionRow, 'status' | 'ended_at' | 'end_reason' | 'suspended_at' | 'suspension_reason'> {
@@ -76,14 +44,6 @@ export type EventType =
 export interface CacheRead {
   session: SessionRow | null
   readAt: number
-}
-
-/** What a state change ended, so the cache can drop it. */
-export interface EndedSession {
-  id: string
-  user_id: string
-  /** Null for a JWT session (cached by id instead). */
-  token_hash: Buffer | null
 }
 
 const COLUMNS = [
@@ -210,9 +170,9 @@ export function createSessionRepository(sql: Sql) {
     reason: string,
     now: Date,
     limit: number | null = null,
-  ): Promise<EndedSession[]> {
+  ): Promise<ChangedSession[]> {
     const type: EventType = status === 'revoked' ? 'session.revoked' : 'session.expired'
-    const ended = await sql<EndedSession[]>`
+    const ended = await sql<ChangedSession[]>`
       with target as (
         select id from sessions where ${filterOf(where)} and status in ('active', 'suspended')
         ${limit === null ? sql`` : sql`limit ${limit}`}
@@ -342,8 +302,8 @@ export function createSessionRepository(sql: Sql) {
     reason: string,
     data: Record<string, unknown>,
     now: Date,
-  ): Promise<EndedSession | undefined> {
-    const [row] = await sql<EndedSession[]>`
+  ): Promise<ChangedSession | undefined> {
+    const [row] = await sql<ChangedSession[]>`
       with changed as (
         update sessions set status = 'suspended', suspended_at = ${now}, suspension_reason = ${reason}
         where id = ${id} and status = 'active' and absolute_expires_at > ${now}
@@ -357,8 +317,8 @@ export function createSessionRepository(sql: Sql) {
   }
 
   /** Makes a suspended session active again, bound to `client` when one is given, with the event. */
-  async function resume(id: string, client: Client | null, now: Date): Promise<EndedSession | undefined> {
-    const [row] = await sql<EndedSession[]>`
+  async function resume(id: string, client: Client | null, now: Date): Promise<ChangedSession | undefined> {
+    const [row] = await sql<ChangedSession[]>`
       with before as (
         select id, host(bound_ip) as ip, user_agent, device from sessions
         where id = ${id} and status = 'suspended' and absolute_expires_at > ${now}
@@ -389,8 +349,8 @@ export function createSessionRepository(sql: Sql) {
     client: Client,
     event: { type: EventType; data: Record<string, unknown> } | null,
     now: Date,
-  ): Promise<EndedSession | undefined> {
-    const [row] = await sql<EndedSession[]>`
+  ): Promise<ChangedSession | undefined> {
+    const [row] = await sql<ChangedSession[]>`
       with changed as (
         update sessions set ip = coalesce(${client.ip}::inet, ip), bound_ip = ${client.ip},
           user_agent = ${client.user_agent},
@@ -435,8 +395,8 @@ export function createSessionRepository(sql: Sql) {
    * Marks up to `limit` sessions that ran out but were never seen again as
    * expired, with their events. Rows another purge holds are skipped.
    */
-  async function expireOverdue(now: Date, idleBefore: Date, limit: number): Promise<EndedSession[]> {
-    const ended = await sql<EndedSession[]>`
+  async function expireOverdue(now: Date, idleBefore: Date, limit: number): Promise<ChangedSession[]> {
+    const ended = await sql<ChangedSession[]>`
       with target as (
         select id, case when absolute_expires_at <= ${now} then 'absolute_lifetime' else 'idle_timeout' end as reason
         from sessions

@@ -10,9 +10,18 @@ import type { AccessClaims, AccessTokens } from './access-tokens.ts'
 import { RESERVED_CLAIMS } from './access-tokens.ts'
 import type { SessionCache } from './cache.ts'
 import { parseDevice } from './device.ts'
-import { type Binding, type Client, judgeDrift, type Required, type Verdict } from './drift.ts'
+import { judgeDrift, type Verdict } from './drift.ts'
+import type {
+  ChangedSession,
+  Client,
+  ClientInfo,
+  Issued,
+  JwtPair,
+  OpenSessionInput,
+  SessionRow,
+} from './model.ts'
 import { purgeSessions } from './purge.ts'
-import type { CacheRead, EndedSession, RefreshTokenRow, SessionRepository, SessionRow } from './repository.ts'
+import type { CacheRead, RefreshTokenRow, SessionRepository } from './repository.ts'
 import {
   generateOpaqueToken,
   generateRefreshToken,
@@ -22,39 +31,6 @@ import {
   tokenKind,
 } from './tokens.ts'
 import type { WriteBehind } from './write-behind.ts'
-
-export interface OpenSessionInput {
-  user_id: string
-  ip?: string
-  user_agent?: string
-  metadata?: Record<string, unknown>
-  idle_timeout?: number
-  absolute_lifetime?: number
-  token_type?: 'opaque' | 'jwt'
-  binding?: Binding
-  max_sessions?: number
-  on_limit?: 'evict_oldest' | 'evict_least_recently_used' | 'reject'
-  /** Metadata keys to copy into each access JWT as claims (JWT sessions). */
-  access_token_claims?: string[]
-}
-
-/** What a login or a refresh hands out. */
-export type Issued = { token_type: 'opaque'; token: string; session: SessionRow } | JwtPair
-
-export interface JwtPair {
-  token_type: 'jwt'
-  access_token: string
-  access_token_expires_at: Date
-  refresh_token: string
-  session: SessionRow
-}
-
-export interface ClientInfo {
-  ip?: string
-  user_agent?: string
-  /** What the caller always knows, so that its absence is judged as drift (forward-auth; see judgeDrift). */
-  required?: Required
-}
 
 /** An active answer carries the stored row as it is, plus this use: when, and until when it now lasts. */
 export type Introspection =
@@ -236,7 +212,7 @@ export function createSessionService({
         .map((s) => ({ id: s.id, lastUse: lastUse(s), idleExpires: idleExpiry(s, config.idleGraceMs) }))
         .filter((s) => s.idleExpires > now)
       const excess = live.length - limit.max + 1
-      let evicted: EndedSession[] = []
+      let evicted: ChangedSession[] = []
       if (excess > 0) {
         if (limit.action === 'reject') return { rejected: true as const }
         const order =
@@ -363,7 +339,7 @@ export function createSessionService({
     verdict: Verdict,
     client: ClientInfo,
     now: Date,
-  ): Promise<{ session: SessionRow | null; changed: EndedSession[] }> {
+  ): Promise<{ session: SessionRow | null; changed: ChangedSession[] }> {
     const previous = boundClient(session)
     // A value the caller should have had and did not is shown as missing, not as the bound one.
     const presented: Client = {
@@ -448,7 +424,7 @@ export function createSessionService({
 
       // A refresh is a use like an introspection: drift suspends the session (the token stays unspent) or rebinds it.
       let session = locked
-      let changed: EndedSession[] = []
+      let changed: ChangedSession[] = []
       const verdict = judge(session, client, nowMs)
       if (verdict) {
         const drift = await applyDrift(tx, session, verdict, client, now)
@@ -602,7 +578,7 @@ export function createSessionService({
   }
 
   /** After a change in Postgres, drops the sessions from every cache (and, when they ended, their pending bookkeeping). */
-  async function endAndInvalidate(ended: EndedSession[], forget = true): Promise<number> {
+  async function endAndInvalidate(ended: ChangedSession[], forget = true): Promise<number> {
     if (forget) for (const e of ended) touches.forget(e.id)
     await cache.invalidate(ended.map((e) => (e.token_hash ? e.token_hash.toString('hex') : sessionKey(e.id))))
     return ended.length
