@@ -5,8 +5,9 @@ import type { FastifyReply } from 'fastify'
 import { allows } from '../api-keys/api-keys.ts'
 import { Errors } from '../errors.ts'
 import { withErrors } from '../schemas.ts'
+import type { Introspection } from '../sessions/introspection.ts'
 import { Ip, UserAgent } from '../sessions/schemas.ts'
-import type { Introspection, SessionService } from '../sessions/service.ts'
+import type { SessionService } from '../sessions/service.ts'
 import { tokenKind } from '../sessions/tokens.ts'
 
 const tags = ['standards']

@@ -1,5 +1,6 @@
+import { expiresAt } from '../sessions/expiry.ts'
 import type { SessionRow } from '../sessions/model.ts'
-import { expiresAt, type SessionService } from '../sessions/service.ts'
+import type { SessionService } from '../sessions/service.ts'
 
 /** A stored session shaped for the wire (the response schema then drops anything not listed). */
 export function sessionView(session: SessionRow, currentId?: string) {

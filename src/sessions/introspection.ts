@@ -1,0 +1,132 @@
+import { performance } from 'node:perf_hooks'
+import type { AccessClaims } from './access-tokens.ts'
+import type { SessionContext } from './context.ts'
+import { expiresAt } from './expiry.ts'
+import { sessionKey } from './invalidation.ts'
+import type { ClientInfo, SessionRow } from './model.ts'
+import { presentedClient } from './presented-client.ts'
+import type { CacheRead } from './repository.ts'
+import { hashToken, hashTokenBytes, tokenKind } from './tokens.ts'
+
+/** An active answer carries the stored row as it is, plus this use: when, and until when it now lasts. */
+export type Introspection =
+  | { active: false; reason?: 'suspended' }
+  | { active: true; session: SessionRow; seenAt: Date; expiresAt: Date; claims: AccessClaims | null }
+
+const INACTIVE: Introspection = { active: false }
+const SUSPENDED: Introspection = { active: false, reason: 'suspended' }
+
+/** Is this token good right now: the check behind every introspection, and drift judged on the way. */
+export function createIntrospection({
+  repo,
+  cache,
+  touches,
+  clock,
+  access,
+  config,
+  log,
+  expiry,
+  invalidation,
+  drift,
+}: SessionContext) {
+  const { idleExpiry, slide, ranOut, withLocalUse } = expiry
+  const { invalidateEnded, invalidateChanged } = invalidation
+  const { judge, applyDrift } = drift
+
+  /**
+   * Is this token good right now? Unknown, malformed, expired and ended tokens
+   * are all simply inactive. Both expiries are checked on every call; a
+   * successful check slides the idle expiry (written behind, not waited for).
+   */
+  async function introspect(token: string, given: ClientInfo = {}): Promise<Introspection> {
+    const client = presentedClient(given)
+    const kind = tokenKind(token)
+    if (kind === 'opaque') {
+      const key = hashToken(token)
+      return check(
+        key,
+        () => repo.readForCache({ tokenHash: Buffer.from(key, 'hex') }),
+        clock.now(),
+        client,
+        null,
+      )
+    }
+    if (kind !== 'jwt') return INACTIVE
+    const verified = access.verify(token)
+    const claims = verified instanceof Promise ? await verified : verified
+    const nowMs = clock.now()
+    if (!claims || !access.timely(claims, nowMs)) return INACTIVE
+    return check(sessionKey(claims.sid), () => repo.readForCache({ id: claims.sid }), nowMs, client, claims)
+  }
+
+  /** The session behind a token, through the cache: live, not expired, and (for a JWT) the one it names. */
+  async function check(
+    key: string,
+    load: () => Promise<CacheRead>,
+    nowMs: number,
+    client: ClientInfo,
+    claims: AccessClaims | null,
+  ): Promise<Introspection> {
+    let session = cache.peek(key)
+    if (session === undefined) session = await cache.lookup(key, load, nowMs)
+    if (session === null) return INACTIVE
+    if (claims && (session.token_type !== 'jwt' || session.user_id !== claims.sub)) return INACTIVE
+    if (session.status !== 'active') return session.status === 'suspended' ? SUSPENDED : INACTIVE
+    const now = new Date(nowMs)
+    if (session.absolute_expires_at <= now) return expire(session, 'absolute_lifetime', now)
+
+    if (idleExpiry(session) <= now) {
+      // A cached row's last use may be old: only a fresh read can say the session really idled out.
+      const readStartedAt = performance.now()
+      const fresh = await repo.findById(session.id)
+      if (fresh?.status !== 'active') return INACTIVE
+      session = fresh
+      cache.refresh(key, fresh, readStartedAt)
+      if (idleExpiry(fresh, config.idleGraceMs) <= now) return expire(fresh, 'idle_timeout', now)
+    }
+
+    const verdict = judge(session, client, nowMs)
+    if (verdict) {
+      const outcome = await applyDrift(repo, session, verdict, client, now)
+      await invalidateChanged(outcome.changed)
+      if (outcome.session === null) return SUSPENDED
+      session = outcome.session
+    }
+
+    touches.record(session.id, now, client.ip ?? null)
+    let expiresAt = slide(session, nowMs)
+    if (claims && claims.exp * 1000 < expiresAt.getTime()) expiresAt = new Date(claims.exp * 1000)
+    return { active: true, session, seenAt: now, expiresAt, claims }
+  }
+
+  /** Records that a session ran out (once), without holding up the answer, which is "inactive" either way. */
+  function expire(session: SessionRow, reason: string, now: Date): Introspection {
+    repo
+      .end({ ids: [session.id] }, 'expired', reason, now)
+      .then((ended) => invalidateEnded(ended))
+      .catch((err: unknown) => log.warn({ err, sessionId: session.id }, 'could not record session expiry'))
+    return INACTIVE
+  }
+
+  /**
+   * Is this refresh token good right now (RFC 7662 asks this of any token)?
+   * Unspent, and its session live. Looking does not count as a use.
+   */
+  async function introspectRefreshToken(token: string): Promise<Introspection> {
+    if (tokenKind(token) !== 'refresh') return INACTIVE
+    const row = await repo.findRefreshToken(hashTokenBytes(token))
+    if (!row || row.spent_at !== null) return INACTIVE
+    const session = await repo.findById(row.session_id)
+    const now = new Date(clock.now())
+    if (session?.status !== 'active' || ranOut(session, now)) return INACTIVE
+    return {
+      active: true,
+      session,
+      seenAt: row.issued_at,
+      expiresAt: expiresAt(withLocalUse(session)),
+      claims: null,
+    }
+  }
+
+  return { introspect, introspectRefreshToken }
+}
