@@ -28,15 +28,6 @@ export interface SessionCache {
   close(): Promise<void>
 }
 
-/** No cache at all: every introspection reads Postgres. */
-export const noCache: SessionCache = {
-  peek: () => undefined,
-  lookup: async (_key, load) => (await load()).session,
-  refresh: () => {},
-  invalidate: async () => {},
-  close: async () => {},
-}
-
 export interface CacheOptions {
   /**
    * L1 entry lifetime and the staleness bound: no answer comes from a copy of
