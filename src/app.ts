@@ -119,7 +119,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     // Timeouts, oversized headers and broken HTTP are answered in the one error shape too.
     clientErrorHandler: clientErrorHandler(config.requestTimeoutMs),
     // Starting the embedded Postgres (WebAssembly) can take a while on a small, busy machine.
-    pluginTimeout: 60_000,
+    pluginTimeout: 180_000,
     requestIdHeader: false,
     // X-Forwarded-For is believed from these peers only (request.ip); none by default.
     ...(config.trustProxy ? { trustProxy: config.trustProxy } : {}),

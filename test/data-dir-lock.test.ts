@@ -10,7 +10,7 @@ import { freePort, startCli, stop, waitForOk } from './fixtures/process.ts'
 import { ADMIN_KEY, auth } from './helper.ts'
 
 /** Embedded Postgres starts slowly on a small, busy machine. */
-const START_MS = 120_000
+const START_MS = 240_000
 
 async function tempDataDir(t: TestContext) {
   const dataDir = await mkdtemp(join(tmpdir(), 'sa-lock-'))

@@ -33,7 +33,7 @@ test('with no DATABASE_URL the service runs on embedded Postgres and keeps its d
 
   const first = startCli(['serve'], env)
   t.after(() => stop(first.child))
-  await waitForOk(`${base}/readyz`, first.child, 90_000, first.output)
+  await waitForOk(`${base}/readyz`, first.child, 240_000, first.output)
   assert.match(first.output(), /embedded Postgres/)
 
   const kept = await call(base, 'POST', '/v1/sessions', { user_id: 'alice', user_agent: CHROME_WINDOWS })
@@ -65,7 +65,7 @@ test('with no DATABASE_URL the service runs on embedded Postgres and keeps its d
 
   const second = startCli(['serve'], env)
   t.after(() => stop(second.child))
-  await waitForOk(`${base}/readyz`, second.child, 90_000, second.output)
+  await waitForOk(`${base}/readyz`, second.child, 240_000, second.output)
   const after = await call(base, 'POST', '/v1/sessions/introspect', { token: kept.body.token })
   assert.equal(after.body.active, true)
   // The signing key survived too: the access JWT still verifies.
