@@ -91,8 +91,8 @@ export async function startServer(args: ServerArgs): Promise<Server> {
       async stats() {
         const answer = reply(child, 'stats', REPLY_TIMEOUT_MS)
         send({ type: 'stats' })
-        const { rss, loopDelayMaxMs, answered } = await answer
-        return { rss, loopDelayMaxMs, answered }
+        const { rss, cpuMicros, loopDelayMaxMs, answered } = await answer
+        return { rss, cpuMicros, loopDelayMaxMs, answered }
       },
       async stop() {
         stopping = true

@@ -20,6 +20,8 @@ export interface Load {
 
 export interface Measurement {
   rps: number
+  /** Every answer in the window, whatever its status (the server spent CPU on each). */
+  requests: number
   p50: number
   p99: number
   non2xx: number
@@ -84,6 +86,7 @@ export async function measure(load: Load): Promise<Measurement> {
     .join(', ')
   return {
     rps: result.requests.average,
+    requests: result.requests.total,
     p50: percentile(sorted, 50),
     p99: percentile(sorted, 99),
     non2xx: result.non2xx,

@@ -36,6 +36,8 @@ export interface Answered {
 export interface Stats {
   /** Resident set size of the server process, bytes. */
   rss: number
+  /** CPU time (user + system) the server process has used since it started, µs. */
+  cpuMicros: number
   /** The longest the server's event loop was blocked since the previous reading, ms. */
   loopDelayMaxMs: number
   /** Null for the bare route, which has no cache. */

@@ -131,6 +131,7 @@ async function runScenarios(): Promise<{ rows: Row[]; bareRps: number }> {
         measured,
         rate,
         rss: after.rss,
+        cpuPerRequestUs: (after.cpuMicros - before.cpuMicros) / Math.max(1, measured.requests),
         loopDelayMaxMs: after.loopDelayMaxMs,
         answered: delta(before.answered, after.answered),
       })
@@ -175,6 +176,9 @@ async function main(): Promise<number> {
     `- The bare route did ${bares.join(' then ')} req/s: ratios are no steadier than that.`,
     '- ratio to bare: to the first bare row (targets are judged on it). to bare, same request: to a bare row',
     '  sent requests of the same shape and size (a JWT-sized body; a GET with the gateway headers), stricter.',
+    "- server CPU µs/req: the server process's user + system time in the measured window over the answers",
+    "  in it; steadier than req/s on a busy machine (the load generator's share does not enter it). CPU × bare,",
+    '  same request: that over the bare row sent the same request (else the first bare row).',
     '- answered from: where the service answered introspections in the measured window (its own counters).',
     '- loop stall: the longest the server event loop was blocked in the measured window.',
     "- Fixed-rate row: autocannon spends each connection's per-second quota as fast as it can, so the",

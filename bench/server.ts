@@ -153,9 +153,11 @@ async function main() {
     if (message.type === 'stop') void stop()
     else if (message.type === 'stats') {
       const rss = process.memoryUsage().rss
+      const { user, system } = process.cpuUsage()
       const loopDelayMaxMs = loopDelay.max / 1e6
       loopDelay.reset()
-      const reply = (a: Answered | null) => send({ type: 'stats', rss, loopDelayMaxMs, answered: a })
+      const reply = (a: Answered | null) =>
+        send({ type: 'stats', rss, cpuMicros: user + system, loopDelayMaxMs, answered: a })
       if (args.mode === 'bare') reply(null)
       else void answered(app, args.mode !== 'postgres').then(reply)
     }

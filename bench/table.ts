@@ -9,6 +9,12 @@ export interface Row {
   rate?: number
   /** Server RSS at the end of the row, bytes. */
   rss: number
+  /**
+   * Server CPU time (user + system) in the measured window over the answers in
+   * it, µs: steadier than req/s on a busy machine, since the load generator's
+   * share of the CPU does not enter it.
+   */
+  cpuPerRequestUs: number
   /** The server's longest event-loop stall in the measured window, ms. */
   loopDelayMaxMs: number
   /** Where introspections were answered during the measured window (null: no cache involved). */
@@ -61,8 +67,11 @@ function judge(row: Row, ratio: number): { target: string; met: string } {
 
 /** The results as one Markdown table. */
 export function markdown(rows: Row[], bareRps: number): string {
-  const sameRequestRps = (row: Row) =>
-    rows.find((r) => r.scenario.name === row.scenario.baseline)?.measured.rps
+  const baselineOf = (row: Row) => rows.find((r) => r.scenario.name === row.scenario.baseline)
+  const sameRequestRps = (row: Row) => baselineOf(row)?.measured.rps
+  // CPU is compared with the bare route sent the same request, else with the first bare row.
+  const bareCpu = rows.find((r) => r.scenario.mode === 'bare')?.cpuPerRequestUs
+  const cpuBaseline = (row: Row) => baselineOf(row)?.cpuPerRequestUs ?? bareCpu
   const header = [
     'scenario',
     'req/s',
@@ -70,6 +79,8 @@ export function markdown(rows: Row[], bareRps: number): string {
     'p99 ms',
     'ratio to bare',
     'to bare, same request',
+    'server CPU µs/req',
+    'CPU × bare, same request',
     'target',
     'met',
     'answered from',
@@ -91,6 +102,8 @@ export function markdown(rows: Row[], bareRps: number): string {
       fixed(m.p99, 2),
       fixed(ratio, 2),
       sameRequest ? fixed(m.rps / sameRequest, 2) : '—',
+      fixed(row.cpuPerRequestUs, 1),
+      row.scenario.mode === 'bare' ? '—' : fixed(row.cpuPerRequestUs / (cpuBaseline(row) ?? Number.NaN), 2),
       target,
       met,
       answeredFrom(row.answered),
@@ -102,6 +115,6 @@ export function markdown(rows: Row[], bareRps: number): string {
     ]
   })
   // Text columns left, numbers right.
-  const rule = header.map((_, i) => ([0, 6, 7, 8].includes(i) ? '---' : '---:'))
+  const rule = header.map((_, i) => ([0, 8, 9, 10].includes(i) ? '---' : '---:'))
   return [header, rule, ...lines].map((cells) => `| ${cells.join(' | ')} |`).join('\n')
 }
