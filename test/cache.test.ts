@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { test } from 'node:test'
+import { type TestContext, test } from 'node:test'
 import { Redis } from 'ioredis'
+import type { Config } from '../src/config.ts'
 import {
+  appBehindPostgresProxy,
   auth,
   buildTestApp,
   eventually,
@@ -208,23 +210,27 @@ test('/metrics exposes latency, cache, invalidation, write-behind and store heal
   assert.ok(!res.body.includes(token))
 })
 
-test('a request that arrives after a revocation never gets the answer of a read begun before it', async (t) => {
-  const { startTcpProxy } = await import('./fixtures/tcp-proxy.ts')
-  const proxy = await startTcpProxy({ host: '127.0.0.1', port: 5432 })
-  t.after(() => proxy.close())
-  const settings = { l1TtlMs: 60_000 }
+/**
+ * Two replicas of one schema and a session opened on the direct one; the slow
+ * one reaches Postgres through a proxy whose replies the test can hold, with
+ * one pooled connection, opened first (migrations), before the feed's own.
+ * The slow replica knows the caller's key and has the lookup statement
+ * prepared, so a held read is one that Postgres has already answered.
+ */
+async function directAndSlow(t: TestContext, settings: Partial<Config>) {
   const direct = await buildTestApp(t, settings)
-  const slow = await buildTestApp(t, {
+  const { app: slow, proxy } = await appBehindPostgresProxy(t, {
     ...settings,
     dbSchema: direct.config.dbSchema,
-    databaseUrl: `postgres://postgres@127.0.0.1:${proxy.port}/test`,
-    // One pooled connection, opened first (migrations); the feed's own connections come after it.
     dbPoolMax: 1,
   })
   const { token, session } = await openSession(direct.app)
-  // The slow replica knows the caller's key and has the lookup statement prepared, so the
-  // held read below is one that Postgres has already answered.
-  await introspect(slow.app, `sat_${'A'.repeat(43)}`)
+  await introspect(slow, `sat_${'A'.repeat(43)}`)
+  return { direct, slow: { app: slow }, proxy, token, session }
+}
+
+test('a request that arrives after a revocation never gets the answer of a read begun before it', async (t) => {
+  const { direct, slow, proxy, token, session } = await directAndSlow(t, { l1TtlMs: 60_000 })
 
   // The read's query runs in Postgres now, before the revocation; its reply is held back
   // (only the pool's: the feed still hears of the revocation).
@@ -248,19 +254,8 @@ test('a request that arrives after a revocation never gets the answer of a read 
 })
 
 test('a request never joins a read older than the bound, even when the replica has heard nothing', async (t) => {
-  const { startTcpProxy } = await import('./fixtures/tcp-proxy.ts')
-  const proxy = await startTcpProxy({ host: '127.0.0.1', port: 5432 })
-  t.after(() => proxy.close())
   const settings = { l1TtlMs: 300 }
-  const direct = await buildTestApp(t, settings)
-  const slow = await buildTestApp(t, {
-    ...settings,
-    dbSchema: direct.config.dbSchema,
-    databaseUrl: `postgres://postgres@127.0.0.1:${proxy.port}/test`,
-    dbPoolMax: 1,
-  })
-  const { token, session } = await openSession(direct.app)
-  await introspect(slow.app, `sat_${'A'.repeat(43)}`)
+  const { direct, slow, proxy, token, session } = await directAndSlow(t, settings)
 
   // Every reply to the slow replica is held, its feed's included: it cannot hear of the revocation.
   proxy.holdReplies()
