@@ -8,6 +8,7 @@ import { buildApp } from '../src/app.ts'
 import { manualClock } from '../src/clock.ts'
 import { buildConfig, type Config } from '../src/config.ts'
 import { loggerOptions } from '../src/logger.ts'
+import { freePort, startCli, waitForOk } from './fixtures/process.ts'
 import { startTcpProxy } from './fixtures/tcp-proxy.ts'
 
 /** The machine's Postgres and Redis; override with TEST_DATABASE_URL / TEST_REDIS_URL. */
@@ -199,4 +200,35 @@ export async function appBehindPostgresProxy(t: TestContext, overrides: Partial<
     await proxy.close()
     throw err
   }
+}
+
+/**
+ * `session-authority serve` as a process of its own, on a private schema of the
+ * test database (with the test key and key-encryption key, plus `env`),
+ * answering on `base`. After the test it is killed, if it still runs, and its
+ * schema dropped.
+ */
+export async function serveProcess(t: TestContext, env: Record<string, string>, startMs = 60_000) {
+  const schema = uniqueSchema()
+  const port = await freePort()
+  const base = `http://127.0.0.1:${port}`
+  const run = startCli(['serve'], {
+    PORT: String(port),
+    DATABASE_URL,
+    DB_SCHEMA: schema,
+    ADMIN_API_KEY: ADMIN_KEY,
+    SIGNING_KEY_ENCRYPTION_KEY: TEST_KEK,
+    ...env,
+  })
+  t.after(async () => {
+    const { child } = run
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((resolve) => child.once('exit', resolve))
+      child.kill('SIGKILL')
+      await exited
+    }
+    await dropSchema(schema)
+  })
+  await waitForOk(`${base}/readyz`, run.child, startMs, run.output)
+  return { ...run, base, schema }
 }

@@ -58,6 +58,42 @@ function redisClient(t: TestContext) {
   return redis
 }
 
+/**
+ * Opens a session on `app` and introspects it there, which writes it to Redis
+ * behind the answer; returns it once it is there, with its key and value.
+ */
+async function sessionInRedis(app: FastifyInstance, redis: Redis, prefix: string) {
+  const opened = await openSession(app, { user_id: 'alice' })
+  assert.equal((await introspect(app, opened.token)).active, true)
+  const key = tokenKey(prefix, opened.token)
+  await eventually(async () => (await redis.exists(key)) === 1, 5000, 'the session is in Redis')
+  return { ...opened, key, value: (await redis.get(key)) as string }
+}
+
+/**
+ * Puts a stale copy back into Redis and asks `replica` until it has asked Redis
+ * (only while its feed is live, which a busy machine may briefly not be) and
+ * turned the copy down: each answer must be inactive.
+ */
+async function turnsDown(
+  replica: FastifyInstance,
+  redis: Redis,
+  stale: { key: string; value: string; token: string },
+) {
+  const rejected = await metric(replica, 'session_cache_l2_rejected_total', 'reason="stale"')
+  await eventually(
+    async () => {
+      await redis.set(stale.key, stale.value, 'PX', 60_000)
+      // Past any L1 entry (the tests' L1_TTL_MS is 200 ms).
+      await sleep(250)
+      assert.equal((await introspect(replica, stale.token)).active, false)
+      return (await metric(replica, 'session_cache_l2_rejected_total', 'reason="stale"')) > rejected
+    },
+    15_000,
+    'the stale copy is asked for and refused',
+  )
+}
+
 test('a forged Redis value, or a genuine one copied to another token, is a miss: never active, counted', async (t) => {
   const settings: Partial<Config> = {
     ...redisSettings(),
@@ -70,11 +106,8 @@ test('a forged Redis value, or a genuine one copied to another token, is a miss:
   const redis = redisClient(t)
 
   // A real session, so there is a genuine value to steal and a realistic row to forge.
-  const real = await openSession(app, { user_id: 'alice' })
-  assert.equal((await introspect(app, real.token)).active, true)
-  const realKey = tokenKey(prefix, real.token)
-  await eventually(async () => (await redis.exists(realKey)) === 1, 5000, 'the session is in Redis')
-  const genuine = (await redis.get(realKey)) as string
+  const real = await sessionInRedis(app, redis, prefix)
+  const { key: realKey, value: genuine } = real
   const [readAt, mac, ...rest] = genuine.split(':')
   const row = JSON.parse(rest.join(':'))
   const forgedRow = JSON.stringify({ ...row, user_id: 'root-admin' })
@@ -116,35 +149,23 @@ test('Redis back with a copy from before a revocation: ignored by a replica that
   await feedLive(a.app)
   await feedLive(b.app)
   const redis = redisClient(t)
-  const { token, session } = await openSession(a.app)
-  assert.equal((await introspect(a.app, token)).active, true)
-  const key = tokenKey(prefix, token)
-  await eventually(async () => (await redis.exists(key)) === 1, 5000, 'the session is in Redis')
-  const before = (await redis.get(key)) as string
-  assert.match(before, /"status":"active"/)
+  const stale = await sessionInRedis(a.app, redis, prefix)
+  assert.match(stale.value, /"status":"active"/)
 
-  const revoked = await revokeSession(a.app, session.id)
-  assert.equal(revoked.statusCode, 200)
-  /**
-   * As if Redis had been partitioned away during the revocation and came back
-   * with its data: the stale copy is put back, and each replica asked until
-   * one asks Redis (only while its feed is live, which a busy machine may
-   * briefly not be) and turns the copy down.
-   */
-  const turnsDown = async (replica: FastifyInstance) => {
-    await redis.set(key, before, 'PX', 60_000)
-    await sleep(settings.l1TtlMs + 50)
-    assert.equal((await introspect(replica, token)).active, false)
-    return (await metric(replica, 'session_cache_l2_rejected_total', 'reason="stale"')) >= 1
-  }
-  for (const replica of [a, b]) await eventually(() => turnsDown(replica.app), 15_000, 'stale copy refused')
+  // As if Redis had been partitioned away during the revocation and came back with its data.
+  assert.equal((await revokeSession(a.app, stale.session.id)).statusCode, 200)
+  for (const replica of [a, b]) await turnsDown(replica.app, redis, stale)
 
   // A replica started after the revocation never heard of it: the copy predates its feed.
-  await redis.set(key, before, 'PX', 60_000)
+  await redis.set(stale.key, stale.value, 'PX', 60_000)
   const c = await buildTestApp(t, { ...settings, dbSchema: a.config.dbSchema })
-  await eventually(() => turnsDown(c.app), 15_000, 'a new replica refuses the stale copy')
+  await turnsDown(c.app, redis, stale)
   // The stale copy is replaced by a newer read, not left for the next replica to trip over.
-  await eventually(async () => /"status":"revoked"/.test((await redis.get(key)) ?? ''), 5000, 'refilled')
+  await eventually(
+    async () => /"status":"revoked"/.test((await redis.get(stale.key)) ?? ''),
+    5000,
+    'refilled',
+  )
 })
 
 test('a copy written to Redis late (a delayed fill) is refused by its age, long after the change was heard', async (t) => {
@@ -154,19 +175,12 @@ test('a copy written to Redis late (a delayed fill) is refused by its age, long 
   const [a, b] = await twoReplicas(t, settings)
   await feedLive(b.app)
   const redis = redisClient(t)
-  const { token, session } = await openSession(a.app)
-  assert.equal((await introspect(a.app, token)).active, true)
-  const key = tokenKey(prefix, token)
-  await eventually(async () => (await redis.exists(key)) === 1, 5000, 'the session is in Redis')
-  const before = (await redis.get(key)) as string
-  assert.equal((await revokeSession(a.app, session.id)).statusCode, 200)
+  const stale = await sessionInRedis(a.app, redis, prefix)
+  assert.equal((await revokeSession(a.app, stale.session.id)).statusCode, 200)
   // Past the distrust window (L2 + L1 + 1 s): the change is forgotten, and a fill read before
   // it lands now with a fresh Redis expiry, as a write held up in the network would.
   await sleep(settings.l2TtlMs + settings.l1TtlMs + 1500)
-  await redis.set(key, before, 'PX', 60_000)
-  await sleep(settings.l1TtlMs + 50)
-  await feedLive(b.app)
-  assert.equal((await introspect(b.app, token)).active, false)
+  await turnsDown(b.app, redis, stale)
 })
 
 test('without Redis, a revocation on one replica reaches the others through Postgres, long before their L1 TTL', async (t) => {

@@ -2,8 +2,7 @@ import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { Agent, type IncomingMessage, request } from 'node:http'
 import { test } from 'node:test'
-import { freePort, startCli, waitForOk } from './fixtures/process.ts'
-import { ADMIN_KEY, adminSql, auth, DATABASE_URL, dropSchema, TEST_KEK, uniqueSchema } from './helper.ts'
+import { adminSql, auth, serveProcess } from './helper.ts'
 
 async function until(check: () => boolean, what: string, timeoutMs = 15_000) {
   const deadline = Date.now() + timeoutMs
@@ -15,26 +14,13 @@ async function until(check: () => boolean, what: string, timeoutMs = 15_000) {
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   test(`a second ${signal} during the close is the same stop: the close finishes, last-seen is written, exit 0`, async (t) => {
-    const schema = uniqueSchema()
-    t.after(() => dropSchema(schema))
-    const port = await freePort()
-    const base = `http://127.0.0.1:${port}`
-    const { child, output } = startCli(['serve'], {
-      PORT: String(port),
-      DATABASE_URL,
-      DB_SCHEMA: schema,
-      ADMIN_API_KEY: ADMIN_KEY,
-      SIGNING_KEY_ENCRYPTION_KEY: TEST_KEK,
+    const { child, output, base, schema } = await serveProcess(t, {
       // Last-seen is written only by the close.
       WRITE_BEHIND_INTERVAL_MS: '60000',
       LOG_LEVEL: 'info',
       // The test waits for the log line of its held request.
       LOG_INTROSPECTION: 'true',
     })
-    t.after(() => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-    })
-    await waitForOk(`${base}/readyz`, child, 60_000, output)
 
     const headers = { ...auth(), 'content-type': 'application/json' }
     const opened = await fetch(`${base}/v1/sessions`, {

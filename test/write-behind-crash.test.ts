@@ -1,29 +1,15 @@
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { test } from 'node:test'
-import { freePort, startCli, waitForOk } from './fixtures/process.ts'
-import { ADMIN_KEY, adminSql, DATABASE_URL, dropSchema, TEST_KEK, uniqueSchema } from './helper.ts'
+import { ADMIN_KEY, adminSql, serveProcess } from './helper.ts'
 
 const INTERVAL_MS = 300
 
 test('a killed process loses at most one write-behind interval of last-seen, never a session', async (t) => {
-  const schema = uniqueSchema()
-  t.after(() => dropSchema(schema))
-  const port = await freePort()
-  const base = `http://127.0.0.1:${port}`
-  const { child, output } = startCli(['serve'], {
-    PORT: String(port),
-    DATABASE_URL,
-    DB_SCHEMA: schema,
-    ADMIN_API_KEY: ADMIN_KEY,
-    SIGNING_KEY_ENCRYPTION_KEY: TEST_KEK,
+  const { child, base, schema } = await serveProcess(t, {
     WRITE_BEHIND_INTERVAL_MS: String(INTERVAL_MS),
     LOG_LEVEL: 'warn',
   })
-  t.after(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  })
-  await waitForOk(`${base}/readyz`, child, 30_000, output)
   const headers = { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }
   const opened = await fetch(`${base}/v1/sessions`, { method: 'POST', headers, body: '{"user_id":"alice"}' })
   const { token, session } = (await opened.json()) as { token: string; session: { id: string } }
