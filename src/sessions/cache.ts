@@ -214,16 +214,30 @@ export function createSessionCache(options: CacheOptions): SessionCache {
     )
   }
 
-  function keepLocal(key: string, session: SessionRow | null, shared: boolean, ttl?: number) {
-    if (session === null) unknown.set(key, true)
-    else if (l1 && (ttl === undefined || ttl > 0)) l1.set(key, { row: session, shared }, ttl ? { ttl } : {})
+  /**
+   * Keeps an answer in L1: a copy from Redis (`readStartedAt` null) for the L1
+   * lifetime, trusted only while the feed is live; a row this replica read
+   * from Postgres for the bound counted from when its read began.
+   */
+  function keepLocal(key: string, session: SessionRow | null, readStartedAt: number | null) {
+    if (session === null) {
+      unknown.set(key, true)
+      return
+    }
+    if (!l1) return
+    if (readStartedAt === null) {
+      l1.set(key, { row: session, shared: true })
+      return
+    }
+    const ttl = Math.floor(options.l1TtlMs - (performance.now() - readStartedAt))
+    if (ttl > 0) l1.set(key, { row: session, shared: false }, { ttl })
   }
 
   function fill(key: string, read: CacheRead, startedAt: number, now: number, seen: number) {
     if (seen !== generation) return
-    const age = performance.now() - startedAt
-    keepLocal(key, read.session, false, Math.floor(options.l1TtlMs - age))
+    keepLocal(key, read.session, startedAt)
     if (!redis) return
+    const age = performance.now() - startedAt
     const ttl = Math.floor(
       read.session === null
         ? options.negativeTtlMs
@@ -270,7 +284,7 @@ export function createSessionCache(options: CacheOptions): SessionCache {
       return undefined
     }
     metrics.cacheHits.inc({ level: 'l2', kind: read.session ? 'positive' : 'negative' })
-    if (seen === generation) keepLocal(key, read.session, true)
+    if (seen === generation) keepLocal(key, read.session, null)
     return read
   }
 
@@ -312,8 +326,7 @@ export function createSessionCache(options: CacheOptions): SessionCache {
     refresh(key, session, readStartedAt) {
       // Only over an entry that is still there: if an invalidation dropped it
       // while the row was being read, the row may be older than the invalidation.
-      if (l1?.has(key))
-        keepLocal(key, session, false, Math.floor(options.l1TtlMs - (performance.now() - readStartedAt)))
+      if (l1?.has(key)) keepLocal(key, session, readStartedAt)
     },
 
     async invalidate(keys) {
