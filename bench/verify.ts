@@ -4,8 +4,8 @@
  * when none has been seen before.
  */
 import { randomUUID } from 'node:crypto'
-import type { SigningAlgorithm } from '../src/sessions/signing-keys.ts'
-import { generateSigningKey, keySigner, keyVerifier } from '../src/sessions/signing-keys.ts'
+import type { SigningAlgorithm } from '../src/keys/signing-keys.ts'
+import { generateSigningKey, keySigner, keyVerifier } from '../src/keys/signing-keys.ts'
 
 const ALGORITHMS: SigningAlgorithm[] = ['EdDSA', 'ES256', 'RS256']
 /** What the issue asks of EdDSA and ES256. */

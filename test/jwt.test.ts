@@ -20,7 +20,7 @@ import {
   SignJWT,
 } from 'jose'
 import type { Config } from '../src/config.ts'
-import { keyEncryptionKey } from '../src/sessions/key-encryption.ts'
+import { keyEncryptionKey } from '../src/keys/key-encryption.ts'
 import {
   adminSql,
   auth,

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { SigningKeys } from '../keys/signing-keys.ts'
 import { withErrors } from '../schemas.ts'
 import { JwksReply, SigningKeysReply, SigningKeyView } from '../sessions/schemas.ts'
-import type { SigningKeys } from '../sessions/signing-keys.ts'
 
 /** The public JWK Set for verifiers, and the admin view and rotation of the signing keys. */
 const signingKeyRoutes: FastifyPluginAsyncTypebox<{ keys: SigningKeys; maxAgeSeconds: number }> = async (

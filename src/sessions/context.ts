@@ -1,7 +1,7 @@
 import type { Clock } from '../clock.ts'
 import type { Config } from '../config.ts'
+import type { AccessTokens } from '../keys/access-tokens.ts'
 import type { Log } from '../logger.ts'
-import type { AccessTokens } from './access-tokens.ts'
 import type { SessionCache } from './cache.ts'
 import type { DriftResponse } from './drift-response.ts'
 import type { Expiry } from './expiry.ts'

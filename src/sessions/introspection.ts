@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks'
-import type { AccessClaims } from './access-tokens.ts'
+import type { AccessClaims } from '../keys/access-tokens.ts'
 import type { SessionContext } from './context.ts'
 import { expiresAt } from './expiry.ts'
 import { sessionKey } from './invalidation.ts'

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Config } from '../config.ts'
 import { Errors } from '../errors.ts'
-import { RESERVED_CLAIMS } from './access-tokens.ts'
+import { RESERVED_CLAIMS } from '../keys/access-tokens.ts'
 import type { SessionContext } from './context.ts'
 import { parseDevice } from './device.ts'
 import type { ChangedSession, Issued, OpenSessionInput, SessionRow } from './model.ts'

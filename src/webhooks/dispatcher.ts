@@ -1,9 +1,9 @@
 import { createHmac } from 'node:crypto'
 import type { Clock } from '../clock.ts'
 import type { Config } from '../config.ts'
+import type { KeyEncryptionKey } from '../keys/key-encryption.ts'
 import type { Log } from '../logger.ts'
 import type { Metrics } from '../metrics.ts'
-import type { KeyEncryptionKey } from '../sessions/key-encryption.ts'
 import { createDestinations, DestinationRefused } from './destination.ts'
 import type { ClaimedDelivery, WebhookStore } from './store.ts'
 

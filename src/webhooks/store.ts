@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Sql } from '../db/connect.ts'
 import { Errors } from '../errors.ts'
-import type { KeyEncryptionKey } from '../sessions/key-encryption.ts'
+import type { KeyEncryptionKey } from '../keys/key-encryption.ts'
 
 export interface Webhook {
   id: string

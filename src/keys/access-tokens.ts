@@ -1,8 +1,8 @@
 import { LRUCache } from 'lru-cache'
 import type { Config } from '../config.ts'
-import type { SessionRow } from './model.ts'
+import type { SessionRow } from '../sessions/model.ts'
+import { hashToken } from '../sessions/tokens.ts'
 import type { SigningKeys } from './signing-keys.ts'
-import { hashToken } from './tokens.ts'
 
 /** The claims of an access JWT that introspection relies on (RFC 9068 profile, plus `sid`). */
 export interface AccessClaims {
