@@ -2,11 +2,11 @@ import { performance } from 'node:perf_hooks'
 import type { AccessClaims } from '../keys/access-tokens.ts'
 import type { SessionContext } from './context.ts'
 import { expiresAt } from './expiry.ts'
-import { sessionKey } from './invalidation.ts'
+import { sessionKey, tokenKey } from './invalidation.ts'
 import type { ClientInfo, SessionRow } from './model.ts'
 import { presentedClient } from './presented-client.ts'
 import type { CacheRead } from './repository.ts'
-import { hashToken, hashTokenBytes, tokenKind } from './tokens.ts'
+import { hashTokenBytes, tokenKind } from './tokens.ts'
 
 /** An active answer carries the stored row as it is, plus this use: when, and until when it now lasts. */
 export type Introspection =
@@ -42,7 +42,7 @@ export function createIntrospection({
     const client = presentedClient(given)
     const kind = tokenKind(token)
     if (kind === 'opaque') {
-      const key = hashToken(token)
+      const key = tokenKey(token)
       return check(
         key,
         () => repo.readForCache({ tokenHash: Buffer.from(key, 'hex') }),

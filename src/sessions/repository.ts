@@ -89,6 +89,27 @@ export function createSessionRepository(sql: Sql) {
     return sql`user_id = ${where.userId} and (${where.exceptId}::uuid is null or id <> ${where.exceptId}::uuid)`
   }
 
+  // The expiry rule of expiry.ts as SQL over a sessions row, written once here for every statement that
+  // needs it. A stored idle expiry may be behind a use another replica has not written yet, which is
+  // why the callers pass `idleBefore` (now less their grace) rather than now.
+
+  /** Not ended: active or suspended. */
+  const open = sql`status in ('active', 'suspended')`
+
+  /** Past neither expiry: the absolute one at `now`, the stored idle one at `idleBefore`. */
+  const withinExpiries = (now: Date, idleBefore: Date) =>
+    sql`absolute_expires_at > ${now} and idle_expires_at > ${idleBefore}`
+
+  /** Past one of its expiries, and which (absolute first, as ranOut() in expiry.ts says). */
+  const ranOut = (now: Date, idleBefore: Date) =>
+    sql`(absolute_expires_at <= ${now} or idle_expires_at <= ${idleBefore})`
+  const ranOutReason = (now: Date) =>
+    sql`case when absolute_expires_at <= ${now} then 'absolute_lifetime' else 'idle_timeout' end`
+
+  /** The idle expiry after a use at `at` (an SQL expression): slid from it, never past the absolute one. */
+  const slidFrom = (at: ReturnType<Sql>) =>
+    sql`least(${at} + make_interval(secs => idle_timeout_seconds), absolute_expires_at)`
+
   /**
    * Stores a new session, its `session.created` event and (JWT sessions) its
    * first refresh token in one statement (one round trip, atomic).
@@ -154,8 +175,7 @@ export function createSessionRepository(sql: Sql) {
   async function listLiveForUser(userId: string, now: Date, limit: number): Promise<SessionRow[]> {
     return sql<SessionRow[]>`
       select ${columns} from sessions
-      where user_id = ${userId} and status in ('active', 'suspended')
-        and idle_expires_at > ${now} and absolute_expires_at > ${now}
+      where user_id = ${userId} and ${open} and ${withinExpiries(now, now)}
       order by created_at desc, id
       limit ${limit}`
   }
@@ -174,11 +194,11 @@ export function createSessionRepository(sql: Sql) {
     const type: EventType = status === 'revoked' ? 'session.revoked' : 'session.expired'
     const ended = await sql<ChangedSession[]>`
       with target as (
-        select id from sessions where ${filterOf(where)} and status in ('active', 'suspended')
+        select id from sessions where ${filterOf(where)} and ${open}
         ${limit === null ? sql`` : sql`limit ${limit}`}
       ), ended as (
         update sessions set status = ${status}, ended_at = ${now}, end_reason = ${reason}
-        where id in (select id from target) and status in ('active', 'suspended')
+        where id in (select id from target) and ${open}
         returning id, user_id, token_hash
       ), recorded as (
         insert into session_events (session_id, user_id, type, data, created_at)
@@ -199,7 +219,7 @@ export function createSessionRepository(sql: Sql) {
       update sessions s set
         last_seen_at = t.at,
         ip = coalesce(t.ip, s.ip),
-        idle_expires_at = least(t.at + make_interval(secs => s.idle_timeout_seconds), s.absolute_expires_at)
+        idle_expires_at = ${slidFrom(sql`t.at`)}
       from unnest(${touches.map((t) => t.id)}::uuid[], ${touches.map((t) => t.at.toISOString())}::timestamptz[],
         ${touches.map((t) => t.ip)}::inet[]) as t(id, at, ip)
       where s.id = t.id and s.status = 'active' and s.last_seen_at < t.at`
@@ -387,7 +407,7 @@ export function createSessionRepository(sql: Sql) {
       >
     >`
       select id, created_at, last_seen_at, idle_timeout_seconds, absolute_expires_at from sessions
-      where user_id = ${userId} and status in ('active', 'suspended') and absolute_expires_at > ${now}
+      where user_id = ${userId} and ${open} and absolute_expires_at > ${now}
       order by created_at, id`
   }
 
@@ -398,10 +418,9 @@ export function createSessionRepository(sql: Sql) {
   async function expireOverdue(now: Date, idleBefore: Date, limit: number): Promise<ChangedSession[]> {
     const ended = await sql<ChangedSession[]>`
       with target as (
-        select id, case when absolute_expires_at <= ${now} then 'absolute_lifetime' else 'idle_timeout' end as reason
+        select id, ${ranOutReason(now)} as reason
         from sessions
-        where status in ('active', 'suspended')
-          and (absolute_expires_at <= ${now} or idle_expires_at <= ${idleBefore})
+        where ${open} and ${ranOut(now, idleBefore)}
         limit ${limit}
         for update skip locked
       ), ended as (
