@@ -1,6 +1,7 @@
 import { type Static, type TLiteral, type TSchema, Type } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import ipaddr from 'ipaddr.js'
+import { DriftPolicy, LimitAction } from './sessions/model.ts'
 
 /**
  * Every setting of the service, in one TypeBox schema. Each property names the
@@ -18,9 +19,6 @@ const literals = <const T extends readonly string[]>(values: T) =>
   values.map((v) => Type.Literal(v)) as { -readonly [K in keyof T]: TLiteral<T[K]> }
 
 const LogLevel = literals(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
-
-const DriftPolicy = literals(['ignore', 'record', 'suspend'])
-const LimitAction = literals(['evict_oldest', 'evict_least_recently_used', 'reject'])
 
 export const ConfigSchema = Type.Object({
   host: Type.String(env('HOST', 'Address to listen on', { default: '127.0.0.1', minLength: 1 })),
@@ -205,13 +203,13 @@ export const ConfigSchema = Type.Object({
     }),
   ),
   uaDriftPolicy: Type.Union(
-    DriftPolicy,
+    DriftPolicy.anyOf,
     env('UA_DRIFT_POLICY', 'What a change of browser, OS or device type does: ignore, record or suspend', {
       default: 'suspend',
     }),
   ),
   ipDriftPolicy: Type.Union(
-    DriftPolicy,
+    DriftPolicy.anyOf,
     env('IP_DRIFT_POLICY', 'What an IP move outside the tolerated prefix does: ignore, record or suspend', {
       default: 'suspend',
     }),
@@ -237,7 +235,7 @@ export const ConfigSchema = Type.Object({
     }),
   ),
   sessionLimitAction: Type.Union(
-    LimitAction,
+    LimitAction.anyOf,
     env('SESSION_LIMIT_ACTION', 'At the limit: evict_oldest, evict_least_recently_used or reject', {
       default: 'evict_oldest',
     }),

@@ -19,9 +19,9 @@ export const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]
 
 export const Uuid = (description?: string) => Type.String({ format: 'uuid', description })
 
-/** A response timestamp: the handler may hand over a Date; it leaves as an ISO 8601 string. */
+/** A timestamp: a Date inside the service (as Postgres gives it), an ISO 8601 string on the wire. */
 export const Timestamp = (description?: string) =>
-  Type.Unsafe<Date | string>({ type: 'string', format: 'date-time', description })
+  Type.Unsafe<Date>({ type: 'string', format: 'date-time', description })
 
 export const ErrorReply = Type.Object(
   {

@@ -1,10 +1,13 @@
 import { hash, randomBytes, timingSafeEqual } from 'node:crypto'
+import { type Static, Type } from '@sinclair/typebox'
 import { LRUCache } from 'lru-cache'
 import type { Clock } from '../clock.ts'
 import type { Sql } from '../db/connect.ts'
 import { Errors } from '../errors.ts'
+import { Nullable, Timestamp } from '../schemas.ts'
 
 export const SCOPES = ['introspect', 'sessions:read', 'sessions:write', 'admin'] as const
+export const Scope = Type.Union(SCOPES.map((s) => Type.Literal(s)))
 export type Scope = (typeof SCOPES)[number]
 
 /** Generated keys start with this, so secret scanners can spot leaked ones. */
@@ -13,13 +16,18 @@ export const API_KEY_PREFIX = 'sak_'
 /** The id of the key seeded from ADMIN_API_KEY. */
 export const ENV_ADMIN_KEY_ID = 'env-admin'
 
-export interface ApiKey {
-  id: string
-  name: string
-  scopes: Scope[]
-  created_at: Date
-  revoked_at: Date | null
-}
+/** An API key as stored and shown (never the key itself: only its hash is kept). */
+export const ApiKey = Type.Object(
+  {
+    id: Type.String(),
+    name: Type.String(),
+    scopes: Type.Array(Scope),
+    created_at: Timestamp(),
+    revoked_at: Nullable(Timestamp()),
+  },
+  { title: 'ApiKey' },
+)
+export type ApiKey = Static<typeof ApiKey>
 
 export interface Caller {
   keyId: string

@@ -1,10 +1,12 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, hash, type JsonWebKey } from 'node:crypto'
+import { type Static, Type } from '@sinclair/typebox'
 import { type Algorithm, createSigner, createVerifier } from 'fast-jwt'
 import type { Clock } from '../clock.ts'
 import type { Config } from '../config.ts'
 import type { Sql } from '../db/connect.ts'
 import { Errors } from '../errors.ts'
 import type { Log } from '../logger.ts'
+import { Nullable, Timestamp } from '../schemas.ts'
 import type { KeyEncryptionKey } from './key-encryption.ts'
 
 export type SigningAlgorithm = Config['jwtAlgorithm']
@@ -23,14 +25,20 @@ interface KeyRow {
 }
 
 /** A signing key as the admin API shows it (never the private key). */
-export interface SigningKeyView {
-  kid: string
-  alg: string
-  current: boolean
-  created_at: Date
-  retired_at: Date | null
-  publish_until: Date | null
-}
+export const SigningKeyView = Type.Object(
+  {
+    kid: Type.String(),
+    alg: Type.String(),
+    current: Type.Boolean({ description: 'New access JWTs are signed with this key' }),
+    created_at: Timestamp(),
+    retired_at: Nullable(Timestamp()),
+    publish_until: Nullable(
+      Timestamp('A retired key stays in the JWKS until every token it signed has expired'),
+    ),
+  },
+  { title: 'SigningKey' },
+)
+export type SigningKeyView = Static<typeof SigningKeyView>
 
 type Sign = (payload: Record<string, unknown>) => string
 type Verify = (token: string) => Record<string, unknown>

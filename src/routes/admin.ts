@@ -1,8 +1,30 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
 import { Errors } from '../errors.ts'
-import { withErrors } from '../schemas.ts'
-import { BulkRevokeBody, PurgeReply, RevokeAllReply } from '../sessions/schemas.ts'
+import { Text, withErrors } from '../schemas.ts'
+import { UserId } from '../sessions/model.ts'
 import type { SessionService } from '../sessions/service.ts'
+import { RevokeAllReply } from './session-views.ts'
+
+const UserList = (description: string, minItems: number) =>
+  Type.Array(UserId, { minItems, maxItems: 10_000, description })
+
+const BulkRevokeBody = Type.Object(
+  {
+    user_ids: Type.Optional(UserList('Revoke every session of these users', 1)),
+    all_users_except: Type.Optional(UserList('Revoke every session of every user but these', 0)),
+    reason: Type.Optional(
+      Text({ maxLength: 200, description: 'Recorded with each revocation (default: admin)' }),
+    ),
+  },
+  { additionalProperties: false, description: 'Exactly one of user_ids and all_users_except' },
+)
+
+const PurgeReply = Type.Object({
+  expired: Type.Integer({ description: 'Sessions found past their expiry and marked expired' }),
+  sessions_deleted: Type.Integer({ description: 'Ended sessions deleted (older than PURGE_RETENTION_DAYS)' }),
+  events_deleted: Type.Integer({ description: 'Events deleted (older than EVENT_RETENTION_DAYS)' }),
+})
 
 const tags = ['admin']
 

@@ -1,22 +1,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import { type ApiKeyStore, SCOPES } from '../api-keys/api-keys.ts'
-import { Text, Timestamp, withErrors } from '../schemas.ts'
+import { ApiKey, type ApiKeyStore, Scope } from '../api-keys/api-keys.ts'
+import { Text, withErrors } from '../schemas.ts'
 
 const tags = ['api keys']
-
-const Scope = Type.Union(SCOPES.map((s) => Type.Literal(s)))
-
-const ApiKeyView = Type.Object(
-  {
-    id: Type.String(),
-    name: Type.String(),
-    scopes: Type.Array(Scope),
-    created_at: Timestamp(),
-    revoked_at: Type.Union([Timestamp(), Type.Null()]),
-  },
-  { title: 'ApiKey' },
-)
 
 const CreateApiKeyBody = Type.Object(
   { name: Text({ maxLength: 100 }), scopes: Type.Array(Scope, { minItems: 1, uniqueItems: true }) },
@@ -34,7 +21,7 @@ const apiKeyRoutes: FastifyPluginAsyncTypebox<{ keys: ApiKeyStore }> = async (ap
         tags,
         summary: 'Create an API key; the key is shown once',
         body: CreateApiKeyBody,
-        response: withErrors({ 201: Type.Object({ key: Type.String(), api_key: ApiKeyView }) }),
+        response: withErrors({ 201: Type.Object({ key: Type.String(), api_key: ApiKey }) }),
       },
     },
     async (request, reply) => {
@@ -50,7 +37,7 @@ const apiKeyRoutes: FastifyPluginAsyncTypebox<{ keys: ApiKeyStore }> = async (ap
       schema: {
         tags,
         summary: 'List API keys (never the keys themselves)',
-        response: withErrors({ 200: Type.Object({ api_keys: Type.Array(ApiKeyView) }) }),
+        response: withErrors({ 200: Type.Object({ api_keys: Type.Array(ApiKey) }) }),
       },
     },
     async () => ({ api_keys: await keys.list() }),
@@ -64,7 +51,7 @@ const apiKeyRoutes: FastifyPluginAsyncTypebox<{ keys: ApiKeyStore }> = async (ap
         tags,
         summary: 'Revoke an API key (idempotent)',
         params: Type.Object({ id: Text({ maxLength: 64 }) }),
-        response: withErrors({ 200: ApiKeyView }),
+        response: withErrors({ 200: ApiKey }),
       },
     },
     async (request) => keys.revoke(request.params.id),

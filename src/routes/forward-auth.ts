@@ -6,7 +6,7 @@ import type { Config } from '../config.ts'
 import { Errors } from '../errors.ts'
 import { nextTurn } from '../next-turn.ts'
 import { ErrorReply } from '../schemas.ts'
-import { USER_AGENT_MAX_LENGTH } from '../sessions/schemas.ts'
+import { USER_AGENT_MAX_LENGTH } from '../sessions/model.ts'
 import type { SessionService } from '../sessions/service.ts'
 
 type Settings = Pick<

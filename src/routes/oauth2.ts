@@ -6,7 +6,7 @@ import { allows } from '../api-keys/api-keys.ts'
 import { Errors } from '../errors.ts'
 import { withErrors } from '../schemas.ts'
 import type { Introspection } from '../sessions/introspection.ts'
-import { Ip, UserAgent } from '../sessions/schemas.ts'
+import { Ip, UserAgent } from '../sessions/model.ts'
 import type { SessionService } from '../sessions/service.ts'
 import { tokenKind } from '../sessions/tokens.ts'
 

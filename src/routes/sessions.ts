@@ -1,25 +1,135 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { allows } from '../api-keys/api-keys.ts'
 import type { Clock } from '../clock.ts'
 import { nextTurn } from '../next-turn.ts'
-import { withErrors } from '../schemas.ts'
-import type { Issued, JwtPair } from '../sessions/model.ts'
+import { Text, Timestamp, Uuid, withErrors } from '../schemas.ts'
 import {
-  IntrospectBody,
-  IntrospectReply,
-  JwtIssued,
-  OpenSessionBody,
-  OpenSessionReply,
-  RefreshBody,
-  ResumeBody,
-  RevokeQuery,
-  SessionParams,
-  SessionView,
-  SuspendBody,
-} from '../sessions/schemas.ts'
+  Ip,
+  type Issued,
+  type JwtPair,
+  Metadata,
+  OpenSessionInput,
+  TokenType,
+  UserAgent,
+} from '../sessions/model.ts'
 import type { SessionService } from '../sessions/service.ts'
-import { sessionView } from './views.ts'
+import { SessionView, sessionView } from './session-views.ts'
+
+const OpaqueIssued = Type.Object(
+  {
+    token_type: Type.Literal('opaque'),
+    token: Type.String({ description: 'The session token. Shown once: only its hash is stored.' }),
+    session: SessionView,
+  },
+  { title: 'OpaqueSessionIssued' },
+)
+
+/** What a JWT login or a refresh returns. */
+const JwtIssued = Type.Object(
+  {
+    token_type: Type.Literal('jwt'),
+    access_token: Type.String({ description: 'A signed access JWT (RFC 9068 profile, `typ: at+jwt`)' }),
+    expires_in: Type.Integer({ description: 'Seconds until the access JWT expires' }),
+    refresh_token: Type.String({
+      description:
+        'Exchanges for the next pair at /v1/sessions/refresh, once. Shown once: only its hash is stored.',
+    }),
+    session: SessionView,
+  },
+  { title: 'JwtSessionIssued' },
+)
+
+const OpenSessionReply = Type.Union([OpaqueIssued, JwtIssued])
+
+const RefreshBody = Type.Object(
+  {
+    refresh_token: Type.String({
+      // As long as any token may be: a wrong kind of token is REFRESH_TOKEN_INVALID, whatever its length.
+      maxLength: 8192,
+      description: 'The refresh token of the latest pair',
+    }),
+    ip: Type.Optional(Ip),
+    user_agent: Type.Optional(UserAgent),
+  },
+  {
+    additionalProperties: false,
+    description:
+      "ip and user_agent (the end user's, when you have them) are judged against the session's client as in introspection: drift under a suspend policy suspends the session and the refresh fails with SESSION_SUSPENDED, spending nothing",
+  },
+)
+
+const IntrospectBody = Type.Object(
+  {
+    token: Type.String({ maxLength: 8192, description: 'The token to check' }),
+    ip: Type.Optional(Ip),
+    user_agent: Type.Optional(UserAgent),
+  },
+  { additionalProperties: false },
+)
+
+const IntrospectReply = Type.Object(
+  {
+    active: Type.Boolean(),
+    reason: Type.Optional(
+      Type.Literal('suspended', {
+        description: 'Why the token is inactive; only for callers whose key can read sessions',
+      }),
+    ),
+    session_id: Type.Optional(Uuid()),
+    user_id: Type.Optional(Type.String()),
+    token_type: Type.Optional(TokenType),
+    jti: Type.Optional(Type.String({ description: 'The access JWT id (JWT only)' })),
+    client_id: Type.Optional(Type.String({ description: 'The API key that opened the session' })),
+    created_at: Type.Optional(Timestamp()),
+    last_seen_at: Type.Optional(Timestamp('This use')),
+    expires_at: Type.Optional(
+      Timestamp('The earliest of the slid idle expiry, the absolute expiry and (JWT) the token exp'),
+    ),
+    absolute_expires_at: Type.Optional(Timestamp()),
+    metadata: Type.Optional(Metadata),
+  },
+  { description: 'Only `active` is present when the token is not active' },
+)
+
+const SessionParams = Type.Object({ id: Uuid('Session id') })
+
+const RevokeQuery = Type.Object(
+  {
+    scope: Type.Optional(
+      Type.Union([Type.Literal('session'), Type.Literal('user')], {
+        description:
+          "`user`: revoke every session of this session's user (log out everywhere). Default `session`, or `user` with LOGOUT_ALL_ON_LOGOUT",
+      }),
+    ),
+    reason: Type.Optional(
+      Text({ maxLength: 200, description: 'Recorded with the revocation (default: api)' }),
+    ),
+  },
+  { additionalProperties: false },
+)
+
+const SuspendBody = Type.Object(
+  {
+    reason: Type.Optional(
+      Text({ maxLength: 200, description: 'Recorded with the suspension (default: api)' }),
+    ),
+  },
+  { additionalProperties: false },
+)
+
+const ResumeBody = Type.Object(
+  {
+    ip: Type.Optional(Ip),
+    user_agent: Type.Optional(UserAgent),
+  },
+  {
+    additionalProperties: false,
+    description:
+      'Given fields bind the session to that client from now on; without them it stays bound as before',
+  },
+)
 
 /** A JWT login's or a refresh's answer on the wire. */
 function jwtView(issued: JwtPair, nowMs: number) {
@@ -58,7 +168,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{
       schema: {
         tags,
         summary: 'Open a session (login)',
-        body: OpenSessionBody,
+        body: OpenSessionInput,
         response: withErrors({ 201: OpenSessionReply }),
       },
     },

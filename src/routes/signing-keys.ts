@@ -1,7 +1,26 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { SigningKeys } from '../keys/signing-keys.ts'
+import { Type } from '@sinclair/typebox'
+import { type SigningKeys, SigningKeyView } from '../keys/signing-keys.ts'
 import { withErrors } from '../schemas.ts'
-import { JwksReply, SigningKeysReply, SigningKeyView } from '../sessions/schemas.ts'
+
+const SigningKeyJwk = Type.Object(
+  {
+    kty: Type.String(),
+    kid: Type.String(),
+    alg: Type.String(),
+    use: Type.String(),
+    crv: Type.Optional(Type.String()),
+    x: Type.Optional(Type.String()),
+    y: Type.Optional(Type.String()),
+    n: Type.Optional(Type.String()),
+    e: Type.Optional(Type.String()),
+  },
+  { title: 'JWK' },
+)
+
+const JwksReply = Type.Object({ keys: Type.Array(SigningKeyJwk) }, { title: 'JWKSet' })
+
+const SigningKeysReply = Type.Object({ keys: Type.Array(SigningKeyView) })
 
 /** The public JWK Set for verifiers, and the admin view and rotation of the signing keys. */
 const signingKeyRoutes: FastifyPluginAsyncTypebox<{ keys: SigningKeys; maxAgeSeconds: number }> = async (

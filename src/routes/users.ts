@@ -1,16 +1,36 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { withErrors } from '../schemas.ts'
+import { Type } from '@sinclair/typebox'
+import { Text, Uuid, withErrors } from '../schemas.ts'
+import { UserId } from '../sessions/model.ts'
+import type { SessionService } from '../sessions/service.ts'
 import {
   EventsQuery,
   EventsReply,
-  ListSessionsQuery,
-  ListSessionsReply,
-  RevokeAllQuery,
+  eventsPage,
   RevokeAllReply,
-  UserParams,
-} from '../sessions/schemas.ts'
-import type { SessionService } from '../sessions/service.ts'
-import { eventsPage, sessionView } from './views.ts'
+  SessionView,
+  sessionView,
+} from './session-views.ts'
+
+const UserParams = Type.Object({ user_id: UserId })
+
+const ListSessionsQuery = Type.Object(
+  {
+    current_session_id: Type.Optional(Uuid('Marks this session `current: true`')),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 100 })),
+  },
+  { additionalProperties: false },
+)
+
+const ListSessionsReply = Type.Object({ sessions: Type.Array(SessionView) })
+
+const RevokeAllQuery = Type.Object(
+  {
+    except_session_id: Type.Optional(Uuid('Keep this session (log out the other devices)')),
+    reason: Type.Optional(Text({ maxLength: 200 })),
+  },
+  { additionalProperties: false },
+)
 
 const tags = ['users']
 

@@ -3,53 +3,20 @@ import { Type } from '@sinclair/typebox'
 import type { FastifyReply } from 'fastify'
 import type { Clock } from '../clock.ts'
 import type { Config } from '../config.ts'
-import { Nullable, Text, Timestamp, withErrors } from '../schemas.ts'
-import { AllEventsQuery, EventsReply } from '../sessions/schemas.ts'
+import { Nullable, withErrors } from '../schemas.ts'
 import type { SessionService } from '../sessions/service.ts'
 import { createDestinations } from '../webhooks/destination.ts'
-import type { WebhookStore } from '../webhooks/store.ts'
-import { eventsPage } from './views.ts'
+import {
+  Delivery,
+  DeliveryStatus,
+  NewWebhook,
+  Webhook,
+  WebhookChange,
+  type WebhookStore,
+} from '../webhooks/store.ts'
+import { AllEventsQuery, EventsReply, eventsPage } from './session-views.ts'
 
 const tags = ['webhooks']
-
-const WebhookUrl = Type.String({
-  pattern: '^https?://',
-  maxLength: 2048,
-  description:
-    'Where events are POSTed: http or https, no user:password@, a public address (or one WEBHOOK_ALLOWED_CIDRS lists)',
-})
-const EventTypes = Type.Array(Text({ maxLength: 64 }), {
-  maxItems: 32,
-  description: 'Event types to send, e.g. session.revoked; empty = all',
-})
-
-const WebhookView = Type.Object(
-  {
-    id: Type.String(),
-    url: Type.String(),
-    event_types: Type.Array(Type.String()),
-    enabled: Type.Boolean(),
-    created_at: Timestamp(),
-    updated_at: Timestamp(),
-  },
-  { title: 'Webhook' },
-)
-
-const DeliveryView = Type.Object(
-  {
-    id: Type.String(),
-    event_id: Type.String(),
-    event_type: Type.String(),
-    status: Type.Union([Type.Literal('pending'), Type.Literal('delivered'), Type.Literal('dead')]),
-    attempts: Type.Integer(),
-    next_attempt_at: Timestamp(),
-    last_status: Nullable(Type.Integer()),
-    last_error: Nullable(Type.String()),
-    created_at: Timestamp(),
-    delivered_at: Nullable(Timestamp()),
-  },
-  { title: 'WebhookDelivery' },
-)
 
 const WebhookParams = Type.Object({ id: Type.String({ pattern: '^wh_[0-9a-f]{16}$' }) })
 const DeliveryParams = Type.Object({ delivery_id: Type.String({ pattern: '^[0-9]{1,18}$' }) })
@@ -76,13 +43,10 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
       schema: {
         tags,
         summary: 'Subscribe a URL to session events; the signing secret is shown only in this answer',
-        body: Type.Object(
-          { url: WebhookUrl, event_types: Type.Optional(EventTypes), enabled: Type.Optional(Type.Boolean()) },
-          { additionalProperties: false },
-        ),
+        body: NewWebhook,
         response: withErrors({
           201: Type.Object({
-            webhook: WebhookView,
+            webhook: Webhook,
             secret: Type.String({
               description:
                 'Standard Webhooks secret (whsec_…): verifies the webhook-signature header. Shown once.',
@@ -104,7 +68,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
       schema: {
         tags,
         summary: 'Webhook subscriptions',
-        response: withErrors({ 200: Type.Object({ webhooks: Type.Array(WebhookView) }) }),
+        response: withErrors({ 200: Type.Object({ webhooks: Type.Array(Webhook) }) }),
       },
     },
     async () => ({ webhooks: await store.list() }),
@@ -118,7 +82,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
         tags,
         summary: 'One webhook subscription',
         params: WebhookParams,
-        response: withErrors({ 200: WebhookView }),
+        response: withErrors({ 200: Webhook }),
       },
     },
     async (request) => store.get(request.params.id),
@@ -132,15 +96,8 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
         tags,
         summary: 'Change a webhook subscription (URL, event types, enabled)',
         params: WebhookParams,
-        body: Type.Object(
-          {
-            url: Type.Optional(WebhookUrl),
-            event_types: Type.Optional(EventTypes),
-            enabled: Type.Optional(Type.Boolean()),
-          },
-          { additionalProperties: false },
-        ),
-        response: withErrors({ 200: WebhookView }),
+        body: WebhookChange,
+        response: withErrors({ 200: Webhook }),
       },
     },
     async (request) => {
@@ -176,9 +133,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
         params: WebhookParams,
         querystring: Type.Object(
           {
-            status: Type.Optional(
-              Type.Union([Type.Literal('pending'), Type.Literal('delivered'), Type.Literal('dead')]),
-            ),
+            status: Type.Optional(DeliveryStatus),
             limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })),
             before: Type.Optional(
               Type.String({ pattern: '^[0-9]{1,18}$', description: 'next_cursor of the previous page' }),
@@ -187,7 +142,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
           { additionalProperties: false },
         ),
         response: withErrors({
-          200: Type.Object({ deliveries: Type.Array(DeliveryView), next_cursor: Nullable(Type.String()) }),
+          200: Type.Object({ deliveries: Type.Array(Delivery), next_cursor: Nullable(Type.String()) }),
         }),
       },
     },
@@ -207,7 +162,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
         tags,
         summary: 'Send a delivery again from the first attempt (a dead one, typically)',
         params: DeliveryParams,
-        response: withErrors({ 200: DeliveryView }),
+        response: withErrors({ 200: Delivery }),
       },
     },
     async (request) => store.retry(request.params.delivery_id, now()),

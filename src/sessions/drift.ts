@@ -2,12 +2,12 @@ import type ipaddr from 'ipaddr.js'
 import { parseAddress } from '../addresses.ts'
 import type { Config } from '../config.ts'
 import { parseDevice } from './device.ts'
-import type { Binding, Client, Device, Required } from './model.ts'
+import type { Binding, Client, Device, DriftPolicy, Required } from './model.ts'
 
 /** What a use from `client` means for a session bound to another. */
 export interface Verdict {
   /** The dimensions that drifted and whose policy is not `ignore`, with that policy. */
-  drifted: Array<{ dimension: 'user_agent' | 'ip'; policy: 'record' | 'suspend' }>
+  drifted: Array<{ dimension: 'user_agent' | 'ip'; policy: Exclude<DriftPolicy, 'ignore'> }>
   /** The same browser, OS and device type in a newer version: the stored User-Agent should follow. */
   uaUpdated: boolean
 }

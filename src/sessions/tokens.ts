@@ -1,4 +1,5 @@
 import { createHmac, hash, randomBytes } from 'node:crypto'
+import type { TokenType } from './model.ts'
 
 /** Opaque session tokens start with this, so secret scanners can spot leaked ones. */
 export const OPAQUE_TOKEN_PREFIX = 'sat_'
@@ -11,7 +12,8 @@ const REFRESH_TOKEN = /^srt_[A-Za-z0-9_-]{43}$/
 // Three base64url segments; header and payload are JSON objects, so both start with "eyJ" ('{"').
 const JWT = /^eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/
 
-export type TokenKind = 'opaque' | 'jwt' | 'refresh'
+/** A session's token type, or the refresh token of a JWT session. */
+export type TokenKind = TokenType | 'refresh'
 
 /** A new opaque token: 256 bits from the OS CSPRNG, base64url, prefixed. */
 export function generateOpaqueToken(): string {

@@ -1,31 +1,77 @@
 import { randomBytes } from 'node:crypto'
+import { type Static, Type } from '@sinclair/typebox'
 import type { Sql } from '../db/connect.ts'
 import { Errors } from '../errors.ts'
 import type { KeyEncryptionKey } from '../keys/key-encryption.ts'
+import { Nullable, Text, Timestamp } from '../schemas.ts'
 
-export interface Webhook {
-  id: string
-  url: string
-  event_types: string[]
-  enabled: boolean
-  created_at: Date
-  updated_at: Date
-}
+const WebhookUrl = Type.String({
+  pattern: '^https?://',
+  maxLength: 2048,
+  description:
+    'Where events are POSTed: http or https, no user:password@, a public address (or one WEBHOOK_ALLOWED_CIDRS lists)',
+})
+const EventTypes = Type.Array(Text({ maxLength: 64 }), {
+  maxItems: 32,
+  description: 'Event types to send, e.g. session.revoked; empty = all',
+})
 
-export type DeliveryStatus = 'pending' | 'delivered' | 'dead'
+/** What a new subscription is made of (the URL is checked further by the destinations). */
+export const NewWebhook = Type.Object(
+  { url: WebhookUrl, event_types: Type.Optional(EventTypes), enabled: Type.Optional(Type.Boolean()) },
+  { additionalProperties: false },
+)
+export type NewWebhook = Static<typeof NewWebhook>
 
-export interface Delivery {
-  id: string
-  event_id: string
-  event_type: string
-  status: DeliveryStatus
-  attempts: number
-  next_attempt_at: Date
-  last_status: number | null
-  last_error: string | null
-  created_at: Date
-  delivered_at: Date | null
-}
+/** A change to a subscription: any of its fields, the others kept. */
+export const WebhookChange = Type.Object(
+  {
+    url: Type.Optional(WebhookUrl),
+    event_types: Type.Optional(EventTypes),
+    enabled: Type.Optional(Type.Boolean()),
+  },
+  { additionalProperties: false },
+)
+export type WebhookChange = Static<typeof WebhookChange>
+
+/** A subscription as stored and shown (never its secret). */
+export const Webhook = Type.Object(
+  {
+    id: Type.String(),
+    url: Type.String(),
+    event_types: Type.Array(Type.String()),
+    enabled: Type.Boolean(),
+    created_at: Timestamp(),
+    updated_at: Timestamp(),
+  },
+  { title: 'Webhook' },
+)
+export type Webhook = Static<typeof Webhook>
+
+export const DeliveryStatus = Type.Union([
+  Type.Literal('pending'),
+  Type.Literal('delivered'),
+  Type.Literal('dead'),
+])
+export type DeliveryStatus = Static<typeof DeliveryStatus>
+
+/** A delivery of one event to one subscription, as shown. */
+export const Delivery = Type.Object(
+  {
+    id: Type.String(),
+    event_id: Type.String(),
+    event_type: Type.String(),
+    status: DeliveryStatus,
+    attempts: Type.Integer(),
+    next_attempt_at: Timestamp(),
+    last_status: Nullable(Type.Integer()),
+    last_error: Nullable(Type.String()),
+    created_at: Timestamp(),
+    delivered_at: Nullable(Timestamp()),
+  },
+  { title: 'WebhookDelivery' },
+)
+export type Delivery = Static<typeof Delivery>
 
 /** A delivery as a dispatcher claims it: with what to send and where. */
 export interface ClaimedDelivery {
@@ -54,10 +100,7 @@ export function createWebhookStore({ sql, kek }: { sql: Sql; kek: KeyEncryptionK
   const columns = sql.unsafe(WEBHOOK_COLUMNS)
 
   /** A new subscription, and its signing secret: the only time the secret is shown. */
-  async function create(
-    input: { url: string; event_types?: string[]; enabled?: boolean },
-    now: Date,
-  ): Promise<{ webhook: Webhook; secret: string }> {
+  async function create(input: NewWebhook, now: Date): Promise<{ webhook: Webhook; secret: string }> {
     const id = `wh_${randomBytes(8).toString('hex')}`
     const key = randomBytes(32)
     const [webhook] = await sql<Webhook[]>`
@@ -78,11 +121,7 @@ export function createWebhookStore({ sql, kek }: { sql: Sql; kek: KeyEncryptionK
     return webhook
   }
 
-  async function update(
-    id: string,
-    change: { url?: string; event_types?: string[]; enabled?: boolean },
-    now: Date,
-  ): Promise<Webhook> {
+  async function update(id: string, change: WebhookChange, now: Date): Promise<Webhook> {
     const [webhook] = await sql<Webhook[]>`
       update webhook_subscriptions set
         url = coalesce(${change.url ?? null}, url),
