@@ -5,10 +5,8 @@ import type { FastifyReply } from 'fastify'
 import { allows } from '../api-keys/api-keys.ts'
 import { Errors } from '../errors.ts'
 import { withErrors } from '../schemas.ts'
-import type { Introspection } from '../sessions/introspection.ts'
 import { Ip, UserAgent } from '../sessions/model.ts'
 import type { SessionService } from '../sessions/service.ts'
-import { tokenKind } from '../sessions/tokens.ts'
 
 const tags = ['standards']
 const FORM = ['application/x-www-form-urlencoded']
@@ -101,16 +99,15 @@ const oauth2Routes: FastifyPluginAsyncTypebox<{ sessions: SessionService; issuer
     },
     async (request) => {
       const { token, ip, user_agent } = request.body
-      // The hint only orders the lookups; the token's own shape decides.
-      const refresh = tokenKind(token) === 'refresh'
+      // No use for token_type_hint: the service tells the kinds apart by their shape.
       // A refresh token is active only to a caller that may refresh: a gateway checking
       // nothing but `active` must never take one for an access token.
       const mayRefresh = request.caller !== null && allows(request.caller.scopes, 'sessions:write')
-      const result: Introspection = refresh
-        ? mayRefresh
-          ? await sessions.introspectRefreshToken(token)
-          : { active: false }
-        : await sessions.introspect(token, { ip, user_agent })
+      const { refresh, result } = await sessions.introspectAnyToken(
+        token,
+        { ip, user_agent },
+        { refreshTokens: mayRefresh },
+      )
       if (!result.active) return { active: false }
       const { session, claims } = result
       return {

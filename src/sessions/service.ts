@@ -1,11 +1,13 @@
 import type { SessionContext, SessionDeps } from './context.ts'
 import { createDriftResponse } from './drift-response.ts'
 import { createExpiry } from './expiry.ts'
-import { createIntrospection } from './introspection.ts'
+import { createIntrospection, type Introspection } from './introspection.ts'
 import { createInvalidation } from './invalidation.ts'
 import { createLifecycle } from './lifecycle.ts'
 import { createLogin } from './login.ts'
+import type { ClientInfo } from './model.ts'
 import { createRefresh } from './refresh.ts'
+import { tokenKind } from './tokens.ts'
 
 /**
  * The sessions domain: opening, checking and ending sessions, with the expiry
@@ -24,6 +26,20 @@ export function createSessionService(deps: SessionDeps) {
   const { refresh } = createRefresh(ctx)
   const lifecycle = createLifecycle(ctx)
 
+  /**
+   * Introspection of whatever token is presented (RFC 7662 asks it of every
+   * kind), told apart by its shape: a refresh token is looked up as one
+   * (looking is not a use) when `refreshTokens` is set, and is inactive otherwise.
+   */
+  async function introspectAnyToken(
+    token: string,
+    client: ClientInfo,
+    { refreshTokens }: { refreshTokens: boolean },
+  ): Promise<{ refresh: boolean; result: Introspection }> {
+    if (tokenKind(token) !== 'refresh') return { refresh: false, result: await introspect(token, client) }
+    return { refresh: true, result: refreshTokens ? await introspectRefreshToken(token) : { active: false } }
+  }
+
   return {
     open,
     introspect,
@@ -35,7 +51,7 @@ export function createSessionService(deps: SessionDeps) {
     revokeAllForUser: lifecycle.revokeAllForUser,
     revokeInBulk: lifecycle.revokeInBulk,
     revokeByToken: lifecycle.revokeByToken,
-    introspectRefreshToken,
+    introspectAnyToken,
     purge: lifecycle.purge,
     listForUser: lifecycle.listForUser,
     listEvents: deps.repo.listEvents,
