@@ -5,22 +5,25 @@ import { type TypeBoxTypeProvider, TypeBoxValidatorCompiler } from '@fastify/typ
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify'
 import type { Logger } from 'pino'
 import { addressMatcher } from './addresses.ts'
-import { createApiKeyStore } from './api-keys/api-keys.ts'
 import { type Clock, systemClock } from './clock.ts'
 import { type Config, ConfigError } from './config.ts'
 import { Errors } from './errors.ts'
 import { createHealth } from './health.ts'
-import { createAccessTokens } from './keys/access-tokens.ts'
 import { requireKeyEncryptionKey } from './keys/key-encryption.ts'
-import { createSigningKeys } from './keys/signing-keys.ts'
 import { loggerOptions } from './logger.ts'
 import { createMetrics } from './metrics.ts'
 import { openapiYaml } from './openapi.ts'
+import apiKeys from './plugins/api-keys.ts'
 import callerAuth, { rateLimitedResponse } from './plugins/caller-auth.ts'
 import db from './plugins/db.ts'
 import errorHandler, { clientErrorHandler } from './plugins/error-handler.ts'
 import metricsPlugin from './plugins/metrics.ts'
-import { connectRedis } from './redis.ts'
+import purgeSweeper from './plugins/purge-sweeper.ts'
+import redis from './plugins/redis.ts'
+import sessionCache from './plugins/session-cache.ts'
+import sessions from './plugins/sessions.ts'
+import signingKeys from './plugins/signing-keys.ts'
+import webhooks from './plugins/webhooks.ts'
 import adminRoutes from './routes/admin.ts'
 import apiKeyRoutes from './routes/api-keys.ts'
 import forwardAuthRoutes from './routes/forward-auth.ts'
@@ -30,13 +33,6 @@ import sessionRoutes from './routes/sessions.ts'
 import signingKeyRoutes from './routes/signing-keys.ts'
 import userRoutes from './routes/users.ts'
 import webhookRoutes from './routes/webhooks.ts'
-import { createSessionCache } from './sessions/cache.ts'
-import { createPostgresFeed, feedChannel, localFeed, offFeed } from './sessions/invalidation-feed.ts'
-import { createSessionRepository } from './sessions/repository.ts'
-import { createSessionService } from './sessions/service.ts'
-import { createWriteBehind } from './sessions/write-behind.ts'
-import { createDispatcher } from './webhooks/dispatcher.ts'
-import { createWebhookStore } from './webhooks/store.ts'
 
 export interface AppOptions {
   /** A pino logger to use instead of one built from the config (tests pass one writing to a buffer). */
@@ -213,114 +209,36 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     },
   })
 
+  // Each plugin closes itself in an onClose hook, and Fastify runs those hooks last registered first: so
+  // the purge timer stops, webhook deliveries in flight end and last-seen writes are flushed while the
+  // signing keys, cache, feed, Redis and (last of all) the Postgres pool they may use are still open.
   await app.register(db, { config, migrate: options.migrate ?? config.migrateOnStart })
-  const { sql } = app.db
   const metrics = createMetrics()
-  const redis = config.redisUrl
-    ? connectRedis({
-        url: config.redisUrl,
-        commandTimeoutMs: config.redisCommandTimeoutMs,
-        log: app.log,
-        metrics,
-      })
-    : null
-  const keys = createApiKeyStore({ sql, clock, cacheTtlMs: config.apiKeyCacheTtlMs })
-  if ((await keys.seedEnvAdmin(config.adminApiKey)) === 'revoked') {
-    app.log.warn('ADMIN_API_KEY is revoked; unset it or set a new one')
-  }
-  if (kek.development) {
-    app.log.warn(
-      'DEV_MODE: signing keys are sealed with the public development key; never run so in production',
-    )
-  }
-  const signingKeys = createSigningKeys({ sql, clock, kek, config, log: app.log })
-  await signingKeys.start()
-  const access = createAccessTokens({ keys: signingKeys, config })
-  const repo = createSessionRepository(sql)
-  // Only a Postgres feed can prove a shared copy fresh: without one (embedded database, or a bound of
-  // 0) sessions are not cached in Redis, which would be written and never read.
-  const dedicated = config.l1TtlMs > 0 ? app.db.dedicated : null
-  const feed = dedicated
-    ? createPostgresFeed({
-        connect: dedicated,
-        channel: feedChannel(config.dbSchema),
-        boundMs: config.l1TtlMs,
-        metrics,
-        log: app.log,
-      })
-    : config.l1TtlMs === 0
-      ? offFeed
-      : localFeed
-  metrics.watchFeed(feed.state)
-  if (redis && !dedicated) {
-    app.log.warn('REDIS_URL is set but sessions are not cached there (embedded database, or L1_TTL_MS=0)')
-  }
-  const cache = createSessionCache({
-    ...config,
-    keyPrefix: config.redisKeyPrefix,
-    redis: dedicated ? redis : null,
-    feed,
-    macKey: kek.derive('session cache values'),
-    metrics,
-    log: app.log,
-  })
-  // Not needed for correctness (until it is live, Redis is not trusted), but a
-  // replica that starts with its feed live starts with a useful cache.
-  await feed.ready(2000)
-  const touches = createWriteBehind({ repo, intervalMs: config.writeBehindIntervalMs, metrics, log: app.log })
-  const sessions = createSessionService({
-    repo,
-    cache,
-    touches,
-    clock,
-    access,
-    refreshSecret: kek.derive('refresh token chain'),
-    // With Redis there may be other replicas whose last-seen writes are still pending.
-    config: { ...config, idleGraceMs: redis ? config.writeBehindIntervalMs : 0 },
-    log: app.log,
-  })
-  // One replica at a time purges (the others find the lock taken and skip the round).
-  const sweeper =
-    config.purgeIntervalMs > 0
-      ? setInterval(() => {
-          sessions
-            .purge(false)
-            .then((counts) => counts && app.log.info(counts, 'purge done'))
-            .catch((err: unknown) => app.log.warn({ err }, 'purge failed'))
-        }, config.purgeIntervalMs)
-      : undefined
-  sweeper?.unref()
-  const webhooks = createWebhookStore({ sql, kek })
-  const dispatcher = createDispatcher({ store: webhooks, kek, clock, config, metrics, log: app.log })
-  dispatcher.start()
-  // Hooks close in reverse order: bookkeeping is flushed before the pool (added earlier) ends.
-  app.addHook('onClose', async () => {
-    clearInterval(sweeper)
-    await dispatcher.close()
-    await touches.close()
-    await signingKeys.close()
-    await cache.close()
-    await feed.close()
-    await redis?.close()
-  })
-  const health = createHealth({ sql, redis, feed, metrics })
+  await app.register(redis, { config, metrics })
+  await app.register(apiKeys, { config, clock })
+  await app.register(sessionCache, { config, kek, metrics })
+  await app.register(signingKeys, { config, clock, kek })
+  await app.register(sessions, { config, clock, kek, metrics })
+  await app.register(webhooks, { config, clock, kek, metrics })
+  await app.register(purgeSweeper, { intervalMs: config.purgeIntervalMs })
+  const health = createHealth({ sql: app.db.sql, redis: app.redis, feed: app.invalidationFeed, metrics })
 
   await app.register(metricsPlugin, { metrics, probe: health.check, token: config.metricsToken })
-  await app.register(callerAuth, { keys, redis, config })
+  await app.register(callerAuth, { keys: app.apiKeys, redis: app.redis, config })
   await app.register(healthRoutes, { health })
   await app.register(sessionRoutes, {
-    sessions,
+    sessions: app.sessions,
     logIntrospection: config.logIntrospection,
     logoutAllOnLogout: config.logoutAllOnLogout,
     clock,
   })
-  await app.register(adminRoutes, { sessions })
-  await app.register(forwardAuthRoutes, { sessions, config })
-  await app.register(oauth2Routes, { sessions, issuer: config.jwtIssuer })
-  await app.register(webhookRoutes, { store: webhooks, sessions, clock, config })
-  await app.register(userRoutes, { sessions })
-  await app.register(apiKeyRoutes, { keys })
-  await app.register(signingKeyRoutes, { keys: signingKeys, maxAgeSeconds: config.jwksMaxAgeSeconds })
+  await app.register(adminRoutes, { sessions: app.sessions })
+  await app.register(forwardAuthRoutes, { sessions: app.sessions, config })
+  await app.register(oauth2Routes, { sessions: app.sessions, issuer: config.jwtIssuer })
+  await app.register(webhookRoutes, { store: app.webhooks, sessions: app.sessions, clock, config })
+  await app.register(userRoutes, { sessions: app.sessions })
+  await app.register(apiKeyRoutes, { keys: app.apiKeys })
+  await app.register(signingKeyRoutes, { keys: app.signingKeys, maxAgeSeconds: config.jwksMaxAgeSeconds })
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
   app.get('/openapi.yaml', { schema: { hide: true } }, async (_request, reply) =>
