@@ -2,7 +2,7 @@ import { isUtf8 } from 'node:buffer'
 import { randomUUID } from 'node:crypto'
 import swagger from '@fastify/swagger'
 import { type TypeBoxTypeProvider, TypeBoxValidatorCompiler } from '@fastify/type-provider-typebox'
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { addressMatcher } from './addresses.ts'
 import { type Clock, systemClock } from './clock.ts'
@@ -16,7 +16,7 @@ import { openapiYaml } from './openapi.ts'
 import apiKeys from './plugins/api-keys.ts'
 import callerAuth, { rateLimitedResponse } from './plugins/caller-auth.ts'
 import db from './plugins/db.ts'
-import errorHandler, { clientErrorHandler } from './plugins/error-handler.ts'
+import errorHandler, { clientErrorHandler, frameworkErrorHandler } from './plugins/error-handler.ts'
 import metricsPlugin from './plugins/metrics.ts'
 import purgeSweeper from './plugins/purge-sweeper.ts'
 import redis from './plugins/redis.ts'
@@ -43,6 +43,8 @@ export interface AppOptions {
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+/** Room for a 256-character user_id, percent-encoded; the route schema still enforces 256. */
+const MAX_PARAM_LENGTH = 3072
 
 /** Fastify settings shared with the bare route the benchmark compares against. */
 export const serverOptions = {
@@ -119,19 +121,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     requestIdHeader: false,
     // X-Forwarded-For is believed from these peers only (request.ip); none by default.
     ...(config.trustProxy ? { trustProxy: config.trustProxy } : {}),
-    // Room for a 256-character user_id, percent-encoded; the route schema still enforces 256.
-    routerOptions: { maxParamLength: 3072 },
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     // A URL the router cannot even parse gets the one error shape too.
-    frameworkErrors: (error, request, reply) => {
-      request.log.info({ code: error.code }, 'malformed URL')
-      const message = 'malformed URL: a path segment is badly percent-encoded or longer than 3072 characters'
-      const body = { error: { code: 'VALIDATION_FAILED', message } }
-      ;(reply as FastifyReply)
-        .code(400)
-        .header('x-content-type-options', 'nosniff')
-        .header('cache-control', 'no-store')
-        .send(body)
-    },
+    frameworkErrors: frameworkErrorHandler(MAX_PARAM_LENGTH),
     genReqId: (req) => {
       const given = req.headers['x-request-id']
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()

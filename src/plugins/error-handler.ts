@@ -1,6 +1,6 @@
 import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
-import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { Errors } from '../errors.ts'
 
@@ -41,6 +41,9 @@ interface Reply {
 }
 
 const as = (status: number, code: string, message: string): Reply => ({ status, code, message })
+
+/** The one error shape every refusal is answered in. */
+const errorBody = ({ code, message }: { code: string; message: string }) => ({ error: { code, message } })
 
 /**
  * Turns any error into the one error shape with a stable code. Expected
@@ -97,7 +100,7 @@ export function clientErrorHandler(requestTimeoutMs: number) {
     // Like Node: no answer once a response has begun on this connection.
     const response = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage
     if (socket.writable && !response?.headersSent) {
-      const body = JSON.stringify({ error: { code: error.code, message: error.message } })
+      const body = JSON.stringify(errorBody(error))
       socket.write(
         `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
           `Content-Length: ${Buffer.byteLength(body)}\r\nX-Content-Type-Options: nosniff\r\n` +
@@ -108,13 +111,33 @@ export function clientErrorHandler(requestTimeoutMs: number) {
   }
 }
 
+/**
+ * Answers a URL the router cannot parse (a path segment badly percent-encoded or
+ * longer than maxParamLength) in the one error shape. Fastify calls it before
+ * any hook or error handler, so it also sets the headers every other reply gets
+ * from the onRequest hook.
+ */
+export function frameworkErrorHandler(maxParamLength: number) {
+  return function answerMalformedUrl(error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
+    request.log.info({ code: error.code }, 'malformed URL')
+    const refusal = new Errors.VALIDATION_FAILED(
+      `malformed URL: a path segment is badly percent-encoded or longer than ${maxParamLength} characters`,
+    )
+    reply
+      .code(refusal.statusCode ?? 400)
+      .header('x-content-type-options', 'nosniff')
+      .header('cache-control', 'no-store')
+      .send(errorBody(refusal))
+  }
+}
+
 export default fp(
   async (app) => {
     app.setErrorHandler((error, request, reply) => {
       const { status, code, message } = toReply(error as Coded, request)
       if (status >= 500) request.log.error({ err: error }, 'request failed')
       else request.log.info({ code, status }, message)
-      reply.code(status).send({ error: { code, message } })
+      reply.code(status).send(errorBody({ code, message }))
     })
     // Which methods each path has, so a wrong method is a 405 rather than a 404.
     const routes: Array<{ pattern: RegExp; methods: Set<string> }> = []
@@ -134,7 +157,7 @@ export default fp(
           )
         : new Errors.NOT_FOUND(request.method, path)
       if (route) reply.header('allow', [...route.methods].join(', '))
-      reply.code(error.statusCode ?? 404).send({ error: { code: error.code, message: error.message } })
+      reply.code(error.statusCode ?? 404).send(errorBody(error))
     })
   },
   { name: 'error-handler' },
