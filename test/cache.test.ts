@@ -111,13 +111,17 @@ test('another replica answers from Redis what one replica read, while its feed i
 test('unknown tokens reach Postgres once per negative TTL, not once per request', async (t) => {
   const { app } = await buildTestApp(t, { ...redisSettings(), negativeTtlMs: 300 })
   const unknown = `sat_${'Q'.repeat(43)}`
+  const started = performance.now()
   for (let i = 0; i < 50; i++) assert.equal((await introspect(app, unknown)).active, false)
-  // One miss at both levels (the Postgres read), then 49 negative hits.
-  assert.equal(await metric(app, 'session_cache_misses_total', 'level="l2"'), 1)
-  assert.equal(await metric(app, 'session_cache_hits_total', 'kind="negative"'), 49)
+  // At most one Postgres read (a miss at both levels) per 300 ms window the loop spanned (one, unless
+  // the machine is slow); every other answer was a negative hit.
+  const windows = Math.floor((performance.now() - started) / 300) + 1
+  const misses = await metric(app, 'session_cache_misses_total', 'level="l2"')
+  assert.ok(misses >= 1 && misses <= windows, `${misses} reads in ${windows} windows`)
+  assert.equal(await metric(app, 'session_cache_hits_total', 'kind="negative"'), 50 - misses)
   await new Promise((r) => setTimeout(r, 350))
   assert.equal((await introspect(app, unknown)).active, false)
-  assert.equal(await metric(app, 'session_cache_misses_total', 'level="l2"'), 2)
+  assert.equal(await metric(app, 'session_cache_misses_total', 'level="l2"'), misses + 1)
 })
 
 test('a cached session still expires on time: the cache never outlives the expiry checks', async (t) => {
