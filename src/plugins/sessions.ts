@@ -14,7 +14,8 @@ declare module 'fastify' {
   }
 }
 
-interface Options {
+/** What the domain plugins (sessions, webhooks) are built with beside the app's own decorations. */
+export interface DomainOptions {
   config: Config
   clock: Clock
   kek: KeyEncryptionKey
@@ -23,7 +24,7 @@ interface Options {
 
 /** The sessions domain, with its last-seen writes batched (write-behind) and flushed when the app closes. */
 export default fp(
-  async (app, { config, clock, kek, metrics }: Options) => {
+  async (app, { config, clock, kek, metrics }: DomainOptions) => {
     const repo = createSessionRepository(app.db.sql)
     const touches = createWriteBehind({
       repo,
