@@ -23,6 +23,7 @@ import redis from './plugins/redis.ts'
 import sessionCache from './plugins/session-cache.ts'
 import sessions from './plugins/sessions.ts'
 import signingKeys from './plugins/signing-keys.ts'
+import tenants from './plugins/tenants.ts'
 import webhooks from './plugins/webhooks.ts'
 import adminRoutes from './routes/admin.ts'
 import apiKeyRoutes from './routes/api-keys.ts'
@@ -31,6 +32,7 @@ import healthRoutes from './routes/health.ts'
 import oauth2Routes from './routes/oauth2.ts'
 import sessionRoutes from './routes/sessions.ts'
 import signingKeyRoutes from './routes/signing-keys.ts'
+import tenantRoutes from './routes/tenants.ts'
 import userRoutes from './routes/users.ts'
 import webhookRoutes from './routes/webhooks.ts'
 
@@ -186,6 +188,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         { name: 'users', description: "A user's sessions and history" },
         { name: 'api keys', description: 'Callers of the API and the JWT signing keys (scope admin)' },
         { name: 'admin', description: 'Actions over many sessions (scope admin)' },
+        { name: 'tenants', description: 'Tenants and their policies (scope platform)' },
         { name: 'webhooks', description: 'Session events delivered to your URLs, signed (scope admin)' },
         { name: 'gateways', description: 'The sub-request of API gateways (nginx, Traefik, Caddy, Envoy)' },
         { name: 'standards', description: 'OAuth token introspection (RFC 7662) and revocation (RFC 7009)' },
@@ -195,7 +198,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     transform: ({ schema, url, route }) => {
       const scope = route.config?.scope
       if (!scope) return { schema, url }
-      const description = `Needs an API key with the \`${scope}\` scope (or \`admin\`).`
+      const description =
+        scope === 'platform'
+          ? 'Needs an API key with the `platform` scope.'
+          : `Needs an API key with the \`${scope}\` scope (or \`admin\` of the tenant, or \`platform\`).`
       const response = schema.response && { ...schema.response, 429: rateLimitedResponse }
       return { schema: { ...schema, security: [{ apiKey: [] }], description, response }, url }
     },
@@ -208,6 +214,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const metrics = createMetrics()
   await app.register(redis, { config, metrics })
   await app.register(apiKeys, { config, clock })
+  await app.register(tenants, { config, clock })
   await app.register(sessionCache, { config, kek, metrics })
   await app.register(signingKeys, { config, clock, kek })
   await app.register(sessions, { config, clock, kek, metrics })
@@ -221,7 +228,6 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(sessionRoutes, {
     sessions: app.sessions,
     logIntrospection: config.logIntrospection,
-    logoutAllOnLogout: config.logoutAllOnLogout,
     clock,
   })
   await app.register(adminRoutes, { sessions: app.sessions })
@@ -230,6 +236,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(webhookRoutes, { store: app.webhooks, sessions: app.sessions, clock, config })
   await app.register(userRoutes, { sessions: app.sessions })
   await app.register(apiKeyRoutes, { keys: app.apiKeys })
+  await app.register(tenantRoutes, { tenants: app.tenants })
   await app.register(signingKeyRoutes, { keys: app.signingKeys, maxAgeSeconds: config.jwksMaxAgeSeconds })
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+
 import { parseArgs } from 'node:util'
 import pino from 'pino'
 import { createApiKeyStore, SCOPES, type Scope } from './api-keys/api-keys.ts'
@@ -12,6 +13,7 @@ import { loggerOptions } from './logger.ts'
 import { serve } from './server.ts'
 import { purgeSessions } from './sessions/purge.ts'
 import { createSessionRepository } from './sessions/repository.ts'
+import { DEFAULT_TENANT, EVERY_TENANT } from './tenants/tenancy.ts'
 import { createDestinations } from './webhooks/destination.ts'
 import { createWebhookStore } from './webhooks/store.ts'
 
@@ -20,7 +22,8 @@ const USAGE = `usage: session-authority <command>
   serve                                   run the service (applies migrations unless MIGRATE_ON_START=false)
   migrate                                 apply pending database migrations and exit
   purge                                   mark overdue sessions expired, delete old ended sessions and events
-  keys create --name N --scopes a,b       create an API key and print it once
+  keys create --name N --scopes a,b [--tenant T]
+                                          create an API key (of tenant T, by default: default) and print it once
                                           scopes: ${SCOPES.join(', ')}
   keys list                               list API keys (never the keys themselves)
   keys revoke <id>                        revoke an API key
@@ -60,6 +63,7 @@ async function main(argv: string[]): Promise<number> {
       events: { type: 'string' },
       name: { type: 'string' },
       scopes: { type: 'string' },
+      tenant: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   })
@@ -103,22 +107,22 @@ async function main(argv: string[]): Promise<number> {
       return 2
     }
     const { key, apiKey } = await withDatabase((db) =>
-      keyStore(db).create(values.name as string, scopes as Scope[]),
+      keyStore(db).create(values.tenant ?? DEFAULT_TENANT, values.name as string, scopes as Scope[]),
     )
     console.error(`created ${apiKey.id} (${apiKey.scopes.join(', ')}); the key is shown only this once:`)
     console.log(key)
     return 0
   }
   if (command === 'keys' && sub === 'list') {
-    const keys = await withDatabase((db) => keyStore(db).list())
+    const keys = await withDatabase((db) => keyStore(db).list(EVERY_TENANT))
     for (const k of keys) {
       const state = k.revoked_at ? `revoked ${k.revoked_at.toISOString()}` : 'active'
-      console.log(`${k.id}\t${k.name}\t${k.scopes.join(',')}\t${state}`)
+      console.log(`${k.id}\t${k.name}\t${k.scopes.join(',')}\t${state}\t${k.tenant_id}`)
     }
     return 0
   }
   if (command === 'keys' && sub === 'revoke' && arg) {
-    const key = await withDatabase((db) => keyStore(db).revoke(arg))
+    const key = await withDatabase((db) => keyStore(db).revoke(EVERY_TENANT, arg))
     console.log(`revoked ${key.id}`)
     return 0
   }

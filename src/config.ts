@@ -295,6 +295,13 @@ export const ConfigSchema = Type.Object({
       pattern: '^[A-Za-z0-9-]{1,64}$',
     }),
   ),
+  forwardAuthTenants: Type.String(
+    env(
+      'FORWARD_AUTH_TENANTS',
+      'Comma-separated tenants whose sessions /v1/forward-auth lets through, or * for every tenant',
+      { default: 'default', minLength: 1, maxLength: 2048 },
+    ),
+  ),
   forwardAuthAllowedIps: Type.Optional(
     Type.String(
       env('FORWARD_AUTH_ALLOWED_IPS', 'Comma-separated addresses or CIDRs allowed to call /v1/forward-auth', {
@@ -410,6 +417,16 @@ export const ConfigSchema = Type.Object({
         'When set, /metrics needs `Authorization: Bearer <token>` (16+ printable characters); unset = open',
         { minLength: 16, maxLength: 256, pattern: '^[\\x21-\\x7e]+$' },
       ),
+    ),
+  ),
+  tenantReloadMs: Type.Integer(
+    env(
+      'TENANT_RELOAD_MS',
+      "How often a replica rereads the tenants' settings (a change made on it applies at once)",
+      {
+        default: 5000,
+        minimum: 100,
+      },
     ),
   ),
   apiKeyCacheTtlMs: Type.Integer(

@@ -35,6 +35,7 @@ export const Errors = {
   API_KEY_NOT_FOUND: createError('API_KEY_NOT_FOUND', 'API key %s not found', 404),
   WEBHOOK_NOT_FOUND: createError('WEBHOOK_NOT_FOUND', 'webhook %s not found', 404),
   DELIVERY_NOT_FOUND: createError('DELIVERY_NOT_FOUND', 'webhook delivery %s not found', 404),
+  TENANT_NOT_FOUND: createError('TENANT_NOT_FOUND', 'tenant %s not found', 404),
   // 409
   SESSION_LIMIT_REACHED: createError(
     'SESSION_LIMIT_REACHED',
@@ -42,6 +43,7 @@ export const Errors = {
     409,
   ),
   SESSION_ENDED: createError('SESSION_ENDED', 'session %s is %s; it cannot be suspended or resumed', 409),
+  TENANT_EXISTS: createError('TENANT_EXISTS', 'tenant %s already exists', 409),
   // 429
   RATE_LIMITED: createError(
     'RATE_LIMITED',

@@ -13,6 +13,7 @@ const MIGRATIONS = [
   '003_binding_and_policies.sql',
   '004_webhooks.sql',
   '005_invalidation_feed.sql',
+  '006_tenants.sql',
 ]
 
 function connect(schema: string) {
@@ -39,6 +40,7 @@ test('migrations create the schema, are recorded, and a second run applies nothi
       'session_events',
       'sessions',
       'signing_keys',
+      'tenants',
       'webhook_deliveries',
       'webhook_subscriptions',
     ],

@@ -5,8 +5,9 @@ import type { Clock } from '../clock.ts'
 import type { Sql } from '../db/connect.ts'
 import { Errors } from '../errors.ts'
 import { Nullable, Timestamp } from '../schemas.ts'
+import { DEFAULT_TENANT, type Tenancy } from '../tenants/tenancy.ts'
 
-export const SCOPES = ['introspect', 'sessions:read', 'sessions:write', 'admin'] as const
+export const SCOPES = ['introspect', 'sessions:read', 'sessions:write', 'admin', 'platform'] as const
 export const Scope = Type.Union(SCOPES.map((s) => Type.Literal(s)))
 export type Scope = (typeof SCOPES)[number]
 
@@ -21,6 +22,7 @@ export const ApiKey = Type.Object(
   {
     id: Type.String(),
     name: Type.String(),
+    tenant_id: Type.String({ description: 'The tenant the key belongs to and acts for' }),
     scopes: Type.Array(Scope),
     created_at: Timestamp(),
     revoked_at: Nullable(Timestamp()),
@@ -32,16 +34,25 @@ export type ApiKey = Static<typeof ApiKey>
 export interface Caller {
   keyId: string
   scopes: Scope[]
+  /** The tenant the key belongs to: the only one whose data it sees, unless it has the platform scope. */
+  tenantId: string
 }
 
 function hashKey(key: string): Buffer {
   return hash('sha256', key, 'buffer')
 }
 
-/** Does a caller with these scopes pass a route that needs `scope`? admin passes everything. */
+/**
+ * Does a caller with these scopes pass a route that needs `scope`? A tenant's
+ * admin passes every route of its tenant; platform passes every route, the
+ * tenants' own included.
+ */
 export function allows(scopes: readonly Scope[], scope: Scope): boolean {
-  return scopes.includes(scope) || scopes.includes('admin')
+  if (scopes.includes(scope) || scopes.includes('platform')) return true
+  return scope !== 'platform' && scopes.includes('admin')
 }
+
+const KEY_COLUMNS = 'id, name, tenant_id, scopes, created_at, revoked_at'
 
 /**
  * API keys of the callers (backends, gateways). Keys are stored as SHA-256
@@ -64,13 +75,22 @@ export function createApiKeyStore({
   // guesser never does. Their holders pass a block on failed authentications (see caller-auth).
   const seenValid = new Set<string>()
 
-  async function create(name: string, scopes: Scope[]): Promise<{ key: string; apiKey: ApiKey }> {
+  const columns = sql.unsafe(KEY_COLUMNS)
+  const visibleTo = (who: Tenancy) => (who.sees === '*' ? sql`true` : sql`tenant_id = any(${who.sees})`)
+
+  /** A new key of `tenant` (which must exist: TENANT_NOT_FOUND otherwise). */
+  async function create(
+    tenant: string,
+    name: string,
+    scopes: Scope[],
+  ): Promise<{ key: string; apiKey: ApiKey }> {
     const id = `key_${randomBytes(8).toString('hex')}`
     const key = API_KEY_PREFIX + randomBytes(32).toString('base64url')
     const [apiKey] = await sql<ApiKey[]>`
-      insert into api_keys (id, name, key_hash, scopes, created_at)
-      values (${id}, ${name}, ${hashKey(key)}, ${scopes}, ${new Date(clock.now())})
-      returning id, name, scopes, created_at, revoked_at`
+      insert into api_keys (id, name, tenant_id, key_hash, scopes, created_at)
+      select ${id}, ${name}, id, ${hashKey(key)}, ${scopes}, ${new Date(clock.now())} from tenants where id = ${tenant}
+      returning ${columns}`
+    if (!apiKey) throw new Errors.TENANT_NOT_FOUND(tenant)
     seenValid.add(hashKey(key).toString('base64'))
     return { key, apiKey: apiKey as ApiKey }
   }
@@ -96,10 +116,11 @@ export function createApiKeyStore({
       const [revoked] =
         await tx`select 1 from api_keys where key_hash = ${keyHash} and revoked_at is not null`
       if (revoked) return 'revoked'
+      // The operator's key: platform, so it also manages tenants (it belongs to the default one).
       await tx`
-        insert into api_keys (id, name, key_hash, scopes, created_at)
-        values (${ENV_ADMIN_KEY_ID}, 'ADMIN_API_KEY', ${keyHash}, ${['admin']}, ${now})
-        on conflict (id) do update set scopes = excluded.scopes`
+        insert into api_keys (id, name, tenant_id, key_hash, scopes, created_at)
+        values (${ENV_ADMIN_KEY_ID}, 'ADMIN_API_KEY', ${DEFAULT_TENANT}, ${keyHash}, ${['admin', 'platform']}, ${now})
+        on conflict (id) do update set scopes = excluded.scopes, tenant_id = excluded.tenant_id`
       return 'seeded' as const
     })
   }
@@ -115,16 +136,15 @@ export function createApiKeyStore({
     return seenValid.has(hashKey(key).toString('base64'))
   }
 
-  async function list(): Promise<ApiKey[]> {
-    return sql<
-      ApiKey[]
-    >`select id, name, scopes, created_at, revoked_at from api_keys order by created_at, id`
+  async function list(who: Tenancy): Promise<ApiKey[]> {
+    return sql<ApiKey[]>`select ${columns} from api_keys where ${visibleTo(who)} order by created_at, id`
   }
 
-  async function revoke(id: string): Promise<ApiKey> {
+  async function revoke(who: Tenancy, id: string): Promise<ApiKey> {
     const [row] = await sql<ApiKey[]>`
-      update api_keys set revoked_at = coalesce(revoked_at, ${new Date(clock.now())}) where id = ${id}
-      returning id, name, scopes, created_at, revoked_at`
+      update api_keys set revoked_at = coalesce(revoked_at, ${new Date(clock.now())})
+      where id = ${id} and ${visibleTo(who)}
+      returning ${columns}`
     if (!row) throw new Errors.API_KEY_NOT_FOUND(id)
     verified?.clear()
     return row
@@ -140,9 +160,12 @@ export function createApiKeyStore({
     const hash = hashKey(key)
     const known = verified?.get(hash.toString('base64'))
     if (known) return known.caller
-    const [row] = await sql<{ id: string; key_hash: Buffer; scopes: Scope[] }[]>`
-      select id, key_hash, scopes from api_keys where key_hash = ${hash} and revoked_at is null`
-    const caller = row && timingSafeEqual(row.key_hash, hash) ? { keyId: row.id, scopes: row.scopes } : null
+    const [row] = await sql<{ id: string; key_hash: Buffer; scopes: Scope[]; tenant_id: string }[]>`
+      select id, key_hash, scopes, tenant_id from api_keys where key_hash = ${hash} and revoked_at is null`
+    const caller =
+      row && timingSafeEqual(row.key_hash, hash)
+        ? { keyId: row.id, scopes: row.scopes, tenantId: row.tenant_id }
+        : null
     verified?.set(hash.toString('base64'), { caller })
     if (caller) seenValid.add(hash.toString('base64'))
     else seenValid.delete(hash.toString('base64'))

@@ -6,6 +6,7 @@ import type { Config } from '../config.ts'
 import { Errors } from '../errors.ts'
 import type { RedisConnection } from '../redis.ts'
 import { ErrorReply } from '../schemas.ts'
+import { onlyTenant, type Tenancy } from '../tenants/tenancy.ts'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -16,6 +17,8 @@ declare module 'fastify' {
   }
   interface FastifyRequest {
     caller: Caller | null
+    /** Whose data the request may see and change (set with the caller; routes without a scope have none). */
+    tenancy: Tenancy
   }
 }
 
@@ -68,6 +71,35 @@ export default fp(
     { keys, redis, config }: { keys: ApiKeyStore; redis: RedisConnection | null; config: Config },
   ) => {
     app.decorateRequest('caller', null)
+    app.decorateRequest('tenancy', null as unknown as Tenancy)
+    // One Tenancy per key and per tenant a platform key names, not one per request.
+    const ownTenancy = new WeakMap<Caller, Tenancy>()
+    const named = new Map<string, Tenancy>()
+
+    /**
+     * A key acts for its own tenant. A platform key sees every tenant, and acts
+     * for the one it names in x-tenant-id; any other key naming another tenant
+     * is told that tenant does not exist (whether it does or not).
+     */
+    function tenancyOf(request: FastifyRequest, caller: Caller): Tenancy {
+      const header = request.headers['x-tenant-id']
+      const platform = caller.scopes.includes('platform')
+      if (typeof header === 'string' && header !== '' && (platform || header !== caller.tenantId)) {
+        if (!platform) throw new Errors.TENANT_NOT_FOUND(header)
+        let tenancy = named.get(header)
+        if (!tenancy) {
+          tenancy = onlyTenant(header)
+          if (named.size < 10_000) named.set(header, tenancy)
+        }
+        return tenancy
+      }
+      let tenancy = ownTenancy.get(caller)
+      if (!tenancy) {
+        tenancy = platform ? { tenant: caller.tenantId, sees: '*' } : onlyTenant(caller.tenantId)
+        ownTenancy.set(caller, tenancy)
+      }
+      return tenancy
+    }
     const failures =
       config.authFailureLimit > 0
         ? createAuthFailureLimiter({
@@ -102,6 +134,11 @@ export default fp(
         }
         if (!allows(caller.scopes, scope)) return done(new Errors.FORBIDDEN(scope))
         request.caller = caller
+        try {
+          request.tenancy = tenancyOf(request, caller)
+        } catch (err) {
+          return done(err as Error)
+        }
         done()
       }
       // Too long to be a key: not worth a lookup, but still a failure.

@@ -39,6 +39,7 @@ export default fp(
       clock,
       access: createAccessTokens({ keys: app.signingKeys, config }),
       refreshSecret: kek.derive('refresh token chain'),
+      policy: app.tenants.policy,
       // With Redis there may be other replicas whose last-seen writes are still pending.
       config: { ...config, idleGraceMs: app.redis ? config.writeBehindIntervalMs : 0 },
       log: app.log,
@@ -46,5 +47,5 @@ export default fp(
     app.decorate('sessions', sessions)
     app.addHook('onClose', () => touches.close())
   },
-  { name: 'sessions', dependencies: ['db', 'redis', 'session-cache', 'signing-keys'] },
+  { name: 'sessions', dependencies: ['db', 'redis', 'tenants', 'session-cache', 'signing-keys'] },
 )

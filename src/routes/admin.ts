@@ -47,14 +47,14 @@ const adminRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = asy
         throw new Errors.VALIDATION_FAILED('send exactly one of user_ids and all_users_except')
       }
       const where = user_ids ? { userIds: user_ids } : { allUsersExcept: all_users_except ?? [] }
-      return { revoked: await sessions.revokeInBulk(where, reason) }
+      return { revoked: await sessions.revokeInBulk(request.tenancy, where, reason) }
     },
   )
 
   app.post(
     '/v1/admin/purge',
     {
-      config: { scope: 'admin' },
+      config: { scope: 'platform' },
       schema: {
         tags,
         summary:

@@ -1,12 +1,23 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { ApiKey, type ApiKeyStore, Scope } from '../api-keys/api-keys.ts'
+import { Errors } from '../errors.ts'
 import { Text, withErrors } from '../schemas.ts'
+import { TenantId } from '../tenants/store.ts'
+import { sees } from '../tenants/tenancy.ts'
 
 const tags = ['api keys']
 
 const CreateApiKeyBody = Type.Object(
-  { name: Text({ maxLength: 100 }), scopes: Type.Array(Scope, { minItems: 1, uniqueItems: true }) },
+  {
+    name: Text({ maxLength: 100 }),
+    scopes: Type.Array(Scope, { minItems: 1, uniqueItems: true }),
+    tenant_id: Type.Optional({
+      ...TenantId,
+      description:
+        "The tenant the key acts for; by default the caller's (another one needs the platform scope)",
+    }),
+  },
   { additionalProperties: false },
 )
 
@@ -25,7 +36,13 @@ const apiKeyRoutes: FastifyPluginAsyncTypebox<{ keys: ApiKeyStore }> = async (ap
       },
     },
     async (request, reply) => {
-      const { key, apiKey } = await keys.create(request.body.name, request.body.scopes)
+      const { name, scopes, tenant_id: tenant = request.tenancy.tenant } = request.body
+      if (!sees(request.tenancy, tenant)) throw new Errors.TENANT_NOT_FOUND(tenant)
+      // A tenant's admin makes keys of its tenant, never one that spans tenants.
+      if (scopes.includes('platform') && !request.caller?.scopes.includes('platform')) {
+        throw new Errors.FORBIDDEN('platform')
+      }
+      const { key, apiKey } = await keys.create(tenant, name, scopes)
       return reply.code(201).send({ key, api_key: apiKey })
     },
   )
@@ -40,7 +57,7 @@ const apiKeyRoutes: FastifyPluginAsyncTypebox<{ keys: ApiKeyStore }> = async (ap
         response: withErrors({ 200: Type.Object({ api_keys: Type.Array(ApiKey) }) }),
       },
     },
-    async () => ({ api_keys: await keys.list() }),
+    async (request) => ({ api_keys: await keys.list(request.tenancy) }),
   )
 
   app.delete(
@@ -54,7 +71,7 @@ const apiKeyRoutes: FastifyPluginAsyncTypebox<{ keys: ApiKeyStore }> = async (ap
         response: withErrors({ 200: ApiKey }),
       },
     },
-    async (request) => keys.revoke(request.params.id),
+    async (request) => keys.revoke(request.tenancy, request.params.id),
   )
 }
 

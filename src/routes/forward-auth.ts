@@ -8,6 +8,7 @@ import { nextTurn } from '../next-turn.ts'
 import { ErrorReply } from '../schemas.ts'
 import { USER_AGENT_MAX_LENGTH } from '../sessions/model.ts'
 import type { SessionService } from '../sessions/service.ts'
+import { DEFAULT_TENANT, type Tenancy } from '../tenants/tenancy.ts'
 
 type Settings = Pick<
   Config,
@@ -19,6 +20,7 @@ type Settings = Pick<
   | 'forwardAuthUserHeader'
   | 'forwardAuthSessionHeader'
   | 'forwardAuthMetadata'
+  | 'forwardAuthTenants'
   | 'logIntrospection'
 >
 
@@ -77,6 +79,11 @@ const forwardAuthRoutes: FastifyPluginAsync<{ sessions: SessionService; config: 
   { sessions, config },
 ) => {
   const secret = config.forwardAuthSecret ? Buffer.from(config.forwardAuthSecret) : null
+  // The gateway's credential is the service's, so the tenants it serves are the service's setting.
+  const served = config.forwardAuthTenants.split(',').map((t) => t.trim())
+  const tenancy: Tenancy = served.includes('*')
+    ? { tenant: DEFAULT_TENANT, sees: '*' }
+    : { tenant: served[0] ?? DEFAULT_TENANT, sees: served }
   const allowed = config.forwardAuthAllowedIps ? addressMatcher(config.forwardAuthAllowedIps) : null
   const trusted = config.trustProxy ? addressMatcher(config.trustProxy) : () => false
   const metadata = metadataHeaders(config.forwardAuthMetadata)
@@ -181,7 +188,7 @@ const forwardAuthRoutes: FastifyPluginAsync<{ sessions: SessionService; config: 
     if (!token) return deny(reply, false)
     const ip = endUserIp(request)
     // A gateway always passes the User-Agent on, and a trusted proxy the address: a missing one is judged as drift.
-    const result = await sessions.introspect(token, {
+    const result = await sessions.introspect(tenancy, token, {
       ip: ip ?? undefined,
       user_agent: endUserAgent(request),
       required: { user_agent: true, ip: ip !== undefined },

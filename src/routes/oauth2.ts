@@ -104,6 +104,7 @@ const oauth2Routes: FastifyPluginAsyncTypebox<{ sessions: SessionService; issuer
       // nothing but `active` must never take one for an access token.
       const mayRefresh = request.caller !== null && allows(request.caller.scopes, 'sessions:write')
       const { refresh, result } = await sessions.introspectAnyToken(
+        request.tenancy,
         token,
         { ip, user_agent },
         { refreshTokens: mayRefresh },
@@ -138,7 +139,9 @@ const oauth2Routes: FastifyPluginAsyncTypebox<{ sessions: SessionService; issuer
       },
     },
     async (request, reply) => {
-      await sessions.revokeByToken(request.body.token, 'oauth_revoke')
+      // RFC 7009 §2.1: only a token issued to this client, which here means to its tenant (a
+      // tenant's keys are one client: a rotated key still revokes what the old one opened).
+      await sessions.revokeByToken(request.tenancy, request.body.token, 'oauth_revoke')
       // An empty body (RFC 7009 §2.2); the typed reply would serialise null.
       return (reply as FastifyReply).code(200).send()
     },

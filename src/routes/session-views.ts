@@ -11,6 +11,7 @@ import {
   UserId,
 } from '../sessions/model.ts'
 import type { SessionService } from '../sessions/service.ts'
+import type { Tenancy } from '../tenants/tenancy.ts'
 
 // Sessions and their events on the wire: the shapes several route files answer with, and what fills them.
 
@@ -97,10 +98,11 @@ export function sessionView(session: SessionRow, currentId?: string) {
 /** One page of events, newest first, and the cursor of the next. */
 export async function eventsPage(
   sessions: Pick<SessionService, 'listEvents'>,
+  who: Tenancy,
   query: Static<typeof AllEventsQuery>,
 ): Promise<Static<typeof EventsReply>> {
   const limit = query.limit ?? 50
-  const events = await sessions.listEvents({
+  const events = await sessions.listEvents(who, {
     userId: query.user_id ?? null,
     type: query.type ?? null,
     since: query.since ? new Date(query.since) : null,

@@ -158,9 +158,8 @@ const tags = ['sessions']
 const sessionRoutes: FastifyPluginAsyncTypebox<{
   sessions: SessionService
   logIntrospection: boolean
-  logoutAllOnLogout: boolean
   clock: Clock
-}> = async (app, { sessions, logIntrospection, logoutAllOnLogout, clock }) => {
+}> = async (app, { sessions, logIntrospection, clock }) => {
   app.post(
     '/v1/sessions',
     {
@@ -173,7 +172,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{
       },
     },
     async (request, reply) => {
-      const issued = await sessions.open(request.body, request.caller?.keyId ?? null)
+      const issued = await sessions.open(request.tenancy, request.body, request.caller?.keyId ?? null)
       return reply.code(201).send(issuedView(issued, clock.now()))
     },
   )
@@ -193,7 +192,8 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{
     },
     async (request) => {
       const { refresh_token, ip, user_agent } = request.body
-      return jwtView(await sessions.refresh(refresh_token, { ip, user_agent }), clock.now())
+      const pair = await sessions.refresh(request.tenancy, refresh_token, { ip, user_agent })
+      return jwtView(pair, clock.now())
     },
   )
 
@@ -213,7 +213,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{
     },
     async (request) => {
       const { token, ip, user_agent } = request.body
-      const result = await sessions.introspect(token, { ip, user_agent })
+      const result = await sessions.introspect(request.tenancy, token, { ip, user_agent })
       await nextTurn()
       if (!result.active) {
         // Why is for callers trusted with sessions; a gateway's key learns only "inactive".
@@ -248,7 +248,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{
         response: withErrors({ 200: SessionView }),
       },
     },
-    async (request) => sessionView(await sessions.get(request.params.id)),
+    async (request) => sessionView(await sessions.get(request.tenancy, request.params.id)),
   )
 
   app.delete(
@@ -264,8 +264,8 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{
       },
     },
     async (request) => {
-      const { reason = 'api', scope = logoutAllOnLogout ? 'user' : 'session' } = request.query
-      return sessionView(await sessions.revoke(request.params.id, reason, scope))
+      const { reason = 'api', scope } = request.query
+      return sessionView(await sessions.revoke(request.tenancy, request.params.id, reason, scope))
     },
   )
 
@@ -282,7 +282,8 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{
         response: withErrors({ 200: SessionView }),
       },
     },
-    async (request) => sessionView(await sessions.suspend(request.params.id, request.body.reason ?? 'api')),
+    async (request) =>
+      sessionView(await sessions.suspend(request.tenancy, request.params.id, request.body.reason ?? 'api')),
   )
 
   app.post(
@@ -299,7 +300,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{
         response: withErrors({ 200: SessionView }),
       },
     },
-    async (request) => sessionView(await sessions.resume(request.params.id, request.body)),
+    async (request) => sessionView(await sessions.resume(request.tenancy, request.params.id, request.body)),
   )
 }
 

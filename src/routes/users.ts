@@ -32,6 +32,12 @@ const RevokeAllQuery = Type.Object(
   { additionalProperties: false },
 )
 
+const UserSessionParams = Type.Object({ user_id: UserId, id: Uuid('Session id') })
+const RevokeOneQuery = Type.Object(
+  { reason: Type.Optional(Text({ maxLength: 200 })) },
+  { additionalProperties: false },
+)
+
 const tags = ['users']
 
 const userRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = async (app, { sessions }) => {
@@ -49,7 +55,7 @@ const userRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = asyn
     },
     async (request) => {
       const { current_session_id: current, limit = 100 } = request.query
-      const rows = await sessions.listForUser(request.params.user_id, limit)
+      const rows = await sessions.listForUser(request.tenancy, request.params.user_id, limit)
       return { sessions: rows.map((row) => sessionView(row, current ?? '')) }
     },
   )
@@ -68,7 +74,30 @@ const userRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = asyn
     },
     async (request) => {
       const { except_session_id: except = null, reason = 'api' } = request.query
-      return { revoked: await sessions.revokeAllForUser(request.params.user_id, except, reason) }
+      return {
+        revoked: await sessions.revokeAllForUser(request.tenancy, request.params.user_id, except, reason),
+      }
+    },
+  )
+
+  app.delete(
+    '/v1/users/:user_id/sessions/:id',
+    {
+      config: { scope: 'sessions:write' },
+      schema: {
+        tags,
+        summary: "Revoke one of this user's sessions (404 when the session is not this user's); idempotent",
+        description:
+          'For a "your devices" page: one call, with no read and compare first. Answers with the session as it now is.',
+        params: UserSessionParams,
+        querystring: RevokeOneQuery,
+        response: withErrors({ 200: SessionView }),
+      },
+    },
+    async (request) => {
+      const { user_id: userId, id } = request.params
+      const reason = request.query.reason ?? 'api'
+      return sessionView(await sessions.revoke(request.tenancy, id, reason, 'session', userId))
     },
   )
 
@@ -85,7 +114,7 @@ const userRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = asyn
       },
     },
     async (request) => {
-      return eventsPage(sessions, { ...request.query, user_id: request.params.user_id })
+      return eventsPage(sessions, request.tenancy, { ...request.query, user_id: request.params.user_id })
     },
   )
 }

@@ -179,7 +179,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
         response: withErrors({ 200: EventsReply }),
       },
     },
-    async (request) => eventsPage(sessions, request.query),
+    async (request) => eventsPage(sessions, request.tenancy, request.query),
   )
 }
 

@@ -2,6 +2,7 @@ import type { Clock } from '../clock.ts'
 import type { Config } from '../config.ts'
 import type { AccessTokens } from '../keys/access-tokens.ts'
 import type { Log } from '../logger.ts'
+import type { Policy } from '../tenants/store.ts'
 import type { SessionCache } from './cache.ts'
 import type { DriftResponse } from './drift-response.ts'
 import type { Expiry } from './expiry.ts'
@@ -18,19 +19,13 @@ export interface SessionDeps {
   access: AccessTokens
   /** The secret that chains refresh tokens (see successorRefreshToken). */
   refreshSecret: Buffer
+  /** The policy a tenant's sessions follow (the global settings with the tenant's overrides). */
+  policy: (tenantId: string) => Policy
   config: Pick<
     Config,
-    | 'idleTimeoutSeconds'
-    | 'absoluteLifetimeSeconds'
     | 'metadataLimitBytes'
     | 'accessTokenTtlSeconds'
     | 'refreshReuseGraceSeconds'
-    | 'uaDriftPolicy'
-    | 'ipDriftPolicy'
-    | 'ipv4DriftPrefix'
-    | 'ipv6DriftPrefix'
-    | 'maxSessionsPerUser'
-    | 'sessionLimitAction'
     | 'writeBehindIntervalMs'
     | 'purgeRetentionDays'
     | 'eventRetentionDays'

@@ -1,5 +1,7 @@
 import { LRUCache } from 'lru-cache'
 import type { Config } from '../config.ts'
+import type { Policy } from '../tenants/store.ts'
+import { EVERY_TENANT } from '../tenants/tenancy.ts'
 import { parseDevice } from './device.ts'
 import { judgeDrift, type Verdict } from './drift.ts'
 import type { ChangedSession, Client, ClientInfo, SessionRow } from './model.ts'
@@ -8,11 +10,10 @@ import type { SessionRepository } from './repository.ts'
 /** What a use from another client does to a session: judged by policy, then suspended or rebound. */
 export function createDriftResponse({
   config,
+  policy,
 }: {
-  config: Pick<
-    Config,
-    'uaDriftPolicy' | 'ipDriftPolicy' | 'ipv4DriftPrefix' | 'ipv6DriftPrefix' | 'writeBehindIntervalMs'
-  >
+  config: Pick<Config, 'writeBehindIntervalMs'>
+  policy: (tenantId: string) => Policy
 }) {
   // When each session last followed a browser update, on this replica: at most one such write per interval.
   const uaFollowedAt = new LRUCache<string, number>({ max: 100_000 })
@@ -30,7 +31,7 @@ export function createDriftResponse({
       session.binding,
       client.ip ?? null,
       client.user_agent ?? null,
-      config,
+      policy(session.tenant_id),
       client.required,
     )
     if (verdict.uaUpdated && verdict.drifted.length === 0) {
@@ -66,7 +67,8 @@ export function createDriftResponse({
     if (suspendFor.length > 0) {
       const reason = `${suspendFor[0]}_drift`
       const data = { dimensions: suspendFor, previous, current: presented }
-      const suspended = await store.suspend(session.id, reason, data, now)
+      // The session was found for a caller that sees it: the row is the one judged.
+      const suspended = await store.suspend(EVERY_TENANT, session.id, reason, data, now)
       return { session: null, changed: suspended ? [suspended] : [] }
     }
     // Only dimensions the use presented drift under `record`, so the presented values are real ones here.

@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks'
 import type { AccessClaims } from '../keys/access-tokens.ts'
+import { EVERY_TENANT, sees, type Tenancy } from '../tenants/tenancy.ts'
 import type { SessionContext } from './context.ts'
 import { expiresAt } from './expiry.ts'
 import { sessionKey, tokenKey } from './invalidation.ts'
@@ -38,12 +39,13 @@ export function createIntrospection({
    * are all simply inactive. Both expiries are checked on every call; a
    * successful check slides the idle expiry (written behind, not waited for).
    */
-  async function introspect(token: string, given: ClientInfo = {}): Promise<Introspection> {
+  async function introspect(who: Tenancy, token: string, given: ClientInfo = {}): Promise<Introspection> {
     const client = presentedClient(given)
     const kind = tokenKind(token)
     if (kind === 'opaque') {
       const key = tokenKey(token)
       return check(
+        who,
         key,
         () => repo.readForCache({ tokenHash: Buffer.from(key, 'hex') }),
         clock.now(),
@@ -56,11 +58,13 @@ export function createIntrospection({
     const claims = verified instanceof Promise ? await verified : verified
     const nowMs = clock.now()
     if (!claims || !access.timely(claims, nowMs)) return INACTIVE
-    return check(sessionKey(claims.sid), () => repo.readForCache({ id: claims.sid }), nowMs, client, claims)
+    const load = () => repo.readForCache({ id: claims.sid })
+    return check(who, sessionKey(claims.sid), load, nowMs, client, claims)
   }
 
   /** The session behind a token, through the cache: live, not expired, and (for a JWT) the one it names. */
   async function check(
+    who: Tenancy,
     key: string,
     load: () => Promise<CacheRead>,
     nowMs: number,
@@ -69,7 +73,9 @@ export function createIntrospection({
   ): Promise<Introspection> {
     let session = cache.peek(key)
     if (session === undefined) session = await cache.lookup(key, load, nowMs)
-    if (session === null) return INACTIVE
+    // The cache is shared by every tenant (a token is one session whoever asks): the tenant is checked
+    // here, before anything else, and another tenant's session is simply unknown.
+    if (session === null || !sees(who, session.tenant_id)) return INACTIVE
     if (claims && (session.token_type !== 'jwt' || session.user_id !== claims.sub)) return INACTIVE
     if (session.status !== 'active') return session.status === 'suspended' ? SUSPENDED : INACTIVE
     const now = new Date(nowMs)
@@ -78,7 +84,7 @@ export function createIntrospection({
     if (idleExpiry(session) <= now) {
       // A cached row's last use may be old: only a fresh read can say the session really idled out.
       const readStartedAt = performance.now()
-      const fresh = await repo.findById(session.id)
+      const fresh = await repo.findById(EVERY_TENANT, session.id)
       if (fresh?.status !== 'active') return INACTIVE
       session = fresh
       cache.refresh(key, fresh, readStartedAt)
@@ -102,7 +108,7 @@ export function createIntrospection({
   /** Records that a session ran out (once), without holding up the answer, which is "inactive" either way. */
   function expire(session: SessionRow, reason: string, now: Date): Introspection {
     repo
-      .end({ ids: [session.id] }, 'expired', reason, now)
+      .end(EVERY_TENANT, { ids: [session.id] }, 'expired', reason, now)
       .then((ended) => invalidateEnded(ended))
       .catch((err: unknown) => log.warn({ err, sessionId: session.id }, 'could not record session expiry'))
     return INACTIVE
@@ -112,11 +118,11 @@ export function createIntrospection({
    * Is this refresh token good right now (RFC 7662 asks this of any token)?
    * Unspent, and its session live. Looking does not count as a use.
    */
-  async function introspectRefreshToken(token: string): Promise<Introspection> {
+  async function introspectRefreshToken(who: Tenancy, token: string): Promise<Introspection> {
     if (tokenKind(token) !== 'refresh') return INACTIVE
     const row = await repo.findRefreshToken(hashTokenBytes(token))
     if (!row || row.spent_at !== null) return INACTIVE
-    const session = await repo.findById(row.session_id)
+    const session = await repo.findById(who, row.session_id)
     const now = new Date(clock.now())
     if (session?.status !== 'active' || ranOut(session, now)) return INACTIVE
     return {

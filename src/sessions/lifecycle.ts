@@ -1,4 +1,5 @@
 import { Errors } from '../errors.ts'
+import type { Tenancy } from '../tenants/tenancy.ts'
 import type { SessionContext } from './context.ts'
 import { parseDevice } from './device.ts'
 import type { ClientInfo, SessionRow } from './model.ts'
@@ -9,61 +10,75 @@ import { hashTokenBytes, tokenKind } from './tokens.ts'
 const BATCH = 1000
 
 /** A session's life after login: read, listed, suspended, resumed, revoked (one, a user's, in bulk, by token), purged. */
-export function createLifecycle({ repo, clock, access, config, expiry, invalidation }: SessionContext) {
+export function createLifecycle({
+  repo,
+  clock,
+  access,
+  config,
+  policy,
+  expiry,
+  invalidation,
+}: SessionContext) {
   const { ranOut, withLocalUse } = expiry
   const { invalidateEnded, invalidateChanged } = invalidation
 
-  async function get(id: string): Promise<SessionRow> {
-    const session = await repo.findById(id)
-    if (!session) throw new Errors.SESSION_NOT_FOUND(id)
+  /** A session `who` sees (of `ownedBy` when given); SESSION_NOT_FOUND for any other, whether it exists or not. */
+  async function get(who: Tenancy, id: string, ownedBy?: string): Promise<SessionRow> {
+    const session = await repo.findById(who, id)
+    if (!session || (ownedBy !== undefined && session.user_id !== ownedBy))
+      throw new Errors.SESSION_NOT_FOUND(id)
     return withLocalUse(session)
   }
 
   /**
    * Revokes one session, or with scope `user` every open session of its user
-   * ("log out everywhere"). Idempotent: revoking an ended session changes nothing.
+   * ("log out everywhere"; by default as the tenant's LOGOUT_ALL_ON_LOGOUT says).
+   * With `ownedBy`, only a session of that user. Idempotent: revoking an ended
+   * session changes nothing.
    */
   async function revoke(
+    who: Tenancy,
     id: string,
     reason: string,
-    scope: 'session' | 'user' = 'session',
+    scope?: 'session' | 'user',
+    ownedBy?: string,
   ): Promise<SessionRow> {
-    if (scope === 'user') {
-      const session = await get(id)
-      await revokeAllForUser(session.user_id, null, reason)
-      return get(id)
+    const session = await get(who, id, ownedBy)
+    if ((scope ?? (policy(session.tenant_id).logoutAllOnLogout ? 'user' : 'session')) === 'user') {
+      await revokeAllForUser(who, session.user_id, null, reason)
+      return get(who, id)
     }
-    const ended = await repo.end({ ids: [id] }, 'revoked', reason, new Date(clock.now()))
+    const ended = await repo.end(who, { ids: [id] }, 'revoked', reason, new Date(clock.now()))
     await invalidateEnded(ended)
-    return get(id)
+    return get(who, id)
   }
 
   /**
    * A session that ran out is ended as expired here if no check has done so
    * yet: suspending or resuming it must not bring it back.
    */
-  async function refuseIfExpired(id: string): Promise<void> {
-    const session = await get(id)
+  async function refuseIfExpired(who: Tenancy, id: string): Promise<void> {
+    const session = await get(who, id)
     if (session.status !== 'active' && session.status !== 'suspended') return
     const now = new Date(clock.now())
     const reason = ranOut(session, now)
     if (!reason) return
-    await invalidateEnded(await repo.end({ ids: [id] }, 'expired', reason, now))
+    await invalidateEnded(await repo.end(who, { ids: [id] }, 'expired', reason, now))
     throw new Errors.SESSION_ENDED(id, 'expired')
   }
 
   /** Suspends an active session by hand. Suspending a suspended one changes nothing. */
-  async function suspend(id: string, reason: string): Promise<SessionRow> {
-    await refuseIfExpired(id)
-    const suspended = await repo.suspend(id, reason, {}, new Date(clock.now()))
+  async function suspend(who: Tenancy, id: string, reason: string): Promise<SessionRow> {
+    await refuseIfExpired(who, id)
+    const suspended = await repo.suspend(who, id, reason, {}, new Date(clock.now()))
     if (suspended) await invalidateChanged([suspended])
-    const session = await get(id)
+    const session = await get(who, id)
     if (session.status !== 'suspended') throw new Errors.SESSION_ENDED(id, session.status)
     return session
   }
 
   /** Makes a suspended session active again, rebound to `client` if given. Resuming an active one changes nothing. */
-  async function resume(id: string, client: ClientInfo = {}): Promise<SessionRow> {
+  async function resume(who: Tenancy, id: string, client: ClientInfo = {}): Promise<SessionRow> {
     const rebind =
       client.ip || client.user_agent
         ? {
@@ -72,54 +87,62 @@ export function createLifecycle({ repo, clock, access, config, expiry, invalidat
             device: parseDevice(client.user_agent),
           }
         : null
-    await refuseIfExpired(id)
-    const resumed = await repo.resume(id, rebind, new Date(clock.now()))
+    await refuseIfExpired(who, id)
+    const resumed = await repo.resume(who, id, rebind, new Date(clock.now()))
     if (resumed) await invalidateChanged([resumed])
-    const session = await get(id)
+    const session = await get(who, id)
     if (session.status !== 'active') throw new Errors.SESSION_ENDED(id, session.status)
     return session
   }
 
   /** Revokes every open session of the listed users, or of every user but the listed ones, in batches. */
   async function revokeInBulk(
+    who: Tenancy,
     where: { userIds: string[] } | { allUsersExcept: string[] },
     reason: string,
   ): Promise<number> {
     let total = 0
     for (;;) {
-      const ended = await repo.end(where, 'revoked', reason, new Date(clock.now()), BATCH)
+      const ended = await repo.end(who, where, 'revoked', reason, new Date(clock.now()), BATCH)
       total += await invalidateEnded(ended)
       if (ended.length < BATCH) return total
     }
   }
 
   /** Revokes every open session of a user, or every one but `exceptId` ("log out other devices"). */
-  async function revokeAllForUser(userId: string, exceptId: string | null, reason: string): Promise<number> {
-    const ended = await repo.end({ userId, exceptId }, 'revoked', reason, new Date(clock.now()))
+  async function revokeAllForUser(
+    who: Tenancy,
+    userId: string,
+    exceptId: string | null,
+    reason: string,
+  ): Promise<number> {
+    const ended = await repo.end(who, { userId, exceptId }, 'revoked', reason, new Date(clock.now()))
     return invalidateEnded(ended)
   }
 
-  async function listForUser(userId: string, limit: number): Promise<SessionRow[]> {
-    return (await repo.listLiveForUser(userId, new Date(clock.now()), limit)).map(withLocalUse)
+  async function listForUser(who: Tenancy, userId: string, limit: number): Promise<SessionRow[]> {
+    return (await repo.listLiveForUser(who, userId, new Date(clock.now()), limit)).map(withLocalUse)
   }
 
   /**
    * Ends the session a token belongs to, whichever kind it is (RFC 7009): an
    * opaque token, an access JWT (a genuine one, expired or not) or a refresh
-   * token. An unknown token changes nothing. Returns whether it found one.
+   * token. An unknown token, or another tenant's, changes nothing. Returns whether it found one.
    */
-  async function revokeByToken(token: string, reason: string): Promise<boolean> {
+  async function revokeByToken(who: Tenancy, token: string, reason: string): Promise<boolean> {
     let sessionId: string | undefined
     const kind = tokenKind(token)
-    if (kind === 'opaque') sessionId = (await repo.findByTokenHash(hashTokenBytes(token)))?.id
+    if (kind === 'opaque') sessionId = (await repo.findByTokenHash(who, hashTokenBytes(token)))?.id
     else if (kind === 'refresh') sessionId = (await repo.findRefreshToken(hashTokenBytes(token)))?.session_id
     else if (kind === 'jwt') {
       const verified = access.verify(token)
       sessionId = (verified instanceof Promise ? await verified : verified)?.sid
     }
     if (!sessionId) return false
-    await invalidateEnded(await repo.end({ ids: [sessionId] }, 'revoked', reason, new Date(clock.now())))
-    return true
+    // Filtered again by tenant: a refresh token or JWT names a session of whichever tenant.
+    const ended = await repo.end(who, { ids: [sessionId] }, 'revoked', reason, new Date(clock.now()))
+    await invalidateEnded(ended)
+    return ended.length > 0
   }
 
   /** One purge round (see purgeSessions); null when another replica is purging and `wait` is false. */

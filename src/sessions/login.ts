@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import type { Config } from '../config.ts'
 import { Errors } from '../errors.ts'
 import { RESERVED_CLAIMS } from '../keys/access-tokens.ts'
+import { onlyTenant, type Tenancy } from '../tenants/tenancy.ts'
 import type { SessionContext } from './context.ts'
 import { parseDevice } from './device.ts'
 import type { ChangedSession, Issued, OpenSessionInput, SessionRow } from './model.ts'
@@ -10,11 +11,18 @@ import type { SessionRepository } from './repository.ts'
 import { generateOpaqueToken, generateRefreshToken, hashTokenBytes } from './tokens.ts'
 
 /** Logging in: opening a session, within the user's limit of live sessions. */
-export function createLogin({ repo, clock, access, config, expiry, invalidation }: SessionContext) {
+export function createLogin({ repo, clock, access, config, policy, expiry, invalidation }: SessionContext) {
   const { accessExpiry, lastUse, idleExpiry } = expiry
   const { invalidateEnded } = invalidation
 
-  async function open(input: OpenSessionInput, clientId: string | null = null): Promise<Issued> {
+  /** Opens a session of `who.tenant`, under that tenant's policy. */
+  async function open(
+    who: Tenancy,
+    input: OpenSessionInput,
+    clientId: string | null = null,
+  ): Promise<Issued> {
+    const tenant = who.tenant
+    const defaults = policy(tenant)
     const metadata = input.metadata ?? {}
     const size = Buffer.byteLength(JSON.stringify(metadata))
     if (size > config.metadataLimitBytes) throw new Errors.METADATA_TOO_LARGE(size, config.metadataLimitBytes)
@@ -29,13 +37,14 @@ export function createLogin({ repo, clock, access, config, expiry, invalidation 
 
     const ip = address(input.ip)
     const now = clock.now()
-    const idle = input.idle_timeout ?? config.idleTimeoutSeconds
-    const absolute = input.absolute_lifetime ?? config.absoluteLifetimeSeconds
+    const idle = input.idle_timeout ?? defaults.idleTimeoutSeconds
+    const absolute = input.absolute_lifetime ?? defaults.absoluteLifetimeSeconds
     const absoluteExpires = new Date(now + absolute * 1000)
     const idleExpires = new Date(Math.min(now + idle * 1000, absoluteExpires.getTime()))
     const token = tokenType === 'opaque' ? generateOpaqueToken() : null
     const session: SessionRow & { token_hash: Buffer | null } = {
       id: randomUUID(),
+      tenant_id: tenant,
       user_id: input.user_id,
       status: 'active',
       token_type: tokenType,
@@ -60,8 +69,8 @@ export function createLogin({ repo, clock, access, config, expiry, invalidation 
       end_reason: null,
     }
     const limit = {
-      max: input.max_sessions ?? config.maxSessionsPerUser,
-      action: input.on_limit ?? config.sessionLimitAction,
+      max: input.max_sessions ?? defaults.maxSessionsPerUser,
+      action: input.on_limit ?? defaults.sessionLimitAction,
     }
     if (token) return { token_type: 'opaque', token, session: await store(session, null, limit, now) }
 
@@ -101,10 +110,10 @@ export function createLogin({ repo, clock, access, config, expiry, invalidation 
   ): Promise<SessionRow> {
     if (limit.max <= 0) return repo.insert(session, refreshRow)
     const outcome = await repo.transaction(async (tx) => {
-      await tx.lockUser(session.user_id)
+      await tx.lockUser(session.tenant_id, session.user_id)
       const now = new Date(nowMs)
       // Live and last used as this replica knows it: a use it has not written yet counts.
-      const live = (await tx.openForLimit(session.user_id, now))
+      const live = (await tx.openForLimit(session.tenant_id, session.user_id, now))
         .map((s) => ({ id: s.id, lastUse: lastUse(s), idleExpires: idleExpiry(s, config.idleGraceMs) }))
         .filter((s) => s.idleExpires > now)
       const excess = live.length - limit.max + 1
@@ -116,7 +125,7 @@ export function createLogin({ repo, clock, access, config, expiry, invalidation 
             ? [...live].sort((a, b) => a.lastUse.getTime() - b.lastUse.getTime())
             : live
         const ids = order.slice(0, excess).map((s) => s.id)
-        evicted = await tx.end({ ids }, 'revoked', 'session_limit', now)
+        evicted = await tx.end(onlyTenant(session.tenant_id), { ids }, 'revoked', 'session_limit', now)
       }
       return { rejected: false as const, stored: await tx.insert(session, refreshRow), evicted }
     })

@@ -125,6 +125,8 @@ export type OpenSessionInput = Static<typeof OpenSessionInput>
 
 /** A session as stored (never with its token hash: that stays in the repository). */
 export interface SessionRow {
+  /** The tenant the session belongs to; only callers that see it can find it. */
+  tenant_id: string
   id: string
   user_id: string
   status: SessionStatus

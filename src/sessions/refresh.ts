@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { Errors } from '../errors.ts'
+import { sees, type Tenancy } from '../tenants/tenancy.ts'
 import type { SessionContext } from './context.ts'
 import type { ChangedSession, ClientInfo, JwtPair, SessionRow } from './model.ts'
 import { presentedClient } from './presented-client.ts'
@@ -33,7 +34,7 @@ export function createRefresh({
    * is taken for stolen and the session is revoked. The client presenting it
    * is judged for drift as in introspection, before anything is spent.
    */
-  async function refresh(refreshToken: string, given: ClientInfo = {}): Promise<JwtPair> {
+  async function refresh(who: Tenancy, refreshToken: string, given: ClientInfo = {}): Promise<JwtPair> {
     if (tokenKind(refreshToken) !== 'refresh') throw new Errors.REFRESH_TOKEN_INVALID()
     const client = presentedClient(given)
     const presentedHash = hashTokenBytes(refreshToken)
@@ -41,7 +42,8 @@ export function createRefresh({
       const locked = await tx.lockSessionOfRefreshToken(presentedHash)
       // Read after the lock: a concurrent refresh of this session has committed by now.
       const presented = locked && (await tx.findRefreshToken(presentedHash))
-      if (!locked || !presented) return { kind: 'invalid' as const }
+      // Another tenant's refresh token is as unknown as a made-up one.
+      if (!locked || !presented || !sees(who, locked.tenant_id)) return { kind: 'invalid' as const }
       if (locked.status !== 'active') return { kind: 'ended' as const, session: locked }
       const nowMs = clock.now()
       const now = new Date(nowMs)
@@ -49,7 +51,7 @@ export function createRefresh({
       if (expiredBy) {
         return {
           kind: 'expired' as const,
-          ended: await tx.end({ ids: [locked.id] }, 'expired', expiredBy, now),
+          ended: await tx.end(who, { ids: [locked.id] }, 'expired', expiredBy, now),
         }
       }
 
@@ -66,7 +68,7 @@ export function createRefresh({
         )
         return {
           kind: 'reused' as const,
-          ended: await tx.end({ ids: [locked.id] }, 'revoked', 'refresh_token_reused', now),
+          ended: await tx.end(who, { ids: [locked.id] }, 'revoked', 'refresh_token_reused', now),
         }
       }
 

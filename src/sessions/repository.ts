@@ -1,4 +1,6 @@
 import type { Sql } from '../db/connect.ts'
+import { Errors } from '../errors.ts'
+import type { Tenancy } from '../tenants/tenancy.ts'
 import type { ChangedSession, Client, SessionRow } from './model.ts'
 
 export interface NewSession
@@ -48,6 +50,7 @@ export interface CacheRead {
 
 const COLUMNS = [
   'id',
+  'tenant_id',
   'user_id',
   'status',
   'token_type',
@@ -71,7 +74,7 @@ const COLUMNS = [
   'end_reason',
 ].join(', ')
 
-/** Which sessions a bulk change applies to. */
+/** Which sessions a change applies to (always within what the caller's Tenancy sees). */
 export type SessionFilter =
   | { ids: string[] }
   | { userId: string; exceptId: string | null }
@@ -81,6 +84,9 @@ export type SessionFilter =
 /** All SQL of the sessions domain. Times come from the caller (the domain's clock), never from now(). */
 export function createSessionRepository(sql: Sql) {
   const columns = sql.unsafe(COLUMNS)
+
+  /** The tenants `who` sees: every query of a caller's data is filtered by it, here and nowhere else. */
+  const visibleTo = (who: Tenancy) => (who.sees === '*' ? sql`true` : sql`tenant_id = any(${who.sees})`)
 
   function filterOf(where: SessionFilter) {
     if ('ids' in where) return sql`id = any(${where.ids}::uuid[])`
@@ -115,6 +121,18 @@ export function createSessionRepository(sql: Sql) {
    * first refresh token in one statement (one round trip, atomic).
    */
   async function insert(session: NewSession, refresh: NewRefreshToken | null = null): Promise<SessionRow> {
+    try {
+      return await insertRow(session, refresh)
+    } catch (err) {
+      // A platform key naming a tenant that does not exist (or no longer does).
+      if ((err as { constraint_name?: string }).constraint_name === 'sessions_tenant_fk') {
+        throw new Errors.TENANT_NOT_FOUND(session.tenant_id)
+      }
+      throw err
+    }
+  }
+
+  async function insertRow(session: NewSession, refresh: NewRefreshToken | null): Promise<SessionRow> {
     const event = {
       ip: session.ip,
       user_agent: session.user_agent,
@@ -123,10 +141,10 @@ export function createSessionRepository(sql: Sql) {
     }
     const [row] = await sql<SessionRow[]>`
       with created as (
-        insert into sessions (id, user_id, token_hash, token_type, ip, bound_ip, user_agent, device, metadata,
+        insert into sessions (id, tenant_id, user_id, token_hash, token_type, ip, bound_ip, user_agent, device, metadata,
           access_claims, client_id, binding, idle_timeout_seconds, absolute_lifetime_seconds, created_at, last_seen_at,
           idle_expires_at, absolute_expires_at)
-        values (${session.id}, ${session.user_id}, ${session.token_hash}, ${session.token_type}, ${session.ip}, ${session.bound_ip},
+        values (${session.id}, ${session.tenant_id}, ${session.user_id}, ${session.token_hash}, ${session.token_type}, ${session.ip}, ${session.bound_ip},
           ${session.user_agent}, ${sql.json(session.device as never)}, ${sql.json(session.metadata as never)},
           ${session.access_claims}::text[], ${session.client_id}, ${sql.json(session.binding as never)},
           ${session.idle_timeout_seconds},
@@ -134,8 +152,8 @@ export function createSessionRepository(sql: Sql) {
           ${session.idle_expires_at}, ${session.absolute_expires_at})
         returning *
       ), recorded as (
-        insert into session_events (session_id, user_id, type, data, created_at)
-        select id, user_id, 'session.created', ${sql.json(event as never)}, created_at from created
+        insert into session_events (session_id, tenant_id, user_id, type, data, created_at)
+        select id, tenant_id, user_id, 'session.created', ${sql.json(event as never)}, created_at from created
       ), refresh as (
         insert into refresh_tokens (token_hash, session_id, issued_at, access_jti, access_kid, access_expires_at)
         select ${refresh?.token_hash ?? null}::bytea, id, ${refresh?.issued_at ?? null}::timestamptz,
@@ -146,13 +164,16 @@ export function createSessionRepository(sql: Sql) {
     return row as SessionRow
   }
 
-  async function findByTokenHash(tokenHash: Buffer): Promise<SessionRow | undefined> {
-    const [row] = await sql<SessionRow[]>`select ${columns} from sessions where token_hash = ${tokenHash}`
+  async function findByTokenHash(who: Tenancy, tokenHash: Buffer): Promise<SessionRow | undefined> {
+    const [row] = await sql<SessionRow[]>`
+      select ${columns} from sessions where token_hash = ${tokenHash} and ${visibleTo(who)}`
     return row
   }
 
-  async function findById(id: string): Promise<SessionRow | undefined> {
-    const [row] = await sql<SessionRow[]>`select ${columns} from sessions where id = ${id}`
+  async function findById(who: Tenancy, id: string): Promise<SessionRow | undefined> {
+    const [row] = await sql<
+      SessionRow[]
+    >`select ${columns} from sessions where id = ${id} and ${visibleTo(who)}`
     return row
   }
 
@@ -172,10 +193,15 @@ export function createSessionRepository(sql: Sql) {
   }
 
   /** Sessions that are not ended and not past either expiry, newest first. */
-  async function listLiveForUser(userId: string, now: Date, limit: number): Promise<SessionRow[]> {
+  async function listLiveForUser(
+    who: Tenancy,
+    userId: string,
+    now: Date,
+    limit: number,
+  ): Promise<SessionRow[]> {
     return sql<SessionRow[]>`
       select ${columns} from sessions
-      where user_id = ${userId} and ${open} and ${withinExpiries(now, now)}
+      where user_id = ${userId} and ${visibleTo(who)} and ${open} and ${withinExpiries(now, now)}
       order by created_at desc, id
       limit ${limit}`
   }
@@ -185,6 +211,7 @@ export function createSessionRepository(sql: Sql) {
    * records one event each, in one statement (atomic). Returns what it ended.
    */
   async function end(
+    who: Tenancy,
     where: SessionFilter,
     status: 'revoked' | 'expired',
     reason: string,
@@ -194,7 +221,7 @@ export function createSessionRepository(sql: Sql) {
     const type: EventType = status === 'revoked' ? 'session.revoked' : 'session.expired'
     const ended = await sql<ChangedSession[]>`
       with target as (
-        select id from sessions where ${filterOf(where)} and ${open}
+        select id from sessions where ${filterOf(where)} and ${visibleTo(who)} and ${open}
         ${limit === null ? sql`` : sql`limit ${limit}`}
       ), ended as (
         update sessions set status = ${status}, ended_at = ${now}, end_reason = ${reason}
@@ -227,17 +254,20 @@ export function createSessionRepository(sql: Sql) {
   }
 
   /** Events newest first, filtered; `since` is inclusive, `until` exclusive; `before` is the cursor. */
-  async function listEvents(page: {
-    userId: string | null
-    type: string | null
-    since: Date | null
-    until: Date | null
-    before: string | null
-    limit: number
-  }): Promise<EventRow[]> {
+  async function listEvents(
+    who: Tenancy,
+    page: {
+      userId: string | null
+      type: string | null
+      since: Date | null
+      until: Date | null
+      before: string | null
+      limit: number
+    },
+  ): Promise<EventRow[]> {
     return sql<EventRow[]>`
       select id::text as id, session_id, user_id, type, data, created_at from session_events
-      where (${page.userId}::text is null or user_id = ${page.userId}::text)
+      where ${visibleTo(who)} and (${page.userId}::text is null or user_id = ${page.userId}::text)
         and (${page.before}::bigint is null or id < ${page.before}::bigint)
         and (${page.type}::text is null or type = ${page.type}::text)
         and (${page.since}::timestamptz is null or created_at >= ${page.since}::timestamptz)
@@ -318,6 +348,7 @@ export function createSessionRepository(sql: Sql) {
 
   /** Suspends an active session and records why, with the event, in one statement. */
   async function suspend(
+    who: Tenancy,
     id: string,
     reason: string,
     data: Record<string, unknown>,
@@ -326,7 +357,7 @@ export function createSessionRepository(sql: Sql) {
     const [row] = await sql<ChangedSession[]>`
       with changed as (
         update sessions set status = 'suspended', suspended_at = ${now}, suspension_reason = ${reason}
-        where id = ${id} and status = 'active' and absolute_expires_at > ${now}
+        where id = ${id} and ${visibleTo(who)} and status = 'active' and absolute_expires_at > ${now}
         returning id, user_id, token_hash
       ), recorded as (
         insert into session_events (session_id, user_id, type, data, created_at)
@@ -337,11 +368,16 @@ export function createSessionRepository(sql: Sql) {
   }
 
   /** Makes a suspended session active again, bound to `client` when one is given, with the event. */
-  async function resume(id: string, client: Client | null, now: Date): Promise<ChangedSession | undefined> {
+  async function resume(
+    who: Tenancy,
+    id: string,
+    client: Client | null,
+    now: Date,
+  ): Promise<ChangedSession | undefined> {
     const [row] = await sql<ChangedSession[]>`
       with before as (
         select id, host(bound_ip) as ip, user_agent, device from sessions
-        where id = ${id} and status = 'suspended' and absolute_expires_at > ${now}
+        where id = ${id} and ${visibleTo(who)} and status = 'suspended' and absolute_expires_at > ${now}
         for update
       ), changed as (
         update sessions s set status = 'active', suspended_at = null, suspension_reason = null,
@@ -387,9 +423,10 @@ export function createSessionRepository(sql: Sql) {
   }
 
   /** Serialises logins of one user until the transaction ends (the concurrent-session limit). */
-  async function lockUser(userId: string): Promise<void> {
+  async function lockUser(tenant: string, userId: string): Promise<void> {
     // Keyed by schema too: deployments sharing a database do not wait for each other.
-    await sql`select pg_advisory_xact_lock(hashtext(current_schema() || ${`:session-authority:user:${userId}`}))`
+    const key = `:session-authority:user:${tenant}:${userId}`
+    await sql`select pg_advisory_xact_lock(hashtext(current_schema() || ${key}))`
   }
 
   /**
@@ -397,7 +434,7 @@ export function createSessionRepository(sql: Sql) {
    * what the caller needs to judge the idle expiry itself (it may know of
    * later uses than the stored ones).
    */
-  async function openForLimit(userId: string, now: Date) {
+  async function openForLimit(tenant: string, userId: string, now: Date) {
     return sql<
       Array<
         Pick<
@@ -407,7 +444,7 @@ export function createSessionRepository(sql: Sql) {
       >
     >`
       select id, created_at, last_seen_at, idle_timeout_seconds, absolute_expires_at from sessions
-      where user_id = ${userId} and ${open} and absolute_expires_at > ${now}
+      where user_id = ${userId} and tenant_id = ${tenant} and ${open} and absolute_expires_at > ${now}
       order by created_at, id`
   }
 

@@ -1,3 +1,4 @@
+import type { Tenancy } from '../tenants/tenancy.ts'
 import type { SessionContext, SessionDeps } from './context.ts'
 import { createDriftResponse } from './drift-response.ts'
 import { createExpiry } from './expiry.ts'
@@ -32,12 +33,15 @@ export function createSessionService(deps: SessionDeps) {
    * (looking is not a use) when `refreshTokens` is set, and is inactive otherwise.
    */
   async function introspectAnyToken(
+    who: Tenancy,
     token: string,
     client: ClientInfo,
     { refreshTokens }: { refreshTokens: boolean },
   ): Promise<{ refresh: boolean; result: Introspection }> {
-    if (tokenKind(token) !== 'refresh') return { refresh: false, result: await introspect(token, client) }
-    return { refresh: true, result: refreshTokens ? await introspectRefreshToken(token) : { active: false } }
+    if (tokenKind(token) !== 'refresh')
+      return { refresh: false, result: await introspect(who, token, client) }
+    const result = refreshTokens ? await introspectRefreshToken(who, token) : { active: false as const }
+    return { refresh: true, result }
   }
 
   return {
@@ -55,6 +59,8 @@ export function createSessionService(deps: SessionDeps) {
     purge: lifecycle.purge,
     listForUser: lifecycle.listForUser,
     listEvents: deps.repo.listEvents,
+    /** The policy a tenant's sessions follow. */
+    policy: deps.policy,
   }
 }
 

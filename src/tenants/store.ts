@@ -1,0 +1,175 @@
+import { type Static, Type } from '@sinclair/typebox'
+import type { Clock } from '../clock.ts'
+import type { Config } from '../config.ts'
+import type { Sql } from '../db/connect.ts'
+import { Errors } from '../errors.ts'
+import type { Log } from '../logger.ts'
+import { Text, Timestamp } from '../schemas.ts'
+import { DriftPolicy, LimitAction } from '../sessions/model.ts'
+import { TENANT_ID_PATTERN } from './tenancy.ts'
+
+/** The settings a tenant may override; each one's global default is the setting named beside it. */
+const OVERRIDES = {
+  idle_timeout: 'idleTimeoutSeconds',
+  absolute_lifetime: 'absoluteLifetimeSeconds',
+  ua_drift_policy: 'uaDriftPolicy',
+  ip_drift_policy: 'ipDriftPolicy',
+  ipv4_drift_prefix: 'ipv4DriftPrefix',
+  ipv6_drift_prefix: 'ipv6DriftPrefix',
+  max_sessions_per_user: 'maxSessionsPerUser',
+  session_limit_action: 'sessionLimitAction',
+  logout_all_on_logout: 'logoutAllOnLogout',
+} as const satisfies Record<string, keyof Config>
+
+/** The policy a tenant's sessions follow: the global settings, with the tenant's overrides. */
+export type Policy = Pick<Config, (typeof OVERRIDES)[keyof typeof OVERRIDES]>
+
+const Seconds = Type.Integer({ minimum: 1, maximum: 31_536_000 })
+
+/** A tenant's overrides of the global settings; one left out (or set to null to clear it) follows the global one. */
+export const TenantSettings = Type.Object(
+  {
+    idle_timeout: Type.Optional(Seconds),
+    absolute_lifetime: Type.Optional(Seconds),
+    ua_drift_policy: Type.Optional(DriftPolicy),
+    ip_drift_policy: Type.Optional(DriftPolicy),
+    ipv4_drift_prefix: Type.Optional(Type.Integer({ minimum: 0, maximum: 32 })),
+    ipv6_drift_prefix: Type.Optional(Type.Integer({ minimum: 0, maximum: 128 })),
+    max_sessions_per_user: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000 })),
+    session_limit_action: Type.Optional(LimitAction),
+    logout_all_on_logout: Type.Optional(Type.Boolean()),
+  },
+  {
+    additionalProperties: false,
+    description:
+      'Overrides of IDLE_TIMEOUT_SECONDS, ABSOLUTE_LIFETIME_SECONDS, UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX, MAX_SESSIONS_PER_USER, SESSION_LIMIT_ACTION and LOGOUT_ALL_ON_LOGOUT for this tenant',
+  },
+)
+export type TenantSettings = Static<typeof TenantSettings>
+
+export const TenantId = Type.String({
+  pattern: TENANT_ID_PATTERN,
+  description: 'Lower case, digits, - and _',
+})
+
+export const Tenant = Type.Object(
+  {
+    id: TenantId,
+    name: Type.String(),
+    settings: TenantSettings,
+    created_at: Timestamp(),
+    updated_at: Timestamp(),
+  },
+  { title: 'Tenant' },
+)
+export type Tenant = Static<typeof Tenant>
+
+export const NewTenant = Type.Object(
+  { id: TenantId, name: Text({ maxLength: 100 }), settings: Type.Optional(TenantSettings) },
+  { additionalProperties: false },
+)
+export type NewTenant = Static<typeof NewTenant>
+
+/** A change of a tenant: a new name, and/or its overrides, which replace the old ones whole. */
+export const TenantChange = Type.Object(
+  { name: Type.Optional(Text({ maxLength: 100 })), settings: Type.Optional(TenantSettings) },
+  { additionalProperties: false },
+)
+export type TenantChange = Static<typeof TenantChange>
+
+const COLUMNS = 'id, name, settings, created_at, updated_at'
+
+/**
+ * The tenants and the policy each one's sessions follow. Every replica keeps
+ * the policies in memory (a lookup per check) and rereads them every
+ * TENANT_RELOAD_MS; a change made through this replica applies here at once.
+ */
+export function createTenantStore({
+  sql,
+  clock,
+  config,
+  log,
+}: {
+  sql: Sql
+  clock: Clock
+  config: Config
+  log: Log
+}) {
+  const columns = sql.unsafe(COLUMNS)
+  const defaults: Policy = Object.fromEntries(
+    Object.values(OVERRIDES).map((key) => [key, config[key]]),
+  ) as unknown as Policy
+  let policies = new Map<string, Policy>()
+  let timer: NodeJS.Timeout | undefined
+
+  function policyOf(settings: TenantSettings): Policy {
+    const policy: Record<string, unknown> = { ...defaults }
+    for (const [name, key] of Object.entries(OVERRIDES)) {
+      const value = settings[name as keyof TenantSettings]
+      if (value !== undefined) policy[key] = value
+    }
+    return policy as unknown as Policy
+  }
+
+  /** The policy of a tenant's sessions (the global one for a tenant this replica does not know yet). */
+  function policy(tenantId: string): Policy {
+    return policies.get(tenantId) ?? defaults
+  }
+
+  async function list(): Promise<Tenant[]> {
+    return sql<Tenant[]>`select ${columns} from tenants order by created_at, id`
+  }
+
+  async function load(): Promise<void> {
+    const next = new Map<string, Policy>()
+    for (const tenant of await list()) next.set(tenant.id, policyOf(tenant.settings))
+    policies = next
+  }
+
+  async function get(id: string): Promise<Tenant> {
+    const [tenant] = await sql<Tenant[]>`select ${columns} from tenants where id = ${id}`
+    if (!tenant) throw new Errors.TENANT_NOT_FOUND(id)
+    return tenant
+  }
+
+  async function create(input: NewTenant): Promise<Tenant> {
+    const now = new Date(clock.now())
+    const [tenant] = await sql<Tenant[]>`
+      insert into tenants (id, name, settings, created_at, updated_at)
+      values (${input.id}, ${input.name}, ${sql.json((input.settings ?? {}) as never)}, ${now}, ${now})
+      on conflict (id) do nothing
+      returning ${columns}`
+    if (!tenant) throw new Errors.TENANT_EXISTS(input.id)
+    policies.set(tenant.id, policyOf(tenant.settings))
+    return tenant
+  }
+
+  async function update(id: string, change: TenantChange): Promise<Tenant> {
+    const [tenant] = await sql<Tenant[]>`
+      update tenants set name = coalesce(${change.name ?? null}, name),
+        settings = coalesce(${change.settings ? sql.json(change.settings as never) : null}::jsonb, settings),
+        updated_at = ${new Date(clock.now())}
+      where id = ${id}
+      returning ${columns}`
+    if (!tenant) throw new Errors.TENANT_NOT_FOUND(id)
+    policies.set(tenant.id, policyOf(tenant.settings))
+    return tenant
+  }
+
+  /** Loads the policies, then rereads them every TENANT_RELOAD_MS until close(). */
+  async function start(): Promise<void> {
+    await load()
+    timer = setInterval(() => {
+      load().catch((err: unknown) => log.warn({ err }, 'could not reload the tenants'))
+    }, config.tenantReloadMs)
+    timer.unref()
+  }
+
+  function close() {
+    clearInterval(timer)
+  }
+
+  return { policy, list, get, create, update, start, close }
+}
+
+export type TenantStore = ReturnType<typeof createTenantStore>

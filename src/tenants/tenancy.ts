@@ -1,0 +1,28 @@
+/**
+ * Whose data a call may see and change. Every store call that reads or
+ * changes a tenant's data takes one, so a route cannot forget the tenant: it
+ * has no call to make without it.
+ */
+export interface Tenancy {
+  /** The tenant what the call creates belongs to (sessions, API keys, subscriptions). */
+  tenant: string
+  /** The tenants whose data it may see and change: its own (or a gateway's list), or every one. */
+  sees: readonly string[] | '*'
+}
+
+/** The tenant every install starts with; existing data belongs to it. */
+export const DEFAULT_TENANT = 'default'
+
+/** Tenant ids: short, lower case, safe in a URL and a header. */
+export const TENANT_ID_PATTERN = '^[a-z0-9][a-z0-9_-]{0,62}$'
+
+/** The service's own work (purge, the cache's fresh reads of a row already checked): every tenant. */
+export const EVERY_TENANT: Tenancy = { tenant: DEFAULT_TENANT, sees: '*' }
+
+/** One tenant's view. */
+export const onlyTenant = (tenant: string): Tenancy => ({ tenant, sees: [tenant] })
+
+/** May `who` see data of `tenantId`? */
+export function sees(who: Tenancy, tenantId: string): boolean {
+  return who.sees === '*' || who.sees.includes(tenantId)
+}
