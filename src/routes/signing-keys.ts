@@ -63,7 +63,7 @@ const signingKeyRoutes: FastifyPluginAsyncTypebox<{ keys: SigningKeys; maxAgeSec
   app.post(
     '/v1/signing-keys/rotate',
     {
-      config: { scope: 'admin' },
+      config: { scope: 'platform' },
       schema: {
         tags: ['api keys'],
         summary: 'Make a new signing key current; tokens signed before stay valid until they expire',
