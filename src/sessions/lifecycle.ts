@@ -1,5 +1,5 @@
 import { Errors } from '../errors.ts'
-import type { Tenancy } from '../tenants/tenancy.ts'
+import { onlyTenant, type Tenancy } from '../tenants/tenancy.ts'
 import type { SessionContext } from './context.ts'
 import { parseDevice } from './device.ts'
 import type { ClientInfo, SessionRow } from './model.ts'
@@ -45,7 +45,8 @@ export function createLifecycle({
   ): Promise<SessionRow> {
     const session = await get(who, id, ownedBy)
     if ((scope ?? (policy(session.tenant_id).logoutAllOnLogout ? 'user' : 'session')) === 'user') {
-      await revokeAllForUser(who, session.user_id, null, reason)
+      // The user of that session: user ids are per tenant, so within its tenant whoever asks.
+      await revokeAllForUser(onlyTenant(session.tenant_id), session.user_id, null, reason)
       return get(who, id)
     }
     const ended = await repo.end(who, { ids: [id] }, 'revoked', reason, new Date(clock.now()))
