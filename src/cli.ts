@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 
 import { parseArgs } from 'node:util'
+import type { TSchema } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
 import pino from 'pino'
 import { createApiKeyStore, SCOPES, type Scope } from './api-keys/api-keys.ts'
 import { systemClock } from './clock.ts'
@@ -13,7 +15,8 @@ import { loggerOptions } from './logger.ts'
 import { serve } from './server.ts'
 import { purgeSessions } from './sessions/purge.ts'
 import { createSessionRepository } from './sessions/repository.ts'
-import { DEFAULT_TENANT, EVERY_TENANT } from './tenants/tenancy.ts'
+import { createTenantStore, NewTenant, type Tenant, TenantChange } from './tenants/store.ts'
+import { DEFAULT_TENANT, EVERY_TENANT, onlyTenant } from './tenants/tenancy.ts'
 import { createDestinations } from './webhooks/destination.ts'
 import { createWebhookStore } from './webhooks/store.ts'
 
@@ -29,9 +32,17 @@ const USAGE = `usage: session-authority <command>
   keys revoke <id>                        revoke an API key
   keys rotate-signing                     make a new JWT signing key current (tokens signed before stay valid)
   keys signing                            list the JWT signing keys (never a private key)
-  webhooks create --url U [--events a,b]  subscribe a URL to session events; prints the signing secret once
-  webhooks list                           list webhook subscriptions (never a secret)
+  webhooks create --url U [--events a,b] [--tenant T]
+                                          subscribe a URL to the session events of tenant T (by default:
+                                          default); prints the signing secret once
+  webhooks list                           list webhook subscriptions of every tenant (never a secret)
   webhooks delete <id>                    delete a webhook subscription
+  tenants create --id ID --name N [--settings JSON]
+                                          create a tenant, with overrides of the global settings if any
+  tenants list                            list the tenants: id, name, settings
+  tenants update <id> [--name N] [--settings JSON]
+                                          rename a tenant and/or replace its overrides whole
+                                          (replicas apply them within TENANT_RELOAD_MS)
 
 Settings come from the environment; see README.md.`
 
@@ -54,6 +65,25 @@ async function withDatabase<T>(
 
 const keyStore = (db: Database) => createApiKeyStore({ sql: db.sql, clock: systemClock, cacheTtlMs: 0 })
 
+/** Why `value` does not fit `schema`, in one line (null if it fits). */
+function invalid(schema: TSchema, value: unknown): string | null {
+  if (Value.Check(schema, value)) return null
+  const first = Value.Errors(schema, value).First()
+  return first ? `${first.path || '/'}: ${first.message}` : 'invalid'
+}
+
+/** The --settings option as an object, or why it is not JSON. */
+function parseSettings(text: string | undefined): { settings?: unknown; error?: string } {
+  if (text === undefined) return {}
+  try {
+    return { settings: JSON.parse(text) }
+  } catch {
+    return { error: '--settings is not JSON' }
+  }
+}
+
+const tenantLine = (t: Tenant) => `${t.id}\t${t.name}\t${JSON.stringify(t.settings)}`
+
 async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
     args: argv,
@@ -64,6 +94,8 @@ async function main(argv: string[]): Promise<number> {
       name: { type: 'string' },
       scopes: { type: 'string' },
       tenant: { type: 'string' },
+      id: { type: 'string' },
+      settings: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   })
@@ -127,7 +159,7 @@ async function main(argv: string[]): Promise<number> {
     return 0
   }
   if (command === 'webhooks' && (sub === 'create' || sub === 'list' || (sub === 'delete' && arg))) {
-    const { events, url } = values
+    const { events, url, tenant = DEFAULT_TENANT } = values
     if (sub === 'create' && !url) {
       console.error('webhooks create needs --url')
       return 2
@@ -139,21 +171,51 @@ async function main(argv: string[]): Promise<number> {
         createDestinations({ allowedCidrs: config.webhookAllowedCidrs }).checkUrl(url as string)
         const eventTypes = (events ?? '').split(',').filter(Boolean)
         const { webhook, secret } = await store.create(
+          onlyTenant(tenant),
           { url: url as string, event_types: eventTypes },
           new Date(),
         )
-        console.error(`created ${webhook.id}; the signing secret is shown only this once:`)
+        console.error(
+          `created ${webhook.id} (tenant ${webhook.tenant_id}); the signing secret is shown only this once:`,
+        )
         return [secret]
       }
       if (sub === 'delete') {
-        await store.remove(arg as string)
+        await store.remove(EVERY_TENANT, arg as string)
         return [`deleted ${arg}`]
       }
-      return (await store.list()).map(
-        (w) => `${w.id}\t${w.url}\t${w.event_types.join(',') || '*'}\t${w.enabled ? 'enabled' : 'disabled'}`,
+      return (await store.list(EVERY_TENANT)).map(
+        (w) =>
+          `${w.id}\t${w.url}\t${w.event_types.join(',') || '*'}\t${w.enabled ? 'enabled' : 'disabled'}\t${w.tenant_id}`,
       )
     })
     for (const line of output) console.log(line)
+    return 0
+  }
+  if (command === 'tenants' && (sub === 'create' || sub === 'list' || (sub === 'update' && arg))) {
+    const { settings, error } = parseSettings(values.settings)
+    const given = {
+      ...(values.name !== undefined && { name: values.name }),
+      ...(settings !== undefined && { settings }),
+    }
+    // The same rules as POST and PATCH /v1/tenants, checked before the database is opened.
+    let problem = error ?? null
+    if (!problem && sub === 'create')
+      problem =
+        !values.id || !values.name ? 'needs --id and --name' : invalid(NewTenant, { id: values.id, ...given })
+    if (!problem && sub === 'update')
+      problem = Object.keys(given).length === 0 ? 'needs --name or --settings' : invalid(TenantChange, given)
+    if (problem) {
+      console.error(`tenants ${sub}: ${problem}`)
+      return 2
+    }
+    const tenants = await withDatabase(async (db, { config, log }) => {
+      const store = createTenantStore({ sql: db.sql, clock: systemClock, config, log })
+      if (sub === 'create') return [await store.create({ id: values.id, ...given } as NewTenant)]
+      if (sub === 'update') return [await store.update(arg as string, given as TenantChange)]
+      return store.list()
+    })
+    for (const tenant of tenants) console.log(tenantLine(tenant))
     return 0
   }
   if (command === 'keys' && (sub === 'rotate-signing' || sub === 'signing')) {

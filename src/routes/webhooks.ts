@@ -21,7 +21,10 @@ const tags = ['webhooks']
 const WebhookParams = Type.Object({ id: Type.String({ pattern: '^wh_[0-9a-f]{16}$' }) })
 const DeliveryParams = Type.Object({ delivery_id: Type.String({ pattern: '^[0-9]{1,18}$' }) })
 
-/** Webhook subscriptions and their deliveries, and the whole event history (scope admin). */
+/**
+ * Webhook subscriptions and their deliveries, and the whole event history, of
+ * the caller's tenant (scope admin): another tenant's are not found.
+ */
 const webhookRoutes: FastifyPluginAsyncTypebox<{
   store: WebhookStore
   sessions: SessionService
@@ -42,7 +45,8 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
       config: admin,
       schema: {
         tags,
-        summary: 'Subscribe a URL to session events; the signing secret is shown only in this answer',
+        summary:
+          "Subscribe a URL to the session events of the caller's tenant; the signing secret is shown only in this answer",
         body: NewWebhook,
         response: withErrors({
           201: Type.Object({
@@ -57,7 +61,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
     },
     async (request, reply) => {
       checkUrl(request.body.url)
-      return reply.code(201).send(await store.create(request.body, now()))
+      return reply.code(201).send(await store.create(request.tenancy, request.body, now()))
     },
   )
 
@@ -67,11 +71,11 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
       config: admin,
       schema: {
         tags,
-        summary: 'Webhook subscriptions',
+        summary: "The webhook subscriptions of the caller's tenant",
         response: withErrors({ 200: Type.Object({ webhooks: Type.Array(Webhook) }) }),
       },
     },
-    async () => ({ webhooks: await store.list() }),
+    async (request) => ({ webhooks: await store.list(request.tenancy) }),
   )
 
   app.get(
@@ -85,7 +89,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
         response: withErrors({ 200: Webhook }),
       },
     },
-    async (request) => store.get(request.params.id),
+    async (request) => store.get(request.tenancy, request.params.id),
   )
 
   app.patch(
@@ -102,7 +106,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
     },
     async (request) => {
       checkUrl(request.body.url)
-      return store.update(request.params.id, request.body, now())
+      return store.update(request.tenancy, request.params.id, request.body, now())
     },
   )
 
@@ -118,7 +122,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
       },
     },
     async (request, reply) => {
-      await store.remove(request.params.id)
+      await store.remove(request.tenancy, request.params.id)
       return (reply as FastifyReply).code(204).send()
     },
   )
@@ -148,7 +152,11 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
     },
     async (request) => {
       const { status = null, limit = 50, before = null } = request.query
-      const deliveries = await store.listDeliveries(request.params.id, { status, limit, before })
+      const deliveries = await store.listDeliveries(request.tenancy, request.params.id, {
+        status,
+        limit,
+        before,
+      })
       const last = deliveries.at(-1)
       return { deliveries, next_cursor: deliveries.length === limit && last ? last.id : null }
     },
@@ -165,7 +173,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
         response: withErrors({ 200: Delivery }),
       },
     },
-    async (request) => store.retry(request.params.delivery_id, now()),
+    async (request) => store.retry(request.tenancy, request.params.delivery_id, now()),
   )
 
   app.get(

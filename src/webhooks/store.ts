@@ -4,6 +4,7 @@ import type { Sql } from '../db/connect.ts'
 import { Errors } from '../errors.ts'
 import type { KeyEncryptionKey } from '../keys/key-encryption.ts'
 import { Nullable, Text, Timestamp } from '../schemas.ts'
+import type { Tenancy } from '../tenants/tenancy.ts'
 
 const WebhookUrl = Type.String({
   pattern: '^https?://',
@@ -38,6 +39,9 @@ export type WebhookChange = Static<typeof WebhookChange>
 export const Webhook = Type.Object(
   {
     id: Type.String(),
+    tenant_id: Type.String({
+      description: "The tenant the subscription belongs to: it receives that tenant's events only",
+    }),
     url: Type.String(),
     event_types: Type.Array(Type.String()),
     enabled: Type.Boolean(),
@@ -93,49 +97,65 @@ export interface ClaimedDelivery {
 /** Standard Webhooks secrets: `whsec_` and the base64 of the key. */
 export const SECRET_PREFIX = 'whsec_'
 
-const WEBHOOK_COLUMNS = 'id, url, event_types, enabled, created_at, updated_at'
+const WEBHOOK_COLUMNS = 'id, tenant_id, url, event_types, enabled, created_at, updated_at'
 
-/** All SQL of webhooks: subscriptions (admin) and the delivery outbox (dispatcher). */
+/**
+ * All SQL of webhooks: subscriptions and their deliveries as a tenant's admin
+ * sees them (every call takes the caller's Tenancy: another tenant's are not
+ * found), and the delivery outbox of the dispatcher, which serves every tenant.
+ */
 export function createWebhookStore({ sql, kek }: { sql: Sql; kek: KeyEncryptionKey }) {
   const columns = sql.unsafe(WEBHOOK_COLUMNS)
+  const visibleTo = (who: Tenancy) => (who.sees === '*' ? sql`true` : sql`tenant_id = any(${who.sees})`)
 
-  /** A new subscription, and its signing secret: the only time the secret is shown. */
-  async function create(input: NewWebhook, now: Date): Promise<{ webhook: Webhook; secret: string }> {
+  /**
+   * A new subscription of `who.tenant` (which must exist: TENANT_NOT_FOUND
+   * otherwise), and its signing secret: the only time the secret is shown.
+   */
+  async function create(
+    who: Tenancy,
+    input: NewWebhook,
+    now: Date,
+  ): Promise<{ webhook: Webhook; secret: string }> {
     const id = `wh_${randomBytes(8).toString('hex')}`
     const key = randomBytes(32)
     const [webhook] = await sql<Webhook[]>`
-      insert into webhook_subscriptions (id, url, event_types, secret, kek_id, enabled, created_at, updated_at)
-      values (${id}, ${input.url}, ${input.event_types ?? []}::text[], ${kek.seal(key, id)}, ${kek.id},
-        ${input.enabled ?? true}, ${now}, ${now})
+      insert into webhook_subscriptions (id, tenant_id, url, event_types, secret, kek_id, enabled, created_at, updated_at)
+      select ${id}, id, ${input.url}, ${input.event_types ?? []}::text[], ${kek.seal(key, id)}, ${kek.id},
+        ${input.enabled ?? true}, ${now}, ${now}
+      from tenants where id = ${who.tenant}
       returning ${columns}`
-    return { webhook: webhook as Webhook, secret: SECRET_PREFIX + key.toString('base64') }
+    if (!webhook) throw new Errors.TENANT_NOT_FOUND(who.tenant)
+    return { webhook, secret: SECRET_PREFIX + key.toString('base64') }
   }
 
-  async function list(): Promise<Webhook[]> {
-    return sql<Webhook[]>`select ${columns} from webhook_subscriptions order by created_at, id`
+  async function list(who: Tenancy): Promise<Webhook[]> {
+    return sql<Webhook[]>`
+      select ${columns} from webhook_subscriptions where ${visibleTo(who)} order by created_at, id`
   }
 
-  async function get(id: string): Promise<Webhook> {
-    const [webhook] = await sql<Webhook[]>`select ${columns} from webhook_subscriptions where id = ${id}`
+  async function get(who: Tenancy, id: string): Promise<Webhook> {
+    const [webhook] = await sql<Webhook[]>`
+      select ${columns} from webhook_subscriptions where id = ${id} and ${visibleTo(who)}`
     if (!webhook) throw new Errors.WEBHOOK_NOT_FOUND(id)
     return webhook
   }
 
-  async function update(id: string, change: WebhookChange, now: Date): Promise<Webhook> {
+  async function update(who: Tenancy, id: string, change: WebhookChange, now: Date): Promise<Webhook> {
     const [webhook] = await sql<Webhook[]>`
       update webhook_subscriptions set
         url = coalesce(${change.url ?? null}, url),
         event_types = coalesce(${change.event_types ?? null}::text[], event_types),
         enabled = coalesce(${change.enabled ?? null}::boolean, enabled),
         updated_at = ${now}
-      where id = ${id}
+      where id = ${id} and ${visibleTo(who)}
       returning ${columns}`
     if (!webhook) throw new Errors.WEBHOOK_NOT_FOUND(id)
     return webhook
   }
 
-  async function remove(id: string): Promise<void> {
-    const result = await sql`delete from webhook_subscriptions where id = ${id}`
+  async function remove(who: Tenancy, id: string): Promise<void> {
+    const result = await sql`delete from webhook_subscriptions where id = ${id} and ${visibleTo(who)}`
     if (result.count === 0) throw new Errors.WEBHOOK_NOT_FOUND(id)
   }
 
@@ -144,10 +164,11 @@ export function createWebhookStore({ sql, kek }: { sql: Sql; kek: KeyEncryptionK
     d.last_status, d.last_error, d.created_at, d.delivered_at`
 
   async function listDeliveries(
+    who: Tenancy,
     subscriptionId: string,
     page: { status: DeliveryStatus | null; before: string | null; limit: number },
   ): Promise<Delivery[]> {
-    await get(subscriptionId)
+    await get(who, subscriptionId)
     return sql<Delivery[]>`
       select ${deliveryColumns}
       from webhook_deliveries d join session_events e on e.id = d.event_id
@@ -158,14 +179,15 @@ export function createWebhookStore({ sql, kek }: { sql: Sql; kek: KeyEncryptionK
       limit ${page.limit}`
   }
 
-  /** Sends a delivery again from the start (a dead one, typically), due now. */
-  async function retry(deliveryId: string, now: Date): Promise<Delivery> {
+  /** Sends a delivery (of a subscription `who` sees) again from the start (a dead one, typically), due now. */
+  async function retry(who: Tenancy, deliveryId: string, now: Date): Promise<Delivery> {
     const [delivery] = await sql<Delivery[]>`
       with changed as (
         update webhook_deliveries set status = 'pending', attempts = 0, last_error = null, delivered_at = null,
           -- Not while a dispatcher is sending it: never two at once.
           next_attempt_at = greatest(${now}::timestamptz, coalesce(leased_until, ${now}::timestamptz))
         where id = ${deliveryId}
+          and subscription_id in (select id from webhook_subscriptions where ${visibleTo(who)})
         returning *
       )
       select ${deliveryColumns} from changed d join session_events e on e.id = d.event_id`
