@@ -3,7 +3,7 @@ import { test } from 'node:test'
 import pino from 'pino'
 import postgres from 'postgres'
 import { migrate } from '../src/db/migrate.ts'
-import { DATABASE_URL, dropSchema, uniqueSchema } from './helper.ts'
+import { DATABASE_URL, dropSchema, eventually, uniqueSchema } from './helper.ts'
 
 const log = pino({ level: 'silent' })
 
@@ -82,4 +82,66 @@ test('a failing migration leaves nothing half-applied', async (t) => {
     await sql`select to_regclass(${`${schema}.half_done`}) as t, to_regclass(${`${schema}.sessions`}) as s`
   assert.equal(row?.t, null)
   assert.equal(row?.s, null)
+})
+
+// Bounded: without giving way, the writes below would wait for the blocker forever.
+test('a migration blocked by a long transaction gives way: the tables it already locked stay usable, then it applies', {
+  timeout: 60_000,
+}, async (t) => {
+  const { mkdtemp, copyFile } = await import('node:fs/promises')
+  const { tmpdir } = await import('node:os')
+  const { migrationsDir } = await import('../src/db/migrate.ts')
+  const dir = await mkdtemp(`${tmpdir()}/migrations-`)
+  for (const file of MIGRATIONS.slice(0, 5)) await copyFile(`${migrationsDir}/${file}`, `${dir}/${file}`)
+  const schema = uniqueSchema()
+  const sql = connect(schema)
+  const blocker = connect(schema)
+  t.after(async () => {
+    await Promise.all([sql.end(), blocker.end()])
+    await dropSchema(schema)
+  })
+  await migrate(sql, schema, log, dir)
+
+  // A long transaction (a report, a stuck client) holds session_events, which 006 alters after api_keys.
+  let release = () => {}
+  const held = new Promise<void>((resolve) => {
+    release = resolve
+  })
+  let locked = () => {}
+  const isLocked = new Promise<void>((resolve) => {
+    locked = resolve
+  })
+  const holding = blocker.begin(async (tx) => {
+    await tx`lock table session_events in access share mode`
+    locked()
+    await held
+  })
+  await isLocked
+  const migrating = migrate(sql, schema, log)
+  // Until the migration has locked api_keys and waits for session_events.
+  await eventually(
+    async () => {
+      const [row] = await blocker`
+        select count(*)::int as n from pg_locks l join pg_class c on c.oid = l.relation
+        where not l.granted and c.relname = 'session_events' and c.relnamespace = ${schema}::regnamespace`
+      return (row?.n ?? 0) > 0
+    },
+    15_000,
+    'the migration waits for the lock',
+  )
+
+  // Meanwhile the previous version keeps using api_keys: each write completes while the blocker
+  // still holds its lock (without giving way, they would all wait for it).
+  for (let i = 0; i < 3; i++) {
+    await sql`insert into api_keys (id, name, key_hash, scopes, created_at)
+      values (${`key_${i}`}, 'old replica', ${Buffer.from([i])}, ${['introspect']}, now())`
+  }
+  release()
+  await holding
+  assert.deepEqual(await migrating, ['006_tenants.sql'])
+  const keys = await sql`select tenant_id from api_keys where name = 'old replica'`
+  assert.deepEqual(
+    keys.map((k) => k.tenant_id),
+    ['default', 'default', 'default'],
+  )
 })

@@ -5,16 +5,37 @@ import type { Sql } from './connect.ts'
 
 export const migrationsDir = fileURLToPath(new URL('../../migrations/', import.meta.url))
 
+/** How long a migration may wait for one lock before it gives way (and tries again). */
+const LOCK_TIMEOUT_MS = 2000
+const ATTEMPTS = 60
+
 /**
  * Applies the numbered SQL files of migrations/ that the schema lacks, in order,
  * in one transaction holding an advisory lock: replicas starting together wait
  * for each other instead of racing, and a failed file leaves nothing half-done.
- * Returns the names applied.
+ * A migration that would wait more than LOCK_TIMEOUT_MS for a table (a long
+ * transaction elsewhere) rolls back and tries again a moment later, rather than
+ * holding the tables it already locked, and every replica still serving from
+ * them, behind that transaction. Returns the names applied.
  */
 export async function migrate(sql: Sql, schema: string, log: Log, dir = migrationsDir): Promise<string[]> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await migrateOnce(sql, schema, log, dir)
+    } catch (err) {
+      if ((err as { code?: string }).code !== '55P03' || attempt >= ATTEMPTS) throw err
+      log.warn({ schema, attempt }, 'migration gave way to a lock held elsewhere; trying again')
+      await new Promise((resolve) => setTimeout(resolve, 500 + Math.random() * 1000))
+    }
+  }
+}
+
+async function migrateOnce(sql: Sql, schema: string, log: Log, dir: string): Promise<string[]> {
   const files = (await readdir(dir)).filter((f) => /^\d+_.+\.sql$/.test(f)).sort()
   return sql.begin(async (tx) => {
     await tx`select pg_advisory_xact_lock(hashtext(${`session-authority:migrate:${schema}`}))`
+    // After the advisory lock: waiting for another replica's migration is not giving way.
+    await tx.unsafe(`set local lock_timeout = ${LOCK_TIMEOUT_MS}`)
     await tx`create schema if not exists ${tx(schema)}`
     await tx`create table if not exists ${tx(schema)}.schema_migrations (
       name text primary key,

@@ -26,7 +26,7 @@ export type Policy = Pick<Config, (typeof OVERRIDES)[keyof typeof OVERRIDES]>
 
 const Seconds = Type.Integer({ minimum: 1, maximum: 31_536_000 })
 
-/** A tenant's overrides of the global settings; one left out (or set to null to clear it) follows the global one. */
+/** A tenant's overrides of the global settings; one left out follows the global one. */
 export const TenantSettings = Type.Object(
   {
     idle_timeout: Type.Optional(Seconds),
@@ -111,9 +111,22 @@ export function createTenantStore({
     return policy as unknown as Policy
   }
 
-  /** The policy of a tenant's sessions (the global one for a tenant this replica does not know yet). */
+  let lastUnknownReload = 0
+
+  /**
+   * The policy of a tenant's sessions. A tenant this replica does not know yet
+   * (just created on another) follows the global one until the reread this
+   * asks for, at most once a second, rather than waiting for TENANT_RELOAD_MS.
+   */
   function policy(tenantId: string): Policy {
-    return policies.get(tenantId) ?? defaults
+    const known = policies.get(tenantId)
+    if (known) return known
+    const now = Date.now()
+    if (now - lastUnknownReload >= 1000) {
+      lastUnknownReload = now
+      load().catch((err: unknown) => log.warn({ err }, 'could not reload the tenants'))
+    }
+    return defaults
   }
 
   async function list(): Promise<Tenant[]> {
