@@ -299,7 +299,12 @@ export const ConfigSchema = Type.Object({
     env(
       'FORWARD_AUTH_TENANTS',
       'Comma-separated tenants whose sessions /v1/forward-auth lets through, or * for every tenant',
-      { default: 'default', minLength: 1, maxLength: 2048 },
+      {
+        default: 'default',
+        minLength: 1,
+        maxLength: 2048,
+        pattern: '^(\\*|[a-z0-9][a-z0-9_-]{0,62}(,[a-z0-9][a-z0-9_-]{0,62})*)$',
+      },
     ),
   ),
   forwardAuthAllowedIps: Type.Optional(
@@ -324,6 +329,12 @@ export const ConfigSchema = Type.Object({
   forwardAuthUserHeader: Type.String(
     env('FORWARD_AUTH_USER_HEADER', 'Response header with the user id for the upstream', {
       default: 'x-auth-user-id',
+      pattern: '^[A-Za-z0-9-]{1,64}$',
+    }),
+  ),
+  forwardAuthTenantHeader: Type.String(
+    env('FORWARD_AUTH_TENANT_HEADER', "Response header with the session's tenant for the upstream", {
+      default: 'x-auth-tenant-id',
       pattern: '^[A-Za-z0-9-]{1,64}$',
     }),
   ),

@@ -140,10 +140,11 @@ export function createApiKeyStore({
     return sql<ApiKey[]>`select ${columns} from api_keys where ${visibleTo(who)} order by created_at, id`
   }
 
+  /** Revokes a key `who` sees; a platform key only when `who` sees every tenant (an operator). */
   async function revoke(who: Tenancy, id: string): Promise<ApiKey> {
     const [row] = await sql<ApiKey[]>`
       update api_keys set revoked_at = coalesce(revoked_at, ${new Date(clock.now())})
-      where id = ${id} and ${visibleTo(who)}
+      where id = ${id} and ${visibleTo(who)} and (${who.sees === '*'} or not ('platform' = any(scopes)))
       returning ${columns}`
     if (!row) throw new Errors.API_KEY_NOT_FOUND(id)
     verified?.clear()

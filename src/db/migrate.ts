@@ -6,8 +6,8 @@ import type { Sql } from './connect.ts'
 export const migrationsDir = fileURLToPath(new URL('../../migrations/', import.meta.url))
 
 /** How long a migration may wait for one lock before it gives way (and tries again). */
-const LOCK_TIMEOUT_MS = 2000
-const ATTEMPTS = 60
+const LOCK_TIMEOUT_MS = 250
+const ATTEMPTS = 480
 
 /**
  * Applies the numbered SQL files of migrations/ that the schema lacks, in order,

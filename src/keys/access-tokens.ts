@@ -10,6 +10,8 @@ export interface AccessClaims {
   aud: string
   sub: string
   sid: string
+  /** The session's tenant (tokens issued before tenants have none). */
+  tid?: string
   jti: string
   iat: number
   exp: number
@@ -28,6 +30,7 @@ export const RESERVED_CLAIMS = new Set([
   'iat',
   'jti',
   'sid',
+  'tid',
   'client_id',
   'scope',
   'typ',
@@ -85,6 +88,8 @@ export function createAccessTokens({ keys, config }: Deps) {
         iat: Math.floor(grant.issuedAt.getTime() / 1000),
         jti: grant.jti,
         sid: session.id,
+        // User ids are per tenant: a verifier tells alice of one tenant from alice of another by this.
+        tid: session.tenant_id,
         ...(session.client_id ? { client_id: session.client_id } : {}),
       },
       grant.kid,

@@ -40,6 +40,7 @@ export default fp(
       access: createAccessTokens({ keys: app.signingKeys, config }),
       refreshSecret: kek.derive('refresh token chain'),
       policy: app.tenants.policy,
+      loginPolicy: app.tenants.loginPolicy,
       // With Redis there may be other replicas whose last-seen writes are still pending.
       config: { ...config, idleGraceMs: app.redis ? config.writeBehindIntervalMs : 0 },
       log: app.log,

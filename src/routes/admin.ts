@@ -4,6 +4,7 @@ import { Errors } from '../errors.ts'
 import { Text, withErrors } from '../schemas.ts'
 import { UserId } from '../sessions/model.ts'
 import type { SessionService } from '../sessions/service.ts'
+import { userTenancy } from '../tenants/tenancy.ts'
 import { RevokeAllReply } from './session-views.ts'
 
 const UserList = (description: string, minItems: number) =>
@@ -46,8 +47,11 @@ const adminRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = asy
       if ((user_ids === undefined) === (all_users_except === undefined)) {
         throw new Errors.VALIDATION_FAILED('send exactly one of user_ids and all_users_except')
       }
-      const where = user_ids ? { userIds: user_ids } : { allUsersExcept: all_users_except ?? [] }
-      return { revoked: await sessions.revokeInBulk(request.tenancy, where, reason) }
+      // A list of user ids names users of one tenant; "everyone but" spans what the key sees.
+      const revoked = user_ids
+        ? await sessions.revokeInBulk(userTenancy(request.tenancy), { userIds: user_ids }, reason)
+        : await sessions.revokeInBulk(request.tenancy, { allUsersExcept: all_users_except ?? [] }, reason)
+      return { revoked }
     },
   )
 

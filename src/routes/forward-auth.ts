@@ -19,6 +19,7 @@ type Settings = Pick<
   | 'forwardAuthCookie'
   | 'forwardAuthUserHeader'
   | 'forwardAuthSessionHeader'
+  | 'forwardAuthTenantHeader'
   | 'forwardAuthMetadata'
   | 'forwardAuthTenants'
   | 'logIntrospection'
@@ -198,6 +199,7 @@ const forwardAuthRoutes: FastifyPluginAsync<{ sessions: SessionService; config: 
     const { session } = result
     reply.header(config.forwardAuthUserHeader, headerValue(session.user_id))
     reply.header(config.forwardAuthSessionHeader, session.id)
+    reply.header(config.forwardAuthTenantHeader, session.tenant_id)
     for (const [key, header] of metadata) {
       if (session.metadata[key] !== undefined) reply.header(header, headerValue(session.metadata[key]))
     }

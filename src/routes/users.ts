@@ -3,6 +3,7 @@ import { Type } from '@sinclair/typebox'
 import { Text, Uuid, withErrors } from '../schemas.ts'
 import { UserId } from '../sessions/model.ts'
 import type { SessionService } from '../sessions/service.ts'
+import { userTenancy } from '../tenants/tenancy.ts'
 import {
   EventsQuery,
   EventsReply,
@@ -55,7 +56,7 @@ const userRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = asyn
     },
     async (request) => {
       const { current_session_id: current, limit = 100 } = request.query
-      const rows = await sessions.listForUser(request.tenancy, request.params.user_id, limit)
+      const rows = await sessions.listForUser(userTenancy(request.tenancy), request.params.user_id, limit)
       return { sessions: rows.map((row) => sessionView(row, current ?? '')) }
     },
   )
@@ -75,7 +76,12 @@ const userRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = asyn
     async (request) => {
       const { except_session_id: except = null, reason = 'api' } = request.query
       return {
-        revoked: await sessions.revokeAllForUser(request.tenancy, request.params.user_id, except, reason),
+        revoked: await sessions.revokeAllForUser(
+          userTenancy(request.tenancy),
+          request.params.user_id,
+          except,
+          reason,
+        ),
       }
     },
   )
@@ -97,7 +103,7 @@ const userRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = asyn
     async (request) => {
       const { user_id: userId, id } = request.params
       const reason = request.query.reason ?? 'api'
-      return sessionView(await sessions.revoke(request.tenancy, id, reason, 'session', userId))
+      return sessionView(await sessions.revoke(userTenancy(request.tenancy), id, reason, 'session', userId))
     },
   )
 
@@ -114,7 +120,8 @@ const userRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = asyn
       },
     },
     async (request) => {
-      return eventsPage(sessions, request.tenancy, { ...request.query, user_id: request.params.user_id })
+      const who = userTenancy(request.tenancy)
+      return eventsPage(sessions, who, { ...request.query, user_id: request.params.user_id })
     },
   )
 }

@@ -108,6 +108,8 @@ function sealer(macKey: Buffer) {
       if (!timingSafeEqual(given, expected)) return null
       if (body === NO_SESSION) return { session: null, readAt }
       const row = JSON.parse(body)
+      // Written by a replica of a version before tenants: its tenant is unknown, so it is not an answer.
+      if (typeof row.tenant_id !== 'string') return null
       for (const field of DATES) if (row[field] !== null) row[field] = new Date(row[field])
       return { session: row as SessionRow, readAt }
     },

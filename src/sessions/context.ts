@@ -21,6 +21,8 @@ export interface SessionDeps {
   refreshSecret: Buffer
   /** The policy a tenant's sessions follow (the global settings with the tenant's overrides). */
   policy: (tenantId: string) => Policy
+  /** The same for a new session: read first when this replica does not know the tenant yet. */
+  loginPolicy: (tenantId: string) => Promise<Policy>
   config: Pick<
     Config,
     | 'metadataLimitBytes'

@@ -11,7 +11,15 @@ import type { SessionRepository } from './repository.ts'
 import { generateOpaqueToken, generateRefreshToken, hashTokenBytes } from './tokens.ts'
 
 /** Logging in: opening a session, within the user's limit of live sessions. */
-export function createLogin({ repo, clock, access, config, policy, expiry, invalidation }: SessionContext) {
+export function createLogin({
+  repo,
+  clock,
+  access,
+  config,
+  loginPolicy,
+  expiry,
+  invalidation,
+}: SessionContext) {
   const { accessExpiry, lastUse, idleExpiry } = expiry
   const { invalidateEnded } = invalidation
 
@@ -22,7 +30,7 @@ export function createLogin({ repo, clock, access, config, policy, expiry, inval
     clientId: string | null = null,
   ): Promise<Issued> {
     const tenant = who.tenant
-    const defaults = policy(tenant)
+    const defaults = await loginPolicy(tenant)
     const metadata = input.metadata ?? {}
     const size = Buffer.byteLength(JSON.stringify(metadata))
     if (size > config.metadataLimitBytes) throw new Errors.METADATA_TOO_LARGE(size, config.metadataLimitBytes)

@@ -1,6 +1,6 @@
 import type { Sql } from '../db/connect.ts'
 import { Errors } from '../errors.ts'
-import type { Tenancy } from '../tenants/tenancy.ts'
+import { DEFAULT_TENANT, type Tenancy } from '../tenants/tenancy.ts'
 import type { ChangedSession, Client, SessionRow } from './model.ts'
 
 export interface NewSession
@@ -425,7 +425,9 @@ export function createSessionRepository(sql: Sql) {
   /** Serialises logins of one user until the transaction ends (the concurrent-session limit). */
   async function lockUser(tenant: string, userId: string): Promise<void> {
     // Keyed by schema too: deployments sharing a database do not wait for each other.
-    const key = `:session-authority:user:${tenant}:${userId}`
+    // The default tenant keeps the key of the version before tenants, so logins on replicas of
+    // both versions still take turns during an upgrade.
+    const key = `:session-authority:user:${tenant === DEFAULT_TENANT ? '' : `${tenant}:`}${userId}`
     await sql`select pg_advisory_xact_lock(hashtext(current_schema() || ${key}))`
   }
 

@@ -133,10 +133,31 @@ export function createTenantStore({
     return sql<Tenant[]>`select ${columns} from tenants order by created_at, id`
   }
 
+  // A reread that began before a later one, or before a change made here, must not undo it.
+  let changes = 0
+  let loadsStarted = 0
+  let loadApplied = 0
+
   async function load(): Promise<void> {
+    const seq = ++loadsStarted
+    const changesBefore = changes
     const next = new Map<string, Policy>()
     for (const tenant of await list()) next.set(tenant.id, policyOf(tenant.settings))
+    if (seq < loadApplied || changes !== changesBefore) return
+    loadApplied = seq
     policies = next
+  }
+
+  /**
+   * The policy a new session of a tenant gets: as policy(), but a tenant this
+   * replica does not know yet (created on another) is read first, so its
+   * lifetimes and limit are never replaced by the global ones.
+   */
+  async function loginPolicy(tenantId: string): Promise<Policy> {
+    const known = policies.get(tenantId)
+    if (known) return known
+    await load()
+    return policies.get(tenantId) ?? defaults
   }
 
   async function get(id: string): Promise<Tenant> {
@@ -153,6 +174,7 @@ export function createTenantStore({
       on conflict (id) do nothing
       returning ${columns}`
     if (!tenant) throw new Errors.TENANT_EXISTS(input.id)
+    changes++
     policies.set(tenant.id, policyOf(tenant.settings))
     return tenant
   }
@@ -165,6 +187,7 @@ export function createTenantStore({
       where id = ${id}
       returning ${columns}`
     if (!tenant) throw new Errors.TENANT_NOT_FOUND(id)
+    changes++
     policies.set(tenant.id, policyOf(tenant.settings))
     return tenant
   }
@@ -182,7 +205,7 @@ export function createTenantStore({
     clearInterval(timer)
   }
 
-  return { policy, list, get, create, update, start, close }
+  return { policy, loginPolicy, list, get, create, update, start, close }
 }
 
 export type TenantStore = ReturnType<typeof createTenantStore>

@@ -22,6 +22,15 @@ export const EVERY_TENANT: Tenancy = { tenant: DEFAULT_TENANT, sees: '*' }
 /** One tenant's view. */
 export const onlyTenant = (tenant: string): Tenancy => ({ tenant, sees: [tenant] })
 
+/**
+ * The one tenant a user id is looked up in: user ids are per tenant, so a call
+ * keyed by one acts in the caller's tenant (for a platform key, the one it
+ * names in x-tenant-id, or its own), never across tenants.
+ */
+export function userTenancy(who: Tenancy): Tenancy {
+  return who.sees === '*' ? onlyTenant(who.tenant) : who
+}
+
 /** May `who` see data of `tenantId`? */
 export function sees(who: Tenancy, tenantId: string): boolean {
   return who.sees === '*' || who.sees.includes(tenantId)
