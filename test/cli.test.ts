@@ -265,3 +265,12 @@ test('serve refuses development settings off the developer machine, in one line'
   assert.match(exampleKey.output, /^invalid configuration: ADMIN_API_KEY is the README example[^\n]*\n$/)
   assert.ok(!exampleKey.output.includes(example))
 })
+
+test('the package bin runs from a checkout with nothing built (npx session-authority after npm ci)', async () => {
+  const { execFile } = await import('node:child_process')
+  const { promisify } = await import('node:util')
+  const pkg = JSON.parse(await (await import('node:fs/promises')).readFile('package.json', 'utf8'))
+  const bin = pkg.bin['session-authority'] as string
+  const run = await promisify(execFile)(process.execPath, [bin, '--help'], { timeout: 60_000 })
+  assert.match(run.stdout + run.stderr, /^usage: session-authority <command>/m)
+})
