@@ -1,6 +1,6 @@
 import { isUtf8 } from 'node:buffer'
 import { randomUUID } from 'node:crypto'
-import swagger from '@fastify/swagger'
+import swagger, { type SwaggerTransformObject } from '@fastify/swagger'
 import { type TypeBoxTypeProvider, TypeBoxValidatorCompiler } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
@@ -95,6 +95,35 @@ function checkAddressLists(config: Config) {
   }
 }
 
+const HTTP_METHODS = new Set(['get', 'head', 'post', 'put', 'patch', 'delete', 'options', 'trace'])
+
+/**
+ * A route declared with several methods is listed once per method, every one with the route's
+ * operationId; each gets its method appended (forwardAuth: forwardAuthGet, forwardAuthPost, …) so an
+ * SDK has one distinct name per operation.
+ */
+const operationIdPerMethod: SwaggerTransformObject = (document) => {
+  if (!('openapiObject' in document)) return document.swaggerObject
+  const paths = (document.openapiObject.paths ?? {}) as Record<
+    string,
+    Record<string, { operationId?: string }>
+  >
+  for (const item of Object.values(paths)) {
+    const methodsById = new Map<string, string[]>()
+    for (const [method, operation] of Object.entries(item)) {
+      const id = HTTP_METHODS.has(method) ? operation.operationId : undefined
+      if (id) methodsById.set(id, [...(methodsById.get(id) ?? []), method])
+    }
+    for (const [id, methods] of methodsById) {
+      if (methods.length < 2) continue
+      for (const method of methods) {
+        item[method] = { ...item[method], operationId: `${id}${method[0]?.toUpperCase()}${method.slice(1)}` }
+      }
+    }
+  }
+  return document.openapiObject
+}
+
 /** Builds the whole service as a Fastify app; connects to Postgres but does not listen. */
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
   const clock = options.clock ?? systemClock
@@ -170,7 +199,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         title: 'session-authority',
         version: '1',
         description: 'The source of truth for user sessions: open, introspect, list and revoke.',
+        license: { name: 'MIT', url: 'https://spdx.org/licenses/MIT.html' },
       },
+      servers: [{ url: 'http://127.0.0.1:8080', description: 'The default HOST and PORT' }],
       components: {
         securitySchemes: {
           apiKey: { type: 'http', scheme: 'bearer', description: 'A caller API key' },
@@ -197,7 +228,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     },
     transform: ({ schema, url, route }) => {
       const scope = route.config?.scope
-      if (!scope) return { schema, url }
+      // No scope, no API key: said outright (`security: []`), unless the route names its own scheme.
+      if (!scope) return { schema: schema?.security ? schema : { ...schema, security: [] }, url }
       const description =
         scope === 'platform'
           ? 'Needs an API key with the `platform` scope.'
@@ -205,6 +237,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       const response = schema.response && { ...schema.response, 429: rateLimitedResponse }
       return { schema: { ...schema, security: [{ apiKey: [] }], description, response }, url }
     },
+    transformObject: operationIdPerMethod,
   })
 
   // Each plugin closes itself in an onClose hook, and Fastify runs those hooks last registered first: so
@@ -239,7 +272,20 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(tenantRoutes, { tenants: app.tenants })
   await app.register(signingKeyRoutes, { keys: app.signingKeys, maxAgeSeconds: config.jwksMaxAgeSeconds })
 
-  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
+  app.get(
+    '/openapi.json',
+    {
+      schema: {
+        operationId: 'getOpenApiDocument',
+        tags: ['operations'],
+        summary: 'This document, as JSON (the YAML of /openapi.yaml is the same document)',
+        response: {
+          200: { description: 'The OpenAPI document', type: 'object', additionalProperties: true },
+        },
+      },
+    },
+    async () => app.swagger(),
+  )
   app.get('/openapi.yaml', { schema: { hide: true } }, async (_request, reply) =>
     reply.type('application/yaml').send(openapiYaml(app)),
   )

@@ -47,8 +47,28 @@ test('the document covers the HTTP surface, with auth on every /v1 operation', a
       // The gateway sub-request carries the end user's Authorization; the gateway proves itself otherwise.
       const expected = path === '/v1/forward-auth' ? [{ gatewaySecret: [] }] : [{ apiKey: [] }]
       if (path.startsWith('/v1/')) assert.deepEqual(op.security, expected, `${method} ${path}`)
+      // With no default at the root, an open operation says so (`security: []`) rather than by omission.
+      else assert.ok(Array.isArray(op.security), `${method} ${path} declares no security`)
     }
   }
+})
+
+test('every operation has an operationId, camelCase and unique (the method names of generated clients)', async () => {
+  const doc = parse(await read('openapi.yaml'))
+  const seen = new Map<string, string>()
+  for (const [path, ops] of Object.entries(
+    doc.paths as Record<string, Record<string, { operationId?: string }>>,
+  )) {
+    for (const [method, op] of Object.entries(ops)) {
+      const operation = `${method.toUpperCase()} ${path}`
+      const id = op.operationId
+      assert.ok(id, `${operation} has no operationId`)
+      assert.match(id, /^[a-z][A-Za-z0-9]*$/, `${operation}: ${id} is not camelCase`)
+      assert.equal(seen.get(id), undefined, `${operation} and ${seen.get(id)} share the operationId ${id}`)
+      seen.set(id, operation)
+    }
+  }
+  assert.ok(seen.size > 0)
 })
 
 test('README lists every error code with its status, and every setting', async () => {

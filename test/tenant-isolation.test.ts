@@ -451,12 +451,13 @@ const TABLE: Record<string, Entry> = {
   'POST /v1/signing-keys/rotate': {
     calls: [{ what: 'a new key for every tenant', expect: platformOnly }],
   },
+
+  'GET /openapi.json': { calls: [{ what: 'the document', auth: 'none', expect: status(200) }] },
 }
 
 /** Routes the document hides (`schema: { hide: true }`): they get entries too. */
 const HIDDEN: Record<string, Entry> = {
   'GET /metrics': { calls: [{ what: 'the metrics', expect: status(200) }] },
-  'GET /openapi.json': { calls: [{ what: 'the document', auth: 'none', expect: status(200) }] },
   'GET /openapi.yaml': { calls: [{ what: 'the document', auth: 'none', expect: status(200) }] },
   ...Object.fromEntries(GATEWAY_METHODS.map((method) => [`${method} /v1/forward-auth/*`, gatewayEntry])),
 }

@@ -36,6 +36,7 @@ const adminRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = asy
     {
       config: { scope: 'admin' },
       schema: {
+        operationId: 'revokeSessionsInBulk',
         tags,
         summary: 'Revoke every session of a list of users, or of every user but a list (in batches)',
         body: BulkRevokeBody,
@@ -60,6 +61,7 @@ const adminRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = asy
     {
       config: { scope: 'platform' },
       schema: {
+        operationId: 'purge',
         tags,
         summary:
           'Mark overdue sessions expired, delete old ended sessions and old events (waits for a running purge)',

@@ -29,6 +29,7 @@ const apiKeyRoutes: FastifyPluginAsyncTypebox<{ keys: ApiKeyStore }> = async (ap
     {
       config,
       schema: {
+        operationId: 'createApiKey',
         tags,
         summary: 'Create an API key; the key is shown once',
         body: CreateApiKeyBody,
@@ -52,6 +53,7 @@ const apiKeyRoutes: FastifyPluginAsyncTypebox<{ keys: ApiKeyStore }> = async (ap
     {
       config,
       schema: {
+        operationId: 'listApiKeys',
         tags,
         summary: 'List API keys (never the keys themselves)',
         response: withErrors({ 200: Type.Object({ api_keys: Type.Array(ApiKey) }) }),
@@ -65,6 +67,7 @@ const apiKeyRoutes: FastifyPluginAsyncTypebox<{ keys: ApiKeyStore }> = async (ap
     {
       config,
       schema: {
+        operationId: 'revokeApiKey',
         tags,
         summary: 'Revoke an API key (idempotent)',
         params: Type.Object({ id: Text({ maxLength: 64 }) }),

@@ -212,6 +212,8 @@ const forwardAuthRoutes: FastifyPluginAsync<{ sessions: SessionService; config: 
     // One call per request a gateway serves: no access log lines unless asked.
     ...(config.logIntrospection ? {} : { logLevel: 'warn' }),
     schema: {
+      // Listed once per method in the document, as forwardAuthGet, forwardAuthPost, …
+      operationId: 'forwardAuth',
       tags: ['gateways'],
       security: [{ gatewaySecret: [] }],
       summary: 'Gateway sub-request: 200 with identity headers, or 401 (any method; any body is ignored)',

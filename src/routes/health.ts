@@ -30,6 +30,7 @@ const healthRoutes: FastifyPluginAsyncTypebox<{ health: Health }> = async (app, 
     {
       logLevel: 'warn',
       schema: {
+        operationId: 'healthz',
         tags,
         summary: 'The process is alive',
         response: { 200: Type.Object({ status: Type.Literal('ok') }) },
@@ -43,6 +44,7 @@ const healthRoutes: FastifyPluginAsyncTypebox<{ health: Health }> = async (app, 
     {
       logLevel: 'warn',
       schema: {
+        operationId: 'readyz',
         tags,
         summary: 'Ready for traffic: Postgres answers (Redis is reported, not required)',
         response: { 200: ReadyReply, 503: ReadyReply },

@@ -89,6 +89,7 @@ const oauth2Routes: FastifyPluginAsyncTypebox<{ sessions: SessionService; issuer
     {
       config: { scope: 'introspect', formCredentials: true },
       schema: {
+        operationId: 'oauthIntrospect',
         tags,
         summary:
           'RFC 7662 token introspection (client authentication: HTTP Basic with key id and key, or Bearer)',
@@ -129,6 +130,7 @@ const oauth2Routes: FastifyPluginAsyncTypebox<{ sessions: SessionService; issuer
     {
       config: { scope: 'sessions:write', formCredentials: true },
       schema: {
+        operationId: 'oauthRevoke',
         tags,
         summary: 'RFC 7009 token revocation: ends the session of the token (200 also for unknown tokens)',
         consumes: FORM,

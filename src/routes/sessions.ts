@@ -166,6 +166,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{
     {
       config: { scope: 'sessions:write' },
       schema: {
+        operationId: 'openSession',
         tags,
         summary: 'Open a session (login)',
         body: OpenSessionInput,
@@ -183,6 +184,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{
     {
       config: { scope: 'sessions:write' },
       schema: {
+        operationId: 'refreshSession',
         tags,
         summary: 'Exchange a refresh token for a new access JWT and a new refresh token',
         description:
@@ -206,6 +208,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{
       ...(logIntrospection ? {} : { logLevel: 'warn' }),
       config: { scope: 'introspect' },
       schema: {
+        operationId: 'introspectSession',
         tags,
         summary: 'Check a token: is it active, whose is it, when does it expire',
         body: IntrospectBody,
@@ -244,6 +247,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{
     {
       config: { scope: 'sessions:read' },
       schema: {
+        operationId: 'getSession',
         tags,
         summary: 'One session',
         params: SessionParams,
@@ -258,6 +262,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{
     {
       config: { scope: 'sessions:write' },
       schema: {
+        operationId: 'revokeSession',
         tags,
         summary: 'Revoke a session (idempotent); answers with the session as it now is',
         params: SessionParams,
@@ -277,6 +282,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{
       preValidation: noBodyIsEmpty,
       config: { scope: 'sessions:write' },
       schema: {
+        operationId: 'suspendSession',
         tags,
         summary: 'Suspend a session: its tokens are inactive until it is resumed (idempotent)',
         params: SessionParams,
@@ -294,6 +300,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{
       preValidation: noBodyIsEmpty,
       config: { scope: 'sessions:write' },
       schema: {
+        operationId: 'resumeSession',
         tags,
         summary:
           'Resume a suspended session, optionally binding it to the client it is now used from (idempotent)',

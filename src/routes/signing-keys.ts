@@ -31,6 +31,7 @@ const signingKeyRoutes: FastifyPluginAsyncTypebox<{ keys: SigningKeys; maxAgeSec
     '/.well-known/jwks.json',
     {
       schema: {
+        operationId: 'getJwks',
         tags: ['sessions'],
         summary: 'The public keys that sign access JWTs (RFC 7517 JWK Set)',
         description:
@@ -52,6 +53,7 @@ const signingKeyRoutes: FastifyPluginAsyncTypebox<{ keys: SigningKeys; maxAgeSec
     {
       config: { scope: 'admin' },
       schema: {
+        operationId: 'listSigningKeys',
         tags: ['api keys'],
         summary: 'The JWT signing keys, newest first (never a private key)',
         response: withErrors({ 200: SigningKeysReply }),
@@ -65,6 +67,7 @@ const signingKeyRoutes: FastifyPluginAsyncTypebox<{ keys: SigningKeys; maxAgeSec
     {
       config: { scope: 'platform' },
       schema: {
+        operationId: 'rotateSigningKey',
         tags: ['api keys'],
         summary: 'Make a new signing key current; tokens signed before stay valid until they expire',
         response: withErrors({ 201: SigningKeyView }),

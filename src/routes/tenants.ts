@@ -15,6 +15,7 @@ const tenantRoutes: FastifyPluginAsyncTypebox<{ tenants: TenantStore }> = async 
     {
       config,
       schema: {
+        operationId: 'createTenant',
         tags,
         summary: 'Create a tenant, with overrides of the global settings if any',
         body: NewTenant,
@@ -29,6 +30,7 @@ const tenantRoutes: FastifyPluginAsyncTypebox<{ tenants: TenantStore }> = async 
     {
       config,
       schema: {
+        operationId: 'listTenants',
         tags,
         summary: 'List the tenants',
         response: withErrors({ 200: Type.Object({ tenants: Type.Array(Tenant) }) }),
@@ -41,7 +43,13 @@ const tenantRoutes: FastifyPluginAsyncTypebox<{ tenants: TenantStore }> = async 
     '/v1/tenants/:id',
     {
       config,
-      schema: { tags, summary: 'One tenant', params: TenantParams, response: withErrors({ 200: Tenant }) },
+      schema: {
+        operationId: 'getTenant',
+        tags,
+        summary: 'One tenant',
+        params: TenantParams,
+        response: withErrors({ 200: Tenant }),
+      },
     },
     async (request) => tenants.get(request.params.id),
   )
@@ -51,6 +59,7 @@ const tenantRoutes: FastifyPluginAsyncTypebox<{ tenants: TenantStore }> = async 
     {
       config,
       schema: {
+        operationId: 'updateTenant',
         tags,
         summary:
           'Rename a tenant and/or replace its overrides (every replica applies them within TENANT_RELOAD_MS)',

@@ -47,6 +47,7 @@ const userRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = asyn
     {
       config: { scope: 'sessions:read' },
       schema: {
+        operationId: 'listUserSessions',
         tags,
         summary: "A user's live sessions (devices), newest first",
         params: UserParams,
@@ -66,6 +67,7 @@ const userRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = asyn
     {
       config: { scope: 'sessions:write' },
       schema: {
+        operationId: 'revokeUserSessions',
         tags,
         summary: "Revoke all of a user's sessions, or all but one",
         params: UserParams,
@@ -91,6 +93,7 @@ const userRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = asyn
     {
       config: { scope: 'sessions:write' },
       schema: {
+        operationId: 'revokeUserSession',
         tags,
         summary: "Revoke one of this user's sessions (404 when the session is not this user's); idempotent",
         description:
@@ -112,6 +115,7 @@ const userRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = asyn
     {
       config: { scope: 'sessions:read' },
       schema: {
+        operationId: 'listUserEvents',
         tags,
         summary: "A user's session history, newest first",
         params: UserParams,

@@ -44,6 +44,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
     {
       config: admin,
       schema: {
+        operationId: 'createWebhook',
         tags,
         summary:
           "Subscribe a URL to the session events of the caller's tenant; the signing secret is shown only in this answer",
@@ -70,6 +71,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
     {
       config: admin,
       schema: {
+        operationId: 'listWebhooks',
         tags,
         summary: "The webhook subscriptions of the caller's tenant",
         response: withErrors({ 200: Type.Object({ webhooks: Type.Array(Webhook) }) }),
@@ -83,6 +85,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
     {
       config: admin,
       schema: {
+        operationId: 'getWebhook',
         tags,
         summary: 'One webhook subscription',
         params: WebhookParams,
@@ -97,6 +100,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
     {
       config: admin,
       schema: {
+        operationId: 'updateWebhook',
         tags,
         summary: 'Change a webhook subscription (URL, event types, enabled)',
         params: WebhookParams,
@@ -115,6 +119,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
     {
       config: admin,
       schema: {
+        operationId: 'deleteWebhook',
         tags,
         summary: 'Delete a webhook subscription and its deliveries',
         params: WebhookParams,
@@ -132,6 +137,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
     {
       config: admin,
       schema: {
+        operationId: 'listWebhookDeliveries',
         tags,
         summary: "A webhook's deliveries, newest first",
         params: WebhookParams,
@@ -167,6 +173,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
     {
       config: admin,
       schema: {
+        operationId: 'retryWebhookDelivery',
         tags,
         summary: 'Send a delivery again from the first attempt (a dead one, typically)',
         params: DeliveryParams,
@@ -181,6 +188,7 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
     {
       config: admin,
       schema: {
+        operationId: 'listEvents',
         tags: ['users'],
         summary: 'The session history of every user, newest first',
         querystring: AllEventsQuery,
