@@ -196,7 +196,7 @@ async function handleSecrets(app: FastifyInstance) {
     headers: auth(),
     payload: { token },
   })
-  assert.deepEqual(inactive.json(), { active: false })
+  assert.deepEqual(inactive.json(), { active: false, reason: 'revoked' })
 
   // Every secret above went through requests that were answered.
   for (const { res } of sent) assert.doesNotMatch(res.headers['x-request-id'] as string, /sa[tk]_/)

@@ -266,8 +266,8 @@ test('a spent refresh token presented after the grace is theft: the session is r
   // Which of the two holders is the thief is unknown, so neither keeps the session:
   // the legitimate current refresh token is refused and every access JWT is dead at once.
   assert.deepEqual(refusal(await refresh(app, legit.refresh_token)), { status: 400, code: 'SESSION_REVOKED' })
-  assert.deepEqual(await introspect(app, legit.access_token), { active: false })
-  assert.deepEqual(await introspect(app, login.access_token), { active: false })
+  assert.deepEqual(await introspect(app, legit.access_token), { active: false, reason: 'revoked' })
+  assert.deepEqual(await introspect(app, login.access_token), { active: false, reason: 'revoked' })
 
   // Presenting the stolen token again changes nothing more.
   assert.deepEqual(refusal(await refresh(app, login.refresh_token)), { status: 400, code: 'SESSION_REVOKED' })
@@ -286,7 +286,7 @@ test('with no grace window, a second presentation at once is already reuse', asy
   const session = await getSession(app, login.session.id)
   assert.equal(session.status, 'revoked')
   assert.equal(session.end_reason, 'refresh_token_reused')
-  assert.deepEqual(await introspect(app, legit.access_token), { active: false })
+  assert.deepEqual(await introspect(app, legit.access_token), { active: false, reason: 'revoked' })
 })
 
 test('refreshes of ended sessions are refused with the reason', async (t) => {
@@ -378,7 +378,7 @@ test('idle timeout: a refresh after the session idled out is SESSION_EXPIRED', a
   const session = await getSession(app, login.session.id)
   assert.equal(session.status, 'expired')
   assert.equal(session.end_reason, 'idle_timeout')
-  assert.deepEqual(await introspect(app, login.access_token), { active: false })
+  assert.deepEqual(await introspect(app, login.access_token), { active: false, reason: 'expired' })
   // It stays expired, and the expiry is recorded once.
   assert.deepEqual(refusal(await refresh(app, login.refresh_token)), { status: 400, code: 'SESSION_EXPIRED' })
   assert.equal((await events(app)).filter((e) => e.type === 'session.expired').length, 1)
@@ -418,7 +418,7 @@ test('absolute lifetime: access JWTs never outlive the session, and refresh ends
   const session = await getSession(app, login.session.id)
   assert.equal(session.status, 'expired')
   assert.equal(session.end_reason, 'absolute_lifetime')
-  assert.deepEqual(await introspect(app, late.access_token), { active: false })
+  assert.deepEqual(await introspect(app, late.access_token), { active: false, reason: 'expired' })
 })
 
 /** Runs `work` after `n` turns of the event loop: staggers two racing requests without a timed sleep. */
@@ -443,7 +443,11 @@ test('a refresh racing a revocation never leaves a usable pair', async (t) => {
     if (refreshed.statusCode === 200) {
       // The refresh won the lock: what it handed out died with the revocation.
       const pair = refreshed.json() as JwtIssued
-      assert.deepEqual(await introspect(app, pair.access_token), { active: false }, `round ${round}`)
+      assert.deepEqual(
+        await introspect(app, pair.access_token),
+        { active: false, reason: 'revoked' },
+        `round ${round}`,
+      )
       assert.deepEqual(refusal(await refresh(app, pair.refresh_token)), {
         status: 400,
         code: 'SESSION_REVOKED',
@@ -451,7 +455,11 @@ test('a refresh racing a revocation never leaves a usable pair', async (t) => {
     } else {
       assert.deepEqual(refusal(refreshed), { status: 400, code: 'SESSION_REVOKED' }, `round ${round}`)
     }
-    assert.deepEqual(await introspect(app, login.access_token), { active: false }, `round ${round}`)
+    assert.deepEqual(
+      await introspect(app, login.access_token),
+      { active: false, reason: 'revoked' },
+      `round ${round}`,
+    )
   }
 })
 

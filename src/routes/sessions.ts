@@ -73,8 +73,9 @@ const IntrospectReply = Type.Object(
   {
     active: Type.Boolean(),
     reason: Type.Optional(
-      Type.Literal('suspended', {
-        description: 'Why the token is inactive; only for callers whose key can read sessions',
+      Type.Union([Type.Literal('suspended'), Type.Literal('revoked'), Type.Literal('expired')], {
+        description:
+          "Why the token is inactive, for callers whose key can read sessions: its session is suspended, revoked or expired (or the access JWT's own exp has passed). Unknown and malformed tokens have none",
       }),
     ),
     session_id: Type.Optional(Uuid()),

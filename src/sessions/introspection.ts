@@ -11,11 +11,17 @@ import { hashTokenBytes, tokenKind } from './tokens.ts'
 
 /** An active answer carries the stored row as it is, plus this use: when, and until when it now lasts. */
 export type Introspection =
-  | { active: false; reason?: 'suspended' }
+  | { active: false; reason?: InactiveReason }
   | { active: true; session: SessionRow; seenAt: Date; expiresAt: Date; claims: AccessClaims | null }
+
+/** Why a token of a session the caller may see is inactive; unknown and other tenants' tokens have no reason. */
+export type InactiveReason = 'suspended' | 'revoked' | 'expired'
 
 const INACTIVE: Introspection = { active: false }
 const SUSPENDED: Introspection = { active: false, reason: 'suspended' }
+const REVOKED: Introspection = { active: false, reason: 'revoked' }
+const EXPIRED: Introspection = { active: false, reason: 'expired' }
+const ENDED = { suspended: SUSPENDED, revoked: REVOKED, expired: EXPIRED } as const
 
 /** Is this token good right now: the check behind every introspection, and drift judged on the way. */
 export function createIntrospection({
@@ -57,7 +63,9 @@ export function createIntrospection({
     const verified = access.verify(token)
     const claims = verified instanceof Promise ? await verified : verified
     const nowMs = clock.now()
-    if (!claims || !access.timely(claims, nowMs)) return INACTIVE
+    if (!claims) return INACTIVE
+    // A genuine token past its exp: the session may live on, this token does not.
+    if (!access.timely(claims, nowMs)) return claims.exp * 1000 <= nowMs ? EXPIRED : INACTIVE
     const load = () => repo.readForCache({ id: claims.sid })
     return check(who, sessionKey(claims.sid), load, nowMs, client, claims)
   }
@@ -77,7 +85,7 @@ export function createIntrospection({
     // here, before anything else, and another tenant's session is simply unknown.
     if (session === null || !sees(who, session.tenant_id)) return INACTIVE
     if (claims && (session.token_type !== 'jwt' || session.user_id !== claims.sub)) return INACTIVE
-    if (session.status !== 'active') return session.status === 'suspended' ? SUSPENDED : INACTIVE
+    if (session.status !== 'active') return ENDED[session.status]
     const now = new Date(nowMs)
     if (session.absolute_expires_at <= now) return expire(session, 'absolute_lifetime', now)
 
@@ -85,7 +93,8 @@ export function createIntrospection({
       // A cached row's last use may be old: only a fresh read can say the session really idled out.
       const readStartedAt = performance.now()
       const fresh = await repo.findById(EVERY_TENANT, session.id)
-      if (fresh?.status !== 'active') return INACTIVE
+      if (!fresh) return INACTIVE
+      if (fresh.status !== 'active') return ENDED[fresh.status]
       session = fresh
       cache.refresh(key, fresh, readStartedAt)
       if (idleExpiry(fresh, config.idleGraceMs) <= now) return expire(fresh, 'idle_timeout', now)
@@ -111,7 +120,7 @@ export function createIntrospection({
       .end(EVERY_TENANT, { ids: [session.id] }, 'expired', reason, now)
       .then((ended) => invalidateEnded(ended))
       .catch((err: unknown) => log.warn({ err, sessionId: session.id }, 'could not record session expiry'))
-    return INACTIVE
+    return EXPIRED
   }
 
   /**
