@@ -363,7 +363,7 @@ const TABLE: Record<string, Entry> = {
         what: "A's user",
         params: (x) => ({ user_id: x.userId }),
         query: (x) => ({ current_session_id: x.sessionId }),
-        expect: json(200, { sessions: [] }),
+        expect: json(200, { sessions: [], next_cursor: null }),
       },
     ],
     own: { params: (x) => ({ user_id: x.userId }), expect: sees('jwtSessionId') },

@@ -163,3 +163,39 @@ test('events are written in the same transaction as the change: no event, no cha
   assert.equal(revoke.statusCode, 500)
   assert.equal((await introspect(app, kept.token)).active, true)
 })
+
+test("a user's sessions page by cursor: every live session once, newest first, the last page says so", async (t) => {
+  const { app, clock } = await buildTestApp(t)
+  const opened: string[] = []
+  for (let i = 0; i < 5; i++) {
+    opened.push((await openSession(app, { user_id: 'paged' })).session.id)
+    clock.advance(1000)
+  }
+  // Two at the same instant too: the order (and the cursor) must still tell them apart.
+  opened.push((await openSession(app, { user_id: 'paged' })).session.id)
+  opened.push((await openSession(app, { user_id: 'paged' })).session.id)
+  await revokeSession(app, opened[2] as string)
+
+  const seen: string[] = []
+  let cursor: string | null = null
+  let pages = 0
+  do {
+    const query: string = `limit=2${cursor ? `&cursor=${cursor}` : ''}`
+    const res = await app.inject({ url: `/v1/users/paged/sessions?${query}`, headers: auth() })
+    assert.equal(res.statusCode, 200, res.body)
+    const page = res.json() as {
+      sessions: Array<{ id: string; created_at: string }>
+      next_cursor: string | null
+    }
+    assert.ok(page.sessions.length <= 2)
+    seen.push(...page.sessions.map((s) => s.id))
+    cursor = page.next_cursor
+    pages++
+  } while (cursor && pages < 10)
+  const live = opened.filter((id) => id !== opened[2])
+  assert.deepEqual([...seen].sort(), [...live].sort(), 'every live session exactly once')
+  assert.equal(new Set(seen).size, seen.length)
+  // Newest first: the five sessions opened a second apart come out in reverse order.
+  const order = seen.filter((id) => opened.slice(0, 5).includes(id))
+  assert.deepEqual(order, [opened[4], opened[3], opened[1], opened[0]])
+})

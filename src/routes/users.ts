@@ -18,12 +18,20 @@ const UserParams = Type.Object({ user_id: UserId })
 const ListSessionsQuery = Type.Object(
   {
     current_session_id: Type.Optional(Uuid('Marks this session `current: true`')),
-    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 100 })),
+    limit: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 500, default: 100, description: 'Sessions per page' }),
+    ),
+    cursor: Type.Optional(Uuid('next_cursor of the previous page')),
   },
   { additionalProperties: false },
 )
 
-const ListSessionsReply = Type.Object({ sessions: Type.Array(SessionView) })
+const ListSessionsReply = Type.Object({
+  sessions: Type.Array(SessionView),
+  next_cursor: Type.Union([Type.String(), Type.Null()], {
+    description: 'Pass as `cursor` for the next page; null on the last page',
+  }),
+})
 
 const RevokeAllQuery = Type.Object(
   {
@@ -49,16 +57,18 @@ const userRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = asyn
       schema: {
         operationId: 'listUserSessions',
         tags,
-        summary: "A user's live sessions (devices), newest first",
+        summary: "A user's live sessions (devices), newest first, a page at a time (`limit`, `cursor`)",
         params: UserParams,
         querystring: ListSessionsQuery,
         response: withErrors({ 200: ListSessionsReply }),
       },
     },
     async (request) => {
-      const { current_session_id: current, limit = 100 } = request.query
-      const rows = await sessions.listForUser(userTenancy(request.tenancy), request.params.user_id, limit)
-      return { sessions: rows.map((row) => sessionView(row, current ?? '')) }
+      const { current_session_id: current, limit = 100, cursor = null } = request.query
+      const who = userTenancy(request.tenancy)
+      const rows = await sessions.listForUser(who, request.params.user_id, limit, cursor)
+      const last = rows.length === limit ? rows[rows.length - 1] : undefined
+      return { sessions: rows.map((row) => sessionView(row, current ?? '')), next_cursor: last?.id ?? null }
     },
   )
 

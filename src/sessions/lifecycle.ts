@@ -121,8 +121,14 @@ export function createLifecycle({
     return invalidateEnded(ended)
   }
 
-  async function listForUser(who: Tenancy, userId: string, limit: number): Promise<SessionRow[]> {
-    return (await repo.listLiveForUser(who, userId, new Date(clock.now()), limit)).map(withLocalUse)
+  /** A page of a user's live sessions, newest first, after the session `after` (the previous page's last). */
+  async function listForUser(
+    who: Tenancy,
+    userId: string,
+    limit: number,
+    after: string | null = null,
+  ): Promise<SessionRow[]> {
+    return (await repo.listLiveForUser(who, userId, new Date(clock.now()), limit, after)).map(withLocalUse)
   }
 
   /**

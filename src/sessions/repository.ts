@@ -198,11 +198,15 @@ export function createSessionRepository(sql: Sql) {
     userId: string,
     now: Date,
     limit: number,
+    after: string | null = null,
   ): Promise<SessionRow[]> {
+    // Keyset paging: the sessions after `after` (a session id of the previous page) in this order.
     return sql<SessionRow[]>`
       select ${columns} from sessions
       where user_id = ${userId} and ${visibleTo(who)} and ${open} and ${withinExpiries(now, now)}
-      order by created_at desc, id
+        and (${after}::uuid is null
+          or (created_at, id) < (select created_at, id from sessions where id = ${after}::uuid))
+      order by created_at desc, id desc
       limit ${limit}`
   }
 
