@@ -749,7 +749,7 @@ test('SQL in a user_id is just a string, and the tables survive it', async (t) =
 
   const list = await inject(app, { method: 'GET', url: `/v1/users/${SQL_USER}/sessions` })
   assert.equal(list.statusCode, 200, list.body)
-  assert.deepEqual(list.json(), { sessions: [] })
+  assert.deepEqual(list.json(), { sessions: [], next_cursor: null })
 
   const events = await inject(app, { method: 'GET', url: `/v1/users/${SQL_USER}/events` })
   assert.equal(events.statusCode, 200, events.body)
