@@ -5,7 +5,7 @@ import type { Clock } from '../clock.ts'
 import type { Sql } from '../db/connect.ts'
 import { Errors } from '../errors.ts'
 import { Nullable, Timestamp } from '../schemas.ts'
-import { DEFAULT_TENANT, type Tenancy } from '../tenants/tenancy.ts'
+import { DEFAULT_TENANT, type Tenancy, visibleTo } from '../tenants/tenancy.ts'
 
 export const SCOPES = ['introspect', 'sessions:read', 'sessions:write', 'admin', 'platform'] as const
 export const Scope = Type.Union(SCOPES.map((s) => Type.Literal(s)))
@@ -76,7 +76,6 @@ export function createApiKeyStore({
   const seenValid = new Set<string>()
 
   const columns = sql.unsafe(KEY_COLUMNS)
-  const visibleTo = (who: Tenancy) => (who.sees === '*' ? sql`true` : sql`tenant_id = any(${who.sees})`)
 
   /** A new key of `tenant` (which must exist: TENANT_NOT_FOUND otherwise). */
   async function create(
@@ -137,14 +136,14 @@ export function createApiKeyStore({
   }
 
   async function list(who: Tenancy): Promise<ApiKey[]> {
-    return sql<ApiKey[]>`select ${columns} from api_keys where ${visibleTo(who)} order by created_at, id`
+    return sql<ApiKey[]>`select ${columns} from api_keys where ${visibleTo(sql, who)} order by created_at, id`
   }
 
   /** Revokes a key `who` sees; a platform key only when `who` sees every tenant (an operator). */
   async function revoke(who: Tenancy, id: string): Promise<ApiKey> {
     const [row] = await sql<ApiKey[]>`
       update api_keys set revoked_at = coalesce(revoked_at, ${new Date(clock.now())})
-      where id = ${id} and ${visibleTo(who)} and (${who.sees === '*'} or not ('platform' = any(scopes)))
+      where id = ${id} and ${visibleTo(sql, who)} and (${who.sees === '*'} or not ('platform' = any(scopes)))
       returning ${columns}`
     if (!row) throw new Errors.API_KEY_NOT_FOUND(id)
     verified?.clear()

@@ -1,6 +1,6 @@
 import type { Sql } from '../db/connect.ts'
 import { Errors } from '../errors.ts'
-import { DEFAULT_TENANT, type Tenancy } from '../tenants/tenancy.ts'
+import { DEFAULT_TENANT, type Tenancy, visibleTo } from '../tenants/tenancy.ts'
 import type { ChangedSession, Client, SessionRow } from './model.ts'
 
 export interface NewSession
@@ -85,9 +85,6 @@ export type SessionFilter =
 export function createSessionRepository(sql: Sql) {
   const columns = sql.unsafe(COLUMNS)
 
-  /** The tenants `who` sees: every query of a caller's data is filtered by it, here and nowhere else. */
-  const visibleTo = (who: Tenancy) => (who.sees === '*' ? sql`true` : sql`tenant_id = any(${who.sees})`)
-
   function filterOf(where: SessionFilter) {
     if ('ids' in where) return sql`id = any(${where.ids}::uuid[])`
     if ('userIds' in where) return sql`user_id = any(${where.userIds}::text[])`
@@ -166,14 +163,14 @@ export function createSessionRepository(sql: Sql) {
 
   async function findByTokenHash(who: Tenancy, tokenHash: Buffer): Promise<SessionRow | undefined> {
     const [row] = await sql<SessionRow[]>`
-      select ${columns} from sessions where token_hash = ${tokenHash} and ${visibleTo(who)}`
+      select ${columns} from sessions where token_hash = ${tokenHash} and ${visibleTo(sql, who)}`
     return row
   }
 
   async function findById(who: Tenancy, id: string): Promise<SessionRow | undefined> {
     const [row] = await sql<
       SessionRow[]
-    >`select ${columns} from sessions where id = ${id} and ${visibleTo(who)}`
+    >`select ${columns} from sessions where id = ${id} and ${visibleTo(sql, who)}`
     return row
   }
 
@@ -203,7 +200,7 @@ export function createSessionRepository(sql: Sql) {
     // Keyset paging: the sessions after `after` (a session id of the previous page) in this order.
     return sql<SessionRow[]>`
       select ${columns} from sessions
-      where user_id = ${userId} and ${visibleTo(who)} and ${open} and ${withinExpiries(now, now)}
+      where user_id = ${userId} and ${visibleTo(sql, who)} and ${open} and ${withinExpiries(now, now)}
         and (${after}::uuid is null
           or (created_at, id) < (select created_at, id from sessions where id = ${after}::uuid))
       order by created_at desc, id desc
@@ -225,7 +222,7 @@ export function createSessionRepository(sql: Sql) {
     const type: EventType = status === 'revoked' ? 'session.revoked' : 'session.expired'
     const ended = await sql<ChangedSession[]>`
       with target as (
-        select id from sessions where ${filterOf(where)} and ${visibleTo(who)} and ${open}
+        select id from sessions where ${filterOf(where)} and ${visibleTo(sql, who)} and ${open}
         ${limit === null ? sql`` : sql`limit ${limit}`}
       ), ended as (
         update sessions set status = ${status}, ended_at = ${now}, end_reason = ${reason}
@@ -271,7 +268,7 @@ export function createSessionRepository(sql: Sql) {
   ): Promise<EventRow[]> {
     return sql<EventRow[]>`
       select id::text as id, session_id, user_id, type, data, created_at from session_events
-      where ${visibleTo(who)} and (${page.userId}::text is null or user_id = ${page.userId}::text)
+      where ${visibleTo(sql, who)} and (${page.userId}::text is null or user_id = ${page.userId}::text)
         and (${page.before}::bigint is null or id < ${page.before}::bigint)
         and (${page.type}::text is null or type = ${page.type}::text)
         and (${page.since}::timestamptz is null or created_at >= ${page.since}::timestamptz)
@@ -361,7 +358,7 @@ export function createSessionRepository(sql: Sql) {
     const [row] = await sql<ChangedSession[]>`
       with changed as (
         update sessions set status = 'suspended', suspended_at = ${now}, suspension_reason = ${reason}
-        where id = ${id} and ${visibleTo(who)} and status = 'active' and absolute_expires_at > ${now}
+        where id = ${id} and ${visibleTo(sql, who)} and status = 'active' and absolute_expires_at > ${now}
         returning id, user_id, token_hash
       ), recorded as (
         insert into session_events (session_id, user_id, type, data, created_at)
@@ -381,7 +378,7 @@ export function createSessionRepository(sql: Sql) {
     const [row] = await sql<ChangedSession[]>`
       with before as (
         select id, host(bound_ip) as ip, user_agent, device from sessions
-        where id = ${id} and ${visibleTo(who)} and status = 'suspended' and absolute_expires_at > ${now}
+        where id = ${id} and ${visibleTo(sql, who)} and status = 'suspended' and absolute_expires_at > ${now}
         for update
       ), changed as (
         update sessions s set status = 'active', suspended_at = null, suspension_reason = null,

@@ -1,3 +1,5 @@
+import type { Sql } from '../db/connect.ts'
+
 /**
  * Whose data a call may see and change. Every store call that reads or
  * changes a tenant's data takes one, so a route cannot forget the tenant: it
@@ -34,4 +36,9 @@ export function userTenancy(who: Tenancy): Tenancy {
 /** May `who` see data of `tenantId`? */
 export function sees(who: Tenancy, tenantId: string): boolean {
   return who.sees === '*' || who.sees.includes(tenantId)
+}
+
+/** The SQL condition every store puts on a tenant's rows: those of the tenants `who` sees. */
+export function visibleTo(sql: Sql, who: Tenancy) {
+  return who.sees === '*' ? sql`true` : sql`tenant_id = any(${who.sees})`
 }

@@ -4,7 +4,7 @@ import type { Sql } from '../db/connect.ts'
 import { Errors } from '../errors.ts'
 import type { KeyEncryptionKey } from '../keys/key-encryption.ts'
 import { Nullable, Text, Timestamp } from '../schemas.ts'
-import type { Tenancy } from '../tenants/tenancy.ts'
+import { type Tenancy, visibleTo } from '../tenants/tenancy.ts'
 
 const WebhookUrl = Type.String({
   pattern: '^https?://',
@@ -106,7 +106,6 @@ const WEBHOOK_COLUMNS = 'id, tenant_id, url, event_types, enabled, created_at, u
  */
 export function createWebhookStore({ sql, kek }: { sql: Sql; kek: KeyEncryptionKey }) {
   const columns = sql.unsafe(WEBHOOK_COLUMNS)
-  const visibleTo = (who: Tenancy) => (who.sees === '*' ? sql`true` : sql`tenant_id = any(${who.sees})`)
 
   /**
    * A new subscription of `who.tenant` (which must exist: TENANT_NOT_FOUND
@@ -131,12 +130,12 @@ export function createWebhookStore({ sql, kek }: { sql: Sql; kek: KeyEncryptionK
 
   async function list(who: Tenancy): Promise<Webhook[]> {
     return sql<Webhook[]>`
-      select ${columns} from webhook_subscriptions where ${visibleTo(who)} order by created_at, id`
+      select ${columns} from webhook_subscriptions where ${visibleTo(sql, who)} order by created_at, id`
   }
 
   async function get(who: Tenancy, id: string): Promise<Webhook> {
     const [webhook] = await sql<Webhook[]>`
-      select ${columns} from webhook_subscriptions where id = ${id} and ${visibleTo(who)}`
+      select ${columns} from webhook_subscriptions where id = ${id} and ${visibleTo(sql, who)}`
     if (!webhook) throw new Errors.WEBHOOK_NOT_FOUND(id)
     return webhook
   }
@@ -148,14 +147,14 @@ export function createWebhookStore({ sql, kek }: { sql: Sql; kek: KeyEncryptionK
         event_types = coalesce(${change.event_types ?? null}::text[], event_types),
         enabled = coalesce(${change.enabled ?? null}::boolean, enabled),
         updated_at = ${now}
-      where id = ${id} and ${visibleTo(who)}
+      where id = ${id} and ${visibleTo(sql, who)}
       returning ${columns}`
     if (!webhook) throw new Errors.WEBHOOK_NOT_FOUND(id)
     return webhook
   }
 
   async function remove(who: Tenancy, id: string): Promise<void> {
-    const result = await sql`delete from webhook_subscriptions where id = ${id} and ${visibleTo(who)}`
+    const result = await sql`delete from webhook_subscriptions where id = ${id} and ${visibleTo(sql, who)}`
     if (result.count === 0) throw new Errors.WEBHOOK_NOT_FOUND(id)
   }
 
@@ -187,7 +186,7 @@ export function createWebhookStore({ sql, kek }: { sql: Sql; kek: KeyEncryptionK
           -- Not while a dispatcher is sending it: never two at once.
           next_attempt_at = greatest(${now}::timestamptz, coalesce(leased_until, ${now}::timestamptz))
         where id = ${deliveryId}
-          and subscription_id in (select id from webhook_subscriptions where ${visibleTo(who)})
+          and subscription_id in (select id from webhook_subscriptions where ${visibleTo(sql, who)})
         returning *
       )
       select ${deliveryColumns} from changed d join session_events e on e.id = d.event_id`
