@@ -3,6 +3,7 @@ import { test } from 'node:test'
 import pino from 'pino'
 import postgres from 'postgres'
 import { migrate } from '../src/db/migrate.ts'
+import { holdTableLock } from './fixtures/table-lock.ts'
 import { DATABASE_URL, dropSchema, eventually, uniqueSchema } from './helper.ts'
 
 const log = pino({ level: 'silent' })
@@ -103,20 +104,7 @@ test('a migration blocked by a long transaction gives way: the tables it already
   await migrate(sql, schema, log, dir)
 
   // A long transaction (a report, a stuck client) holds session_events, which 006 alters after api_keys.
-  let release = () => {}
-  const held = new Promise<void>((resolve) => {
-    release = resolve
-  })
-  let locked = () => {}
-  const isLocked = new Promise<void>((resolve) => {
-    locked = resolve
-  })
-  const holding = blocker.begin(async (tx) => {
-    await tx`lock table session_events in access share mode`
-    locked()
-    await held
-  })
-  await isLocked
+  const lock = await holdTableLock(blocker, 'session_events')
   const migrating = migrate(sql, schema, log)
   // Until the migration has locked api_keys and waits for session_events.
   await eventually(
@@ -136,8 +124,8 @@ test('a migration blocked by a long transaction gives way: the tables it already
     await sql`insert into api_keys (id, name, key_hash, scopes, created_at)
       values (${`key_${i}`}, 'old replica', ${Buffer.from([i])}, ${['introspect']}, now())`
   }
-  release()
-  await holding
+  lock.release()
+  await lock.held
   assert.deepEqual(await migrating, ['006_tenants.sql'])
   const keys = await sql`select tenant_id from api_keys where name = 'old replica'`
   assert.deepEqual(

@@ -8,6 +8,7 @@ import pino from 'pino'
 import postgres from 'postgres'
 import { migrate, migrationsDir } from '../src/db/migrate.ts'
 import { type PreviousVersion, previousVersion } from './fixtures/previous-version.ts'
+import { holdTableLock } from './fixtures/table-lock.ts'
 import { createTenant, introspectAs, openAs, readAs, tenantKey } from './fixtures/tenants.ts'
 import { adminSql, auth, buildTestApp, DATABASE_URL, dropSchema, eventually, uniqueSchema } from './helper.ts'
 
@@ -177,20 +178,7 @@ test('an upgrade to tenants while a replica of the previous version keeps servin
   // Migration 006, held half-way (by a lock on session_events, which it alters after api_keys and
   // sessions) until the old replica is seen waiting behind it: statements the old replica prepared
   // before the upgrade then run on the upgraded tables.
-  let release = () => {}
-  const released = new Promise<void>((resolve) => {
-    release = resolve
-  })
-  let locked = () => {}
-  const isLocked = new Promise<void>((resolve) => {
-    locked = resolve
-  })
-  const holding = blocker.begin(async (tx) => {
-    await tx`lock table session_events in access share mode`
-    locked()
-    await released
-  })
-  await Promise.race([isLocked, holding])
+  const lock = await holdTableLock(blocker, 'session_events')
   const migrating = migrate(migrator, schema, log)
   // Awaited below; a failure while held must not surface as an unhandled rejection first.
   migrating.catch(() => {})
@@ -198,8 +186,8 @@ test('an upgrade to tenants while a replica of the previous version keeps servin
     await eventually(() => waitsForLock(admin, names.migration), 15_000, 'the migration waits half-way')
     await eventually(() => waitsForLock(admin, names.old), 15_000, 'the old replica waits for the migration')
   } finally {
-    release()
-    await holding
+    lock.release()
+    await lock.held
   }
   assert.deepEqual(await migrating, ['006_tenants.sql'])
   upgrade.committed = true
