@@ -12,7 +12,7 @@ import { createHealth } from './health.ts'
 import { requireKeyEncryptionKey } from './keys/key-encryption.ts'
 import { loggerOptions } from './logger.ts'
 import { createMetrics } from './metrics.ts'
-import { openapiYaml } from './openapi.ts'
+import { nameTitledSchemas, openapiYaml } from './openapi.ts'
 import apiKeys from './plugins/api-keys.ts'
 import callerAuth, { rateLimitedResponse } from './plugins/caller-auth.ts'
 import db from './plugins/db.ts'
@@ -237,7 +237,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       const response = schema.response && { ...schema.response, 429: rateLimitedResponse }
       return { schema: { ...schema, security: [{ apiKey: [] }], description, response }, url }
     },
-    transformObject: operationIdPerMethod,
+    transformObject: (document) => nameTitledSchemas(operationIdPerMethod(document)),
   })
 
   // Each plugin closes itself in an onClose hook, and Fastify runs those hooks last registered first: so

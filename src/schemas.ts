@@ -1,5 +1,7 @@
 import { FormatRegistry, type TSchema, Type } from '@sinclair/typebox'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import { isAddress } from './addresses.ts'
+import { type ErrorCode, Errors } from './errors.ts'
 
 // TypeBox checks formats only once they are registered.
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
@@ -26,7 +28,11 @@ export const Timestamp = (description?: string) =>
 export const ErrorReply = Type.Object(
   {
     error: Type.Object({
-      code: Type.String({ description: 'Stable error code; see the list in README.md' }),
+      code: Type.Unsafe<ErrorCode>({
+        type: 'string',
+        enum: Object.keys(Errors),
+        description: 'Stable error code (clients switch on it); README.md says what each means',
+      }),
       message: Type.String({ description: 'What was wrong, for humans' }),
     }),
   },
@@ -36,4 +42,10 @@ export const ErrorReply = Type.Object(
 /** A route's responses: the given ones plus the one error shape for 4xx and 5xx. */
 export function withErrors<T extends Record<number, TSchema>>(responses: T) {
   return { ...responses, '4xx': ErrorReply, '5xx': ErrorReply }
+}
+
+/** A preValidation hook for routes whose body is optional: a request without one is validated as `{}`. */
+export function noBodyIsEmpty(request: FastifyRequest, _reply: FastifyReply, done: () => void) {
+  request.body ??= {}
+  done()
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { startTcpProxy } from './fixtures/tcp-proxy.ts'
-import { adminSql, auth, buildTestApp, CHROME_WINDOWS, introspect, openSession } from './helper.ts'
+import { adminSql, auth, buildTestApp, CHROME_WINDOWS, createKey, introspect, openSession } from './helper.ts'
 
 const MINUTE = 60_000
 
@@ -66,6 +66,7 @@ test('introspection of a live token says who it belongs to and when it expires',
 
 test('unknown, malformed and empty tokens are a normal inactive answer', async (t) => {
   const { app } = await buildTestApp(t)
+  const { key: gatewayKey } = await createKey(app, ['introspect'])
   for (const token of [
     '',
     'nope',
@@ -81,7 +82,15 @@ test('unknown, malformed and empty tokens are a normal inactive answer', async (
       payload: { token },
     })
     assert.equal(res.statusCode, 200, token)
-    assert.deepEqual(res.json(), { active: false }, token)
+    // The admin key may read sessions, so it learns the token is unknown; a gateway's key only that it is inactive.
+    assert.deepEqual(res.json(), { active: false, reason: 'unknown' }, token)
+    const gateway = await app.inject({
+      method: 'POST',
+      url: '/v1/sessions/introspect',
+      headers: auth(gatewayKey),
+      payload: { token },
+    })
+    assert.deepEqual(gateway.json(), { active: false }, token)
   }
 })
 
@@ -234,3 +243,91 @@ async function waitForEvent(
   }
   throw new Error(`no ${type} event`)
 }
+
+test('POST /v1/sessions/{id}/revoke takes the reason in the body; the older DELETE with ?reason still works', async (t) => {
+  const { app } = await buildTestApp(t)
+  const [posted, deleted, everywhere] = [
+    await openSession(app),
+    await openSession(app),
+    await openSession(app),
+  ]
+  const post = await app.inject({
+    method: 'POST',
+    url: `/v1/sessions/${posted.session.id}/revoke`,
+    headers: auth(),
+    payload: { reason: 'user_logout' },
+  })
+  assert.equal(post.statusCode, 200, post.body)
+  assert.equal(post.json().status, 'revoked')
+  assert.equal(post.json().end_reason, 'user_logout')
+  assert.deepEqual(await introspect(app, posted.token), { active: false, reason: 'revoked' })
+
+  // No body at all is a revocation with the default reason.
+  const bare = await app.inject({
+    method: 'POST',
+    url: `/v1/sessions/${deleted.session.id}/revoke`,
+    headers: auth(),
+  })
+  assert.equal(bare.json().end_reason, 'api')
+
+  const old = await app.inject({
+    method: 'DELETE',
+    url: `/v1/sessions/${everywhere.session.id}?reason=old_form`,
+    headers: auth(),
+  })
+  assert.equal(old.json().end_reason, 'old_form')
+
+  const unknownField = await app.inject({
+    method: 'POST',
+    url: `/v1/sessions/${everywhere.session.id}/revoke`,
+    headers: auth(),
+    payload: { reasn: 'typo' },
+  })
+  assert.equal(unknownField.statusCode, 400)
+  assert.equal(unknownField.json().error.code, 'VALIDATION_FAILED')
+})
+
+test('POST /v1/sessions/revoke ends the session of an opaque token, an access JWT or a refresh token', async (t) => {
+  const { app } = await buildTestApp(t)
+  const revokeToken = (payload: Record<string, unknown>) =>
+    app.inject({ method: 'POST', url: '/v1/sessions/revoke', headers: auth(), payload })
+
+  const opaque = await openSession(app)
+  const byOpaque = await revokeToken({ token: opaque.token, reason: 'user_logout' })
+  assert.equal(byOpaque.statusCode, 200, byOpaque.body)
+  assert.equal(byOpaque.json().id, opaque.session.id)
+  assert.equal(byOpaque.json().end_reason, 'user_logout')
+  assert.deepEqual(await introspect(app, opaque.token), { active: false, reason: 'revoked' })
+  // Idempotent: the same token again answers with the session, still revoked for the first reason.
+  const again = await revokeToken({ token: opaque.token, reason: 'second' })
+  assert.equal(again.statusCode, 200)
+  assert.equal(again.json().end_reason, 'user_logout')
+
+  for (const field of ['access_token', 'refresh_token'] as const) {
+    const res = await app.inject({
+      method: 'POST',
+      url: '/v1/sessions',
+      headers: auth(),
+      payload: { user_id: 'alice', token_type: 'jwt', ip: '203.0.113.7', user_agent: CHROME_WINDOWS },
+    })
+    const pair = res.json()
+    const revoked = await revokeToken({ token: pair[field] })
+    assert.equal(revoked.statusCode, 200, `${field}: ${revoked.body}`)
+    assert.equal(revoked.json().id, pair.session.id, field)
+    assert.equal((await introspect(app, pair.access_token)).active, false, field)
+  }
+
+  // scope: user logs the token's user out everywhere.
+  const [first, second] = [
+    await openSession(app, { user_id: 'bob' }),
+    await openSession(app, { user_id: 'bob' }),
+  ]
+  await revokeToken({ token: first.token, scope: 'user' })
+  assert.equal((await introspect(app, second.token)).active, false)
+
+  // An unknown token is SESSION_NOT_FOUND, and the answer never repeats the token.
+  const unknown = await revokeToken({ token: `sat_${'A'.repeat(43)}` })
+  assert.equal(unknown.statusCode, 404)
+  assert.equal(unknown.json().error.code, 'SESSION_NOT_FOUND')
+  assert.doesNotMatch(unknown.body, /AAAA/)
+})

@@ -103,6 +103,8 @@ const json =
   }
 
 const inactive = json(200, { active: false })
+/** What /v1 introspection tells a key that may read sessions about a token it cannot see: unknown. */
+const unknownToken = json(200, { active: false, reason: 'unknown' })
 const revokedNone = json(200, { revoked: 0 })
 const noEvents = json(200, { events: [], next_cursor: null })
 /** RFC 7009: 200 with an empty body, whether something was revoked or not. */
@@ -224,7 +226,7 @@ const TABLE: Record<string, Entry> = {
     ],
   },
   'POST /v1/sessions/introspect': {
-    calls: tokenCalls(inactive, 'body'),
+    calls: tokenCalls(unknownToken, 'body'),
     own: {
       body: (x) => ({ token: x.opaqueToken, ip: HOME_IP, user_agent: CHROME_WINDOWS }),
       expect: activeFor,
@@ -249,6 +251,27 @@ const TABLE: Record<string, Entry> = {
         what: "A's session, logging its user out everywhere",
         params: (x) => ({ id: x.sessionId }),
         query: () => ({ scope: 'user' }),
+        expect: notFound('SESSION_NOT_FOUND'),
+      },
+    ],
+  },
+  'POST /v1/sessions/{id}/revoke': {
+    calls: [
+      ...sessionIds(notFound('SESSION_NOT_FOUND'), { body: () => ({ reason: 'b' }) }),
+      {
+        what: "A's session, logging its user out everywhere",
+        params: (x) => ({ id: x.sessionId }),
+        body: () => ({ scope: 'user' }),
+        expect: notFound('SESSION_NOT_FOUND'),
+      },
+    ],
+  },
+  'POST /v1/sessions/revoke': {
+    calls: [
+      ...tokenCalls(notFound('SESSION_NOT_FOUND'), 'body'),
+      {
+        what: "A's opaque token, logging its user out everywhere",
+        body: (x) => ({ token: x.opaqueToken, scope: 'user' }),
         expect: notFound('SESSION_NOT_FOUND'),
       },
     ],
@@ -376,6 +399,32 @@ const TABLE: Record<string, Entry> = {
         params: (x) => ({ user_id: x.userId }),
         query: (x) => ({ except_session_id: x.sessionId }),
         expect: revokedNone,
+      },
+    ],
+  },
+  'POST /v1/users/{user_id}/sessions/revoke': {
+    calls: [
+      { what: "A's user", params: (x) => ({ user_id: x.userId }), expect: revokedNone },
+      {
+        what: "A's user but one of A's sessions",
+        params: (x) => ({ user_id: x.userId }),
+        body: (x) => ({ except_session_id: x.sessionId, reason: 'b' }),
+        expect: revokedNone,
+      },
+    ],
+  },
+  'POST /v1/users/{user_id}/sessions/{id}/revoke': {
+    calls: [
+      {
+        what: "A's user's session",
+        params: (x) => ({ user_id: x.userId, id: x.sessionId }),
+        expect: notFound('SESSION_NOT_FOUND'),
+      },
+      {
+        what: "A's user's JWT session",
+        params: (x) => ({ user_id: x.userId, id: x.jwtSessionId }),
+        body: () => ({ reason: 'b' }),
+        expect: notFound('SESSION_NOT_FOUND'),
       },
     ],
   },

@@ -199,3 +199,39 @@ test("a user's sessions page by cursor: every live session once, newest first, t
   const order = seen.filter((id) => opened.slice(0, 5).includes(id))
   assert.deepEqual(order, [opened[4], opened[3], opened[1], opened[0]])
 })
+
+test('the POST forms of user revocations take their options in the body, as the DELETE forms do in the query', async (t) => {
+  const { app } = await buildTestApp(t)
+  const [kept, other, third] = [await openSession(app), await openSession(app), await openSession(app)]
+  const one = await app.inject({
+    method: 'POST',
+    url: `/v1/users/alice/sessions/${third.session.id}/revoke`,
+    headers: auth(),
+    payload: { reason: 'lost_phone' },
+  })
+  assert.equal(one.statusCode, 200, one.body)
+  assert.equal(one.json().end_reason, 'lost_phone')
+  const notHers = await app.inject({
+    method: 'POST',
+    url: `/v1/users/bob/sessions/${kept.session.id}/revoke`,
+    headers: auth(),
+  })
+  assert.equal(notHers.statusCode, 404)
+
+  const others = await app.inject({
+    method: 'POST',
+    url: '/v1/users/alice/sessions/revoke',
+    headers: auth(),
+    payload: { except_session_id: kept.session.id, reason: 'logout_others' },
+  })
+  assert.deepEqual(others.json(), { revoked: 1 })
+  assert.equal((await introspect(app, kept.token)).active, true)
+  assert.deepEqual(await introspect(app, other.token), { active: false, reason: 'revoked' })
+  const events = await app.inject({
+    method: 'GET',
+    url: '/v1/users/alice/events?type=session.revoked',
+    headers: auth(),
+  })
+  const reasons = events.json().events.map((e: { data: { reason?: string } }) => e.data.reason)
+  assert.deepEqual(reasons.sort(), ['logout_others', 'lost_phone'])
+})

@@ -73,21 +73,30 @@ export const AllEventsQuery = Type.Composite(
   { additionalProperties: false },
 )
 
-export const EventView = Type.Object({
-  id: Type.String(),
-  session_id: Uuid(),
-  user_id: Type.String(),
-  type: Type.String(),
-  data: Type.Record(Type.String(), Type.Unknown()),
-  created_at: Timestamp(),
-})
+export const EventView = Type.Object(
+  {
+    id: Type.String(),
+    session_id: Uuid(),
+    user_id: Type.String(),
+    type: Type.String(),
+    data: Type.Record(Type.String(), Type.Unknown()),
+    created_at: Timestamp(),
+  },
+  {
+    title: 'Event',
+    description: 'Something that happened to a session (session.opened, session.revoked, …)',
+  },
+)
 
-export const EventsReply = Type.Object({
-  events: Type.Array(EventView),
-  next_cursor: Type.Union([Type.String(), Type.Null()], {
-    description: 'Pass as `before` for the next page',
-  }),
-})
+export const EventsReply = Type.Object(
+  {
+    events: Type.Array(EventView),
+    next_cursor: Type.Union([Type.String(), Type.Null()], {
+      description: 'Pass as `before` for the next page',
+    }),
+  },
+  { title: 'EventsPage' },
+)
 
 /** A stored session shaped for the wire (the response schema then drops anything not listed). */
 export function sessionView(session: SessionRow, currentId?: string) {

@@ -1,10 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import fastJson from 'fast-json-stringify'
 import { allows } from '../api-keys/api-keys.ts'
 import type { Clock } from '../clock.ts'
 import { nextTurn } from '../next-turn.ts'
-import { Text, Timestamp, Uuid, withErrors } from '../schemas.ts'
+import { noBodyIsEmpty, Text, Timestamp, Uuid, withErrors } from '../schemas.ts'
 import {
   Ip,
   type Issued,
@@ -69,45 +69,81 @@ const IntrospectBody = Type.Object(
   { additionalProperties: false },
 )
 
-const IntrospectReply = Type.Object(
+const InactiveReason = Type.Union(
+  [Type.Literal('suspended'), Type.Literal('revoked'), Type.Literal('expired'), Type.Literal('unknown')],
   {
-    active: Type.Boolean(),
-    reason: Type.Optional(
-      Type.Union([Type.Literal('suspended'), Type.Literal('revoked'), Type.Literal('expired')], {
-        description:
-          "Why the token is inactive, for callers whose key can read sessions: its session is suspended, revoked or expired (or the access JWT's own exp has passed). Unknown and malformed tokens have none",
-      }),
-    ),
-    session_id: Type.Optional(Uuid()),
-    user_id: Type.Optional(Type.String()),
-    tenant_id: Type.Optional(Type.String({ description: "The session's tenant (user ids are per tenant)" })),
-    token_type: Type.Optional(TokenType),
-    jti: Type.Optional(Type.String({ description: 'The access JWT id (JWT only)' })),
-    client_id: Type.Optional(Type.String({ description: 'The API key that opened the session' })),
-    created_at: Type.Optional(Timestamp()),
-    last_seen_at: Type.Optional(Timestamp('This use')),
-    expires_at: Type.Optional(
-      Timestamp('The earliest of the slid idle expiry, the absolute expiry and (JWT) the token exp'),
-    ),
-    absolute_expires_at: Type.Optional(Timestamp()),
-    metadata: Type.Optional(Metadata),
+    description:
+      "Why, for callers whose key can read sessions: the token's session is suspended, revoked or expired (or the access JWT's own exp has passed), or the token is unknown (never issued, malformed, or another tenant's). Other callers (a gateway's introspect-only key) get no reason",
   },
-  { description: 'Only `active` is present when the token is not active' },
 )
+
+const activeFields = {
+  session_id: Uuid(),
+  user_id: Type.String(),
+  tenant_id: Type.String({ description: "The session's tenant (user ids are per tenant)" }),
+  token_type: TokenType,
+  created_at: Timestamp(),
+  last_seen_at: Timestamp('This use'),
+  expires_at: Timestamp('The earliest of the slid idle expiry, the absolute expiry and (JWT) the token exp'),
+  absolute_expires_at: Timestamp(),
+  metadata: Metadata,
+}
+const activeOptionalFields = {
+  jti: Type.Optional(Type.String({ description: 'The access JWT id (JWT only)' })),
+  client_id: Type.Optional(Type.String({ description: 'The API key that opened the session' })),
+}
+
+const IntrospectionActive = Type.Object(
+  { active: Type.Literal(true), ...activeFields, ...activeOptionalFields },
+  { title: 'IntrospectionActive' },
+)
+const IntrospectionInactive = Type.Object(
+  { active: Type.Literal(false), reason: Type.Optional(InactiveReason) },
+  { title: 'IntrospectionInactive' },
+)
+/** The answer as documented: one of two shapes, told apart by `active`. */
+const IntrospectReply = Type.Union([IntrospectionActive, IntrospectionInactive])
+
+/**
+ * The same answer as the serialiser writes it: one flat object, so the hot path never tries each
+ * branch of the union in turn (which is what a serialiser does with `anyOf`).
+ */
+const introspectionJson = fastJson(
+  Type.Object({
+    active: Type.Boolean(),
+    reason: Type.Optional(InactiveReason),
+    ...Object.fromEntries(Object.entries(activeFields).map(([name, field]) => [name, Type.Optional(field)])),
+    ...activeOptionalFields,
+  }),
+)
+
+/** The introspection route's serialisers: the flat one for its answer, the schema's own for errors. */
+function introspectionSerializer({ schema, httpStatus }: { schema: unknown; httpStatus?: string }) {
+  return httpStatus === '200' ? introspectionJson : fastJson(schema as object)
+}
 
 const SessionParams = Type.Object({ id: Uuid('Session id') })
 
-const RevokeQuery = Type.Object(
+const revokeFields = {
+  scope: Type.Optional(
+    Type.Union([Type.Literal('session'), Type.Literal('user')], {
+      description:
+        "`user`: revoke every session of this session's user (log out everywhere). Default `session`, or `user` with LOGOUT_ALL_ON_LOGOUT",
+    }),
+  ),
+  reason: Type.Optional(Text({ maxLength: 200, description: 'Recorded with the revocation (default: api)' })),
+}
+
+const RevokeBody = Type.Object(revokeFields, { additionalProperties: false })
+const RevokeQuery = Type.Object(revokeFields, { additionalProperties: false })
+
+const RevokeTokenBody = Type.Object(
   {
-    scope: Type.Optional(
-      Type.Union([Type.Literal('session'), Type.Literal('user')], {
-        description:
-          "`user`: revoke every session of this session's user (log out everywhere). Default `session`, or `user` with LOGOUT_ALL_ON_LOGOUT",
-      }),
-    ),
-    reason: Type.Optional(
-      Text({ maxLength: 200, description: 'Recorded with the revocation (default: api)' }),
-    ),
+    token: Type.String({
+      maxLength: 8192,
+      description: 'An opaque session token, an access JWT (expired or not) or a refresh token',
+    }),
+    ...revokeFields,
   },
   { additionalProperties: false },
 )
@@ -147,12 +183,6 @@ function jwtView(issued: JwtPair, nowMs: number) {
 function issuedView(issued: Issued, nowMs: number) {
   if (issued.token_type === 'jwt') return jwtView(issued, nowMs)
   return { token_type: 'opaque' as const, token: issued.token, session: sessionView(issued.session) }
-}
-
-/** For routes whose body is optional: a request without one is validated as `{}`. */
-function noBodyIsEmpty(request: FastifyRequest, _reply: FastifyReply, done: () => void) {
-  request.body ??= {}
-  done()
 }
 
 const tags = ['sessions']
@@ -215,6 +245,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{
         body: IntrospectBody,
         response: withErrors({ 200: IntrospectReply }),
       },
+      serializerCompiler: introspectionSerializer,
     },
     async (request) => {
       const { token, ip, user_agent } = request.body
@@ -222,12 +253,14 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{
       await nextTurn()
       if (!result.active) {
         // Why is for callers trusted with sessions; a gateway's key learns only "inactive".
-        const trusted = result.reason && request.caller && allows(request.caller.scopes, 'sessions:read')
-        return trusted ? { active: false, reason: result.reason } : { active: false }
+        const trusted = request.caller && allows(request.caller.scopes, 'sessions:read')
+        return trusted
+          ? { active: false as const, reason: result.reason ?? ('unknown' as const) }
+          : { active: false as const }
       }
       const { session, claims } = result
       return {
-        active: true,
+        active: true as const,
         session_id: session.id,
         user_id: session.user_id,
         tenant_id: session.tenant_id,
@@ -258,14 +291,57 @@ const sessionRoutes: FastifyPluginAsyncTypebox<{
     async (request) => sessionView(await sessions.get(request.tenancy, request.params.id)),
   )
 
-  app.delete(
-    '/v1/sessions/:id',
+  app.post(
+    '/v1/sessions/:id/revoke',
     {
+      preValidation: noBodyIsEmpty,
       config: { scope: 'sessions:write' },
       schema: {
         operationId: 'revokeSession',
         tags,
         summary: 'Revoke a session (idempotent); answers with the session as it now is',
+        params: SessionParams,
+        body: RevokeBody,
+        response: withErrors({ 200: SessionView }),
+      },
+    },
+    async (request) => {
+      const { reason = 'api', scope } = request.body
+      return sessionView(await sessions.revoke(request.tenancy, request.params.id, reason, scope))
+    },
+  )
+
+  app.post(
+    '/v1/sessions/revoke',
+    {
+      config: { scope: 'sessions:write' },
+      schema: {
+        operationId: 'revokeSessionByToken',
+        tags,
+        summary: 'Revoke the session a token belongs to (logout with only the token in hand; idempotent)',
+        description:
+          "The JSON form of RFC 7009 revocation: it answers with the session, and an unknown token (or another tenant's) is SESSION_NOT_FOUND rather than silence.",
+        body: RevokeTokenBody,
+        response: withErrors({ 200: SessionView }),
+      },
+    },
+    async (request) => {
+      const { token, reason = 'api', scope } = request.body
+      return sessionView(await sessions.revokeToken(request.tenancy, token, reason, scope))
+    },
+  )
+
+  app.delete(
+    '/v1/sessions/:id',
+    {
+      config: { scope: 'sessions:write' },
+      schema: {
+        operationId: 'deleteSession',
+        tags,
+        summary: 'Revoke a session, with the reason in the query (the older form of revokeSession)',
+        description:
+          'Kept for existing callers; `POST /v1/sessions/{id}/revoke` does the same with the reason in the body, like every other action.',
+        deprecated: true,
         params: SessionParams,
         querystring: RevokeQuery,
         response: withErrors({ 200: SessionView }),

@@ -1,9 +1,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from '@sinclair/typebox'
-import { Text, Uuid, withErrors } from '../schemas.ts'
+import { type Static, Type } from '@sinclair/typebox'
+import { noBodyIsEmpty, Text, Uuid, withErrors } from '../schemas.ts'
 import { UserId } from '../sessions/model.ts'
 import type { SessionService } from '../sessions/service.ts'
-import { userTenancy } from '../tenants/tenancy.ts'
+import { type Tenancy, userTenancy } from '../tenants/tenancy.ts'
 import {
   EventsQuery,
   EventsReply,
@@ -26,26 +26,29 @@ const ListSessionsQuery = Type.Object(
   { additionalProperties: false },
 )
 
-const ListSessionsReply = Type.Object({
-  sessions: Type.Array(SessionView),
-  next_cursor: Type.Union([Type.String(), Type.Null()], {
-    description: 'Pass as `cursor` for the next page; null on the last page',
-  }),
-})
-
-const RevokeAllQuery = Type.Object(
+const ListSessionsReply = Type.Object(
   {
-    except_session_id: Type.Optional(Uuid('Keep this session (log out the other devices)')),
-    reason: Type.Optional(Text({ maxLength: 200 })),
+    sessions: Type.Array(SessionView),
+    next_cursor: Type.Union([Type.String(), Type.Null()], {
+      description: 'Pass as `cursor` for the next page; null on the last page',
+    }),
   },
-  { additionalProperties: false },
+  { title: 'SessionsPage' },
 )
+
+const revokeAllFields = {
+  except_session_id: Type.Optional(Uuid('Keep this session (log out the other devices)')),
+  reason: Type.Optional(Text({ maxLength: 200, description: 'Recorded with the revocation (default: api)' })),
+}
+const RevokeAllBody = Type.Object(revokeAllFields, { additionalProperties: false })
+const RevokeAllQuery = Type.Object(revokeAllFields, { additionalProperties: false })
 
 const UserSessionParams = Type.Object({ user_id: UserId, id: Uuid('Session id') })
-const RevokeOneQuery = Type.Object(
-  { reason: Type.Optional(Text({ maxLength: 200 })) },
-  { additionalProperties: false },
-)
+const revokeOneFields = {
+  reason: Type.Optional(Text({ maxLength: 200, description: 'Recorded with the revocation (default: api)' })),
+}
+const RevokeOneBody = Type.Object(revokeOneFields, { additionalProperties: false })
+const RevokeOneQuery = Type.Object(revokeOneFields, { additionalProperties: false })
 
 const tags = ['users']
 
@@ -72,35 +75,52 @@ const userRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = asyn
     },
   )
 
+  const revokeAll = async (who: Tenancy, userId: string, given: Static<typeof RevokeAllBody>) => {
+    const { except_session_id: except = null, reason = 'api' } = given
+    return { revoked: await sessions.revokeAllForUser(userTenancy(who), userId, except, reason) }
+  }
+  const revokeOne = async (who: Tenancy, userId: string, id: string, given: Static<typeof RevokeOneBody>) =>
+    sessionView(await sessions.revoke(userTenancy(who), id, given.reason ?? 'api', 'session', userId))
+
+  app.post(
+    '/v1/users/:user_id/sessions/revoke',
+    {
+      preValidation: noBodyIsEmpty,
+      config: { scope: 'sessions:write' },
+      schema: {
+        operationId: 'revokeUserSessions',
+        tags,
+        summary: "Revoke all of a user's sessions, or all but one (log out other devices)",
+        params: UserParams,
+        body: RevokeAllBody,
+        response: withErrors({ 200: RevokeAllReply }),
+      },
+    },
+    async (request) => revokeAll(request.tenancy, request.params.user_id, request.body),
+  )
+
   app.delete(
     '/v1/users/:user_id/sessions',
     {
       config: { scope: 'sessions:write' },
       schema: {
-        operationId: 'revokeUserSessions',
+        operationId: 'deleteUserSessions',
         tags,
-        summary: "Revoke all of a user's sessions, or all but one",
+        summary:
+          "Revoke all of a user's sessions, or all but one, with the options in the query (the older form of revokeUserSessions)",
+        deprecated: true,
         params: UserParams,
         querystring: RevokeAllQuery,
         response: withErrors({ 200: RevokeAllReply }),
       },
     },
-    async (request) => {
-      const { except_session_id: except = null, reason = 'api' } = request.query
-      return {
-        revoked: await sessions.revokeAllForUser(
-          userTenancy(request.tenancy),
-          request.params.user_id,
-          except,
-          reason,
-        ),
-      }
-    },
+    async (request) => revokeAll(request.tenancy, request.params.user_id, request.query),
   )
 
-  app.delete(
-    '/v1/users/:user_id/sessions/:id',
+  app.post(
+    '/v1/users/:user_id/sessions/:id/revoke',
     {
+      preValidation: noBodyIsEmpty,
       config: { scope: 'sessions:write' },
       schema: {
         operationId: 'revokeUserSession',
@@ -109,15 +129,29 @@ const userRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = asyn
         description:
           'For a "your devices" page: one call, with no read and compare first. Answers with the session as it now is.',
         params: UserSessionParams,
+        body: RevokeOneBody,
+        response: withErrors({ 200: SessionView }),
+      },
+    },
+    async (request) => revokeOne(request.tenancy, request.params.user_id, request.params.id, request.body),
+  )
+
+  app.delete(
+    '/v1/users/:user_id/sessions/:id',
+    {
+      config: { scope: 'sessions:write' },
+      schema: {
+        operationId: 'deleteUserSession',
+        tags,
+        summary:
+          "Revoke one of this user's sessions, with the reason in the query (the older form of revokeUserSession)",
+        deprecated: true,
+        params: UserSessionParams,
         querystring: RevokeOneQuery,
         response: withErrors({ 200: SessionView }),
       },
     },
-    async (request) => {
-      const { user_id: userId, id } = request.params
-      const reason = request.query.reason ?? 'api'
-      return sessionView(await sessions.revoke(userTenancy(request.tenancy), id, reason, 'session', userId))
-    },
+    async (request) => revokeOne(request.tenancy, request.params.user_id, request.params.id, request.query),
   )
 
   app.get(

@@ -132,21 +132,52 @@ export function createLifecycle({
   }
 
   /**
-   * Ends the session a token belongs to, whichever kind it is (RFC 7009): an
-   * opaque token, an access JWT (a genuine one, expired or not) or a refresh
-   * token. An unknown token, or another tenant's, changes nothing. Returns whether it found one.
+   * The id of the session a token belongs to, whichever kind it is: an opaque token, an access JWT
+   * (a genuine one, expired or not) or a refresh token. Null for an unknown token. A refresh token or
+   * JWT names a session of whichever tenant: the caller filters by tenant when it acts on the id.
+   */
+  async function sessionIdOfToken(who: Tenancy, token: string): Promise<string | null> {
+    const kind = tokenKind(token)
+    if (kind === 'opaque') return (await repo.findByTokenHash(who, hashTokenBytes(token)))?.id ?? null
+    if (kind === 'refresh') return (await repo.findRefreshToken(hashTokenBytes(token)))?.session_id ?? null
+    if (kind !== 'jwt') return null
+    const verified = access.verify(token)
+    return (verified instanceof Promise ? await verified : verified)?.sid ?? null
+  }
+
+  /**
+   * Revokes the session a token belongs to, as `revoke` does; an unknown token, or another tenant's,
+   * is SESSION_NOT_FOUND (never named: the token is not echoed).
+   */
+  async function revokeToken(
+    who: Tenancy,
+    token: string,
+    reason: string,
+    scope?: 'session' | 'user',
+  ): Promise<SessionRow> {
+    const id = await sessionIdOfToken(who, token)
+    // A JWT or refresh token of another tenant names a session this caller may not see: answered as
+    // an unknown token, so not even its id is told.
+    const visible =
+      id &&
+      (await get(who, id).then(
+        () => true,
+        (err) => {
+          if (err instanceof Errors.SESSION_NOT_FOUND) return false
+          throw err
+        },
+      ))
+    if (!id || !visible) throw new Errors.SESSION_NOT_FOUND('with this token')
+    return revoke(who, id, reason, scope)
+  }
+
+  /**
+   * Ends the session a token belongs to (RFC 7009). An unknown token, or another tenant's, changes
+   * nothing. Returns whether it found one.
    */
   async function revokeByToken(who: Tenancy, token: string, reason: string): Promise<boolean> {
-    let sessionId: string | undefined
-    const kind = tokenKind(token)
-    if (kind === 'opaque') sessionId = (await repo.findByTokenHash(who, hashTokenBytes(token)))?.id
-    else if (kind === 'refresh') sessionId = (await repo.findRefreshToken(hashTokenBytes(token)))?.session_id
-    else if (kind === 'jwt') {
-      const verified = access.verify(token)
-      sessionId = (verified instanceof Promise ? await verified : verified)?.sid
-    }
+    const sessionId = await sessionIdOfToken(who, token)
     if (!sessionId) return false
-    // Filtered again by tenant: a refresh token or JWT names a session of whichever tenant.
     const ended = await repo.end(who, { ids: [sessionId] }, 'revoked', reason, new Date(clock.now()))
     await invalidateEnded(ended)
     return ended.length > 0
@@ -157,5 +188,16 @@ export function createLifecycle({
     return purgeSessions(repo, { clock, config, invalidate: invalidateEnded }, wait)
   }
 
-  return { get, revoke, suspend, resume, revokeAllForUser, revokeInBulk, revokeByToken, purge, listForUser }
+  return {
+    get,
+    revoke,
+    revokeToken,
+    suspend,
+    resume,
+    revokeAllForUser,
+    revokeInBulk,
+    revokeByToken,
+    purge,
+    listForUser,
+  }
 }

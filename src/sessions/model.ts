@@ -22,15 +22,18 @@ export const Metadata = Type.Record(Type.String(), Type.Unknown(), {
 })
 
 /** A User-Agent parsed into browser / OS / device type (see parseDevice). */
-export const Device = Type.Object({
-  browser: Type.Union([Type.String(), Type.Null()]),
-  browser_version: Type.Union([Type.String(), Type.Null()]),
-  os: Type.Union([Type.String(), Type.Null()]),
-  os_version: Type.Union([Type.String(), Type.Null()]),
-  type: Type.String({
-    description: 'desktop, mobile, tablet, smarttv, wearable, console, embedded or unknown',
-  }),
-})
+export const Device = Type.Object(
+  {
+    browser: Type.Union([Type.String(), Type.Null()]),
+    browser_version: Type.Union([Type.String(), Type.Null()]),
+    os: Type.Union([Type.String(), Type.Null()]),
+    os_version: Type.Union([Type.String(), Type.Null()]),
+    type: Type.String({
+      description: 'desktop, mobile, tablet, smarttv, wearable, console, embedded or unknown',
+    }),
+  },
+  { title: 'Device', description: 'The client, as parsed from its User-Agent' },
+)
 export type Device = Static<typeof Device>
 
 export const SessionStatus = Type.Union([
@@ -61,6 +64,7 @@ export const Binding = Type.Object(
     ipv6_prefix: Type.Optional(Type.Integer({ minimum: 0, maximum: 128 })),
   },
   {
+    title: 'Binding',
     additionalProperties: false,
     description:
       'What drift from the client the session was opened from does (overrides UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX for this session)',

@@ -55,6 +55,7 @@ export function createSessionService(deps: SessionDeps) {
     revokeAllForUser: lifecycle.revokeAllForUser,
     revokeInBulk: lifecycle.revokeInBulk,
     revokeByToken: lifecycle.revokeByToken,
+    revokeToken: lifecycle.revokeToken,
     introspectAnyToken,
     purge: lifecycle.purge,
     listForUser: lifecycle.listForUser,

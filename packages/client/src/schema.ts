@@ -113,10 +113,51 @@ export interface paths {
         put?: never;
         post?: never;
         /**
+         * Revoke a session, with the reason in the query (the older form of revokeSession)
+         * @deprecated
+         * @description Needs an API key with the `sessions:write` scope (or `admin` of the tenant, or `platform`).
+         */
+        delete: operations["deleteSession"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{id}/revoke": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
          * Revoke a session (idempotent); answers with the session as it now is
          * @description Needs an API key with the `sessions:write` scope (or `admin` of the tenant, or `platform`).
          */
-        delete: operations["revokeSession"];
+        post: operations["revokeSession"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/revoke": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Revoke the session a token belongs to (logout with only the token in hand; idempotent)
+         * @description Needs an API key with the `sessions:write` scope (or `admin` of the tenant, or `platform`).
+         */
+        post: operations["revokeSessionByToken"];
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -413,10 +454,51 @@ export interface paths {
         put?: never;
         post?: never;
         /**
-         * Revoke all of a user's sessions, or all but one
+         * Revoke all of a user's sessions, or all but one, with the options in the query (the older form of revokeUserSessions)
+         * @deprecated
          * @description Needs an API key with the `sessions:write` scope (or `admin` of the tenant, or `platform`).
          */
-        delete: operations["revokeUserSessions"];
+        delete: operations["deleteUserSessions"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/users/{user_id}/sessions/revoke": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Revoke all of a user's sessions, or all but one (log out other devices)
+         * @description Needs an API key with the `sessions:write` scope (or `admin` of the tenant, or `platform`).
+         */
+        post: operations["revokeUserSessions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/users/{user_id}/sessions/{id}/revoke": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Revoke one of this user's sessions (404 when the session is not this user's); idempotent
+         * @description Needs an API key with the `sessions:write` scope (or `admin` of the tenant, or `platform`).
+         */
+        post: operations["revokeUserSession"];
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -433,10 +515,11 @@ export interface paths {
         put?: never;
         post?: never;
         /**
-         * Revoke one of this user's sessions (404 when the session is not this user's); idempotent
+         * Revoke one of this user's sessions, with the reason in the query (the older form of revokeUserSession)
+         * @deprecated
          * @description Needs an API key with the `sessions:write` scope (or `admin` of the tenant, or `platform`).
          */
-        delete: operations["revokeUserSession"];
+        delete: operations["deleteUserSession"];
         options?: never;
         head?: never;
         patch?: never;
@@ -634,7 +717,267 @@ export interface paths {
 }
 export type webhooks = Record<string, never>;
 export interface components {
-    schemas: never;
+    schemas: {
+        /** ApiKey */
+        ApiKey: {
+            id: string;
+            name: string;
+            /** @description The tenant the key belongs to and acts for */
+            tenant_id: string;
+            scopes: ("introspect" | "sessions:read" | "sessions:write" | "admin" | "platform")[];
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            revoked_at: string | null;
+        };
+        /**
+         * Binding
+         * @description What drift from the client the session was opened from does (overrides UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX for this session)
+         */
+        Binding: {
+            user_agent?: "ignore" | "record" | "suspend";
+            ip?: "ignore" | "record" | "suspend";
+            ipv4_prefix?: number;
+            ipv6_prefix?: number;
+        };
+        /**
+         * Device
+         * @description The client, as parsed from its User-Agent
+         */
+        Device: {
+            browser: string | null;
+            browser_version: string | null;
+            os: string | null;
+            os_version: string | null;
+            /** @description desktop, mobile, tablet, smarttv, wearable, console, embedded or unknown */
+            type: string;
+        };
+        /** Error */
+        Error: {
+            error: {
+                /**
+                 * @description Stable error code (clients switch on it); README.md says what each means
+                 * @enum {string}
+                 */
+                code: "VALIDATION_FAILED" | "INVALID_JSON" | "METADATA_TOO_LARGE" | "WEBHOOK_URL_NOT_ALLOWED" | "REFRESH_TOKEN_INVALID" | "REFRESH_TOKEN_REUSED" | "SESSION_REVOKED" | "SESSION_SUSPENDED" | "SESSION_EXPIRED" | "UNAUTHORIZED" | "FORBIDDEN" | "GATEWAY_NOT_ALLOWED" | "NOT_FOUND" | "SESSION_NOT_FOUND" | "API_KEY_NOT_FOUND" | "WEBHOOK_NOT_FOUND" | "DELIVERY_NOT_FOUND" | "TENANT_NOT_FOUND" | "SESSION_LIMIT_REACHED" | "SESSION_ENDED" | "TENANT_EXISTS" | "RATE_LIMITED" | "METHOD_NOT_ALLOWED" | "PAYLOAD_TOO_LARGE" | "UNSUPPORTED_MEDIA_TYPE" | "REQUEST_TIMEOUT" | "HEADERS_TOO_LARGE" | "SERVICE_UNAVAILABLE" | "INTERNAL";
+                /** @description What was wrong, for humans */
+                message: string;
+            };
+        };
+        /**
+         * Event
+         * @description Something that happened to a session (session.opened, session.revoked, …)
+         */
+        Event: {
+            id: string;
+            /** Format: uuid */
+            session_id: string;
+            user_id: string;
+            type: string;
+            data: {
+                [key: string]: unknown;
+            };
+            /** Format: date-time */
+            created_at: string;
+        };
+        /** EventsPage */
+        EventsPage: {
+            events: components["schemas"]["Event"][];
+            /** @description Pass as `before` for the next page */
+            next_cursor: string | null;
+        };
+        /** IntrospectionActive */
+        IntrospectionActive: {
+            /** @enum {boolean} */
+            active: true;
+            /** Format: uuid */
+            session_id: string;
+            user_id: string;
+            /** @description The session's tenant (user ids are per tenant) */
+            tenant_id: string;
+            token_type: "opaque" | "jwt";
+            /** Format: date-time */
+            created_at: string;
+            /**
+             * Format: date-time
+             * @description This use
+             */
+            last_seen_at: string;
+            /**
+             * Format: date-time
+             * @description The earliest of the slid idle expiry, the absolute expiry and (JWT) the token exp
+             */
+            expires_at: string;
+            /** Format: date-time */
+            absolute_expires_at: string;
+            /** @description Free-form JSON object stored with the session (size-limited) */
+            metadata: {
+                [key: string]: unknown;
+            };
+            /** @description The access JWT id (JWT only) */
+            jti?: string;
+            /** @description The API key that opened the session */
+            client_id?: string;
+        };
+        /** IntrospectionInactive */
+        IntrospectionInactive: {
+            /** @enum {boolean} */
+            active: false;
+            /** @description Why, for callers whose key can read sessions: the token's session is suspended, revoked or expired (or the access JWT's own exp has passed), or the token is unknown (never issued, malformed, or another tenant's). Other callers (a gateway's introspect-only key) get no reason */
+            reason?: "suspended" | "revoked" | "expired" | "unknown";
+        };
+        /** JWK */
+        JWK: {
+            kty: string;
+            kid: string;
+            alg: string;
+            use: string;
+            crv?: string;
+            x?: string;
+            y?: string;
+            n?: string;
+            e?: string;
+        };
+        /** JWKSet */
+        JWKSet: {
+            keys: components["schemas"]["JWK"][];
+        };
+        /** JwtSessionIssued */
+        JwtSessionIssued: {
+            /** @enum {string} */
+            token_type: "jwt";
+            /** @description A signed access JWT (RFC 9068 profile, `typ: at+jwt`) */
+            access_token: string;
+            /** @description Seconds until the access JWT expires */
+            expires_in: number;
+            /** @description Exchanges for the next pair at /v1/sessions/refresh, once. Shown once: only its hash is stored. */
+            refresh_token: string;
+            session: components["schemas"]["Session"];
+        };
+        /** OpaqueSessionIssued */
+        OpaqueSessionIssued: {
+            /** @enum {string} */
+            token_type: "opaque";
+            /** @description The session token. Shown once: only its hash is stored. */
+            token: string;
+            session: components["schemas"]["Session"];
+        };
+        /** Session */
+        Session: {
+            /** Format: uuid */
+            id: string;
+            user_id: string;
+            status: "active" | "suspended" | "revoked" | "expired";
+            token_type: "opaque" | "jwt";
+            /** @description The API key that opened the session */
+            client_id: string | null;
+            binding: components["schemas"]["Binding"];
+            /** Format: date-time */
+            suspended_at: string | null;
+            suspension_reason: string | null;
+            /** @description Where the session was last seen from */
+            ip: string | null;
+            /** @description The address drift is judged against: set at login, on a recorded move and by a resume */
+            bound_ip: string | null;
+            user_agent: string | null;
+            device: components["schemas"]["Device"];
+            /** @description Free-form JSON object stored with the session (size-limited) */
+            metadata: {
+                [key: string]: unknown;
+            };
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            last_seen_at: string;
+            /**
+             * Format: date-time
+             * @description The earlier of idle_expires_at and absolute_expires_at
+             */
+            expires_at: string;
+            /** Format: date-time */
+            idle_expires_at: string;
+            /** Format: date-time */
+            absolute_expires_at: string;
+            /** Format: date-time */
+            ended_at: string | null;
+            end_reason: string | null;
+            /** @description This is the session named by current_session_id */
+            current?: boolean;
+        };
+        /** SessionsPage */
+        SessionsPage: {
+            sessions: components["schemas"]["Session"][];
+            /** @description Pass as `cursor` for the next page; null on the last page */
+            next_cursor: string | null;
+        };
+        /** SigningKey */
+        SigningKey: {
+            kid: string;
+            alg: string;
+            /** @description New access JWTs are signed with this key */
+            current: boolean;
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            retired_at: string | null;
+            /**
+             * Format: date-time
+             * @description A retired key stays in the JWKS until every token it signed has expired
+             */
+            publish_until: string | null;
+        };
+        /** Tenant */
+        Tenant: {
+            /** @description Lower case, digits, - and _ */
+            id: string;
+            name: string;
+            /** @description Overrides of IDLE_TIMEOUT_SECONDS, ABSOLUTE_LIFETIME_SECONDS, UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX, MAX_SESSIONS_PER_USER, SESSION_LIMIT_ACTION and LOGOUT_ALL_ON_LOGOUT for this tenant */
+            settings: {
+                idle_timeout?: number;
+                absolute_lifetime?: number;
+                ua_drift_policy?: "ignore" | "record" | "suspend";
+                ip_drift_policy?: "ignore" | "record" | "suspend";
+                ipv4_drift_prefix?: number;
+                ipv6_drift_prefix?: number;
+                max_sessions_per_user?: number;
+                session_limit_action?: "evict_oldest" | "evict_least_recently_used" | "reject";
+                logout_all_on_logout?: boolean;
+            };
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            updated_at: string;
+        };
+        /** Webhook */
+        Webhook: {
+            id: string;
+            /** @description The tenant the subscription belongs to: it receives that tenant's events only */
+            tenant_id: string;
+            url: string;
+            event_types: string[];
+            enabled: boolean;
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            updated_at: string;
+        };
+        /** WebhookDelivery */
+        WebhookDelivery: {
+            id: string;
+            event_id: string;
+            event_type: string;
+            status: "pending" | "delivered" | "dead";
+            attempts: number;
+            /** Format: date-time */
+            next_attempt_at: string;
+            last_status: number | null;
+            last_error: string | null;
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            delivered_at: string | null;
+        };
+    };
     responses: never;
     parameters: never;
     requestBodies: never;
@@ -751,13 +1094,7 @@ export interface operations {
                      * @default opaque
                      */
                     token_type?: "opaque" | "jwt";
-                    /** @description What drift from the client the session was opened from does (overrides UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX for this session) */
-                    binding?: {
-                        user_agent?: "ignore" | "record" | "suspend";
-                        ip?: "ignore" | "record" | "suspend";
-                        ipv4_prefix?: number;
-                        ipv6_prefix?: number;
-                    };
+                    binding?: components["schemas"]["Binding"];
                     /** @description The user's limit of live sessions for this login (default MAX_SESSIONS_PER_USER; 0 = none) */
                     max_sessions?: number;
                     /** @description At the limit: log out the oldest or least recently used session, or refuse this login (409) */
@@ -774,131 +1111,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @enum {string} */
-                        token_type: "opaque";
-                        /** @description The session token. Shown once: only its hash is stored. */
-                        token: string;
-                        /** Session */
-                        session: {
-                            /** Format: uuid */
-                            id: string;
-                            user_id: string;
-                            status: "active" | "suspended" | "revoked" | "expired";
-                            token_type: "opaque" | "jwt";
-                            /** @description The API key that opened the session */
-                            client_id: string | null;
-                            /** @description What drift from the client the session was opened from does (overrides UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX for this session) */
-                            binding: {
-                                user_agent?: "ignore" | "record" | "suspend";
-                                ip?: "ignore" | "record" | "suspend";
-                                ipv4_prefix?: number;
-                                ipv6_prefix?: number;
-                            };
-                            /** Format: date-time */
-                            suspended_at: string | null;
-                            suspension_reason: string | null;
-                            /** @description Where the session was last seen from */
-                            ip: string | null;
-                            /** @description The address drift is judged against: set at login, on a recorded move and by a resume */
-                            bound_ip: string | null;
-                            user_agent: string | null;
-                            device: {
-                                browser: string | null;
-                                browser_version: string | null;
-                                os: string | null;
-                                os_version: string | null;
-                                /** @description desktop, mobile, tablet, smarttv, wearable, console, embedded or unknown */
-                                type: string;
-                            };
-                            /** @description Free-form JSON object stored with the session (size-limited) */
-                            metadata: {
-                                [key: string]: unknown;
-                            };
-                            /** Format: date-time */
-                            created_at: string;
-                            /** Format: date-time */
-                            last_seen_at: string;
-                            /**
-                             * Format: date-time
-                             * @description The earlier of idle_expires_at and absolute_expires_at
-                             */
-                            expires_at: string;
-                            /** Format: date-time */
-                            idle_expires_at: string;
-                            /** Format: date-time */
-                            absolute_expires_at: string;
-                            /** Format: date-time */
-                            ended_at: string | null;
-                            end_reason: string | null;
-                            /** @description This is the session named by current_session_id */
-                            current?: boolean;
-                        };
-                    } | {
-                        /** @enum {string} */
-                        token_type: "jwt";
-                        /** @description A signed access JWT (RFC 9068 profile, `typ: at+jwt`) */
-                        access_token: string;
-                        /** @description Seconds until the access JWT expires */
-                        expires_in: number;
-                        /** @description Exchanges for the next pair at /v1/sessions/refresh, once. Shown once: only its hash is stored. */
-                        refresh_token: string;
-                        /** Session */
-                        session: {
-                            /** Format: uuid */
-                            id: string;
-                            user_id: string;
-                            status: "active" | "suspended" | "revoked" | "expired";
-                            token_type: "opaque" | "jwt";
-                            /** @description The API key that opened the session */
-                            client_id: string | null;
-                            /** @description What drift from the client the session was opened from does (overrides UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX for this session) */
-                            binding: {
-                                user_agent?: "ignore" | "record" | "suspend";
-                                ip?: "ignore" | "record" | "suspend";
-                                ipv4_prefix?: number;
-                                ipv6_prefix?: number;
-                            };
-                            /** Format: date-time */
-                            suspended_at: string | null;
-                            suspension_reason: string | null;
-                            /** @description Where the session was last seen from */
-                            ip: string | null;
-                            /** @description The address drift is judged against: set at login, on a recorded move and by a resume */
-                            bound_ip: string | null;
-                            user_agent: string | null;
-                            device: {
-                                browser: string | null;
-                                browser_version: string | null;
-                                os: string | null;
-                                os_version: string | null;
-                                /** @description desktop, mobile, tablet, smarttv, wearable, console, embedded or unknown */
-                                type: string;
-                            };
-                            /** @description Free-form JSON object stored with the session (size-limited) */
-                            metadata: {
-                                [key: string]: unknown;
-                            };
-                            /** Format: date-time */
-                            created_at: string;
-                            /** Format: date-time */
-                            last_seen_at: string;
-                            /**
-                             * Format: date-time
-                             * @description The earlier of idle_expires_at and absolute_expires_at
-                             */
-                            expires_at: string;
-                            /** Format: date-time */
-                            idle_expires_at: string;
-                            /** Format: date-time */
-                            absolute_expires_at: string;
-                            /** Format: date-time */
-                            ended_at: string | null;
-                            end_reason: string | null;
-                            /** @description This is the session named by current_session_id */
-                            current?: boolean;
-                        };
-                    };
+                    "application/json": components["schemas"]["OpaqueSessionIssued"] | components["schemas"]["JwtSessionIssued"];
                 };
             };
             /** @description RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes) */
@@ -909,14 +1122,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -925,14 +1131,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -941,14 +1140,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -986,71 +1178,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @enum {string} */
-                        token_type: "jwt";
-                        /** @description A signed access JWT (RFC 9068 profile, `typ: at+jwt`) */
-                        access_token: string;
-                        /** @description Seconds until the access JWT expires */
-                        expires_in: number;
-                        /** @description Exchanges for the next pair at /v1/sessions/refresh, once. Shown once: only its hash is stored. */
-                        refresh_token: string;
-                        /** Session */
-                        session: {
-                            /** Format: uuid */
-                            id: string;
-                            user_id: string;
-                            status: "active" | "suspended" | "revoked" | "expired";
-                            token_type: "opaque" | "jwt";
-                            /** @description The API key that opened the session */
-                            client_id: string | null;
-                            /** @description What drift from the client the session was opened from does (overrides UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX for this session) */
-                            binding: {
-                                user_agent?: "ignore" | "record" | "suspend";
-                                ip?: "ignore" | "record" | "suspend";
-                                ipv4_prefix?: number;
-                                ipv6_prefix?: number;
-                            };
-                            /** Format: date-time */
-                            suspended_at: string | null;
-                            suspension_reason: string | null;
-                            /** @description Where the session was last seen from */
-                            ip: string | null;
-                            /** @description The address drift is judged against: set at login, on a recorded move and by a resume */
-                            bound_ip: string | null;
-                            user_agent: string | null;
-                            device: {
-                                browser: string | null;
-                                browser_version: string | null;
-                                os: string | null;
-                                os_version: string | null;
-                                /** @description desktop, mobile, tablet, smarttv, wearable, console, embedded or unknown */
-                                type: string;
-                            };
-                            /** @description Free-form JSON object stored with the session (size-limited) */
-                            metadata: {
-                                [key: string]: unknown;
-                            };
-                            /** Format: date-time */
-                            created_at: string;
-                            /** Format: date-time */
-                            last_seen_at: string;
-                            /**
-                             * Format: date-time
-                             * @description The earlier of idle_expires_at and absolute_expires_at
-                             */
-                            expires_at: string;
-                            /** Format: date-time */
-                            idle_expires_at: string;
-                            /** Format: date-time */
-                            absolute_expires_at: string;
-                            /** Format: date-time */
-                            ended_at: string | null;
-                            end_reason: string | null;
-                            /** @description This is the session named by current_session_id */
-                            current?: boolean;
-                        };
-                    };
+                    "application/json": components["schemas"]["JwtSessionIssued"];
                 };
             };
             /** @description RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes) */
@@ -1061,14 +1189,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -1077,14 +1198,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -1093,14 +1207,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -1131,45 +1238,13 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Only `active` is present when the token is not active */
+            /** @description Default Response */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        active: boolean;
-                        /** @description Why the token is inactive, for callers whose key can read sessions: its session is suspended, revoked or expired (or the access JWT's own exp has passed). Unknown and malformed tokens have none */
-                        reason?: "suspended" | "revoked" | "expired";
-                        /** Format: uuid */
-                        session_id?: string;
-                        user_id?: string;
-                        /** @description The session's tenant (user ids are per tenant) */
-                        tenant_id?: string;
-                        token_type?: "opaque" | "jwt";
-                        /** @description The access JWT id (JWT only) */
-                        jti?: string;
-                        /** @description The API key that opened the session */
-                        client_id?: string;
-                        /** Format: date-time */
-                        created_at?: string;
-                        /**
-                         * Format: date-time
-                         * @description This use
-                         */
-                        last_seen_at?: string;
-                        /**
-                         * Format: date-time
-                         * @description The earliest of the slid idle expiry, the absolute expiry and (JWT) the token exp
-                         */
-                        expires_at?: string;
-                        /** Format: date-time */
-                        absolute_expires_at?: string;
-                        /** @description Free-form JSON object stored with the session (size-limited) */
-                        metadata?: {
-                            [key: string]: unknown;
-                        };
-                    };
+                    "application/json": components["schemas"]["IntrospectionActive"] | components["schemas"]["IntrospectionInactive"];
                 };
             };
             /** @description RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes) */
@@ -1180,14 +1255,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -1196,14 +1264,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -1212,14 +1273,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -1242,60 +1296,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Format: uuid */
-                        id: string;
-                        user_id: string;
-                        status: "active" | "suspended" | "revoked" | "expired";
-                        token_type: "opaque" | "jwt";
-                        /** @description The API key that opened the session */
-                        client_id: string | null;
-                        /** @description What drift from the client the session was opened from does (overrides UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX for this session) */
-                        binding: {
-                            user_agent?: "ignore" | "record" | "suspend";
-                            ip?: "ignore" | "record" | "suspend";
-                            ipv4_prefix?: number;
-                            ipv6_prefix?: number;
-                        };
-                        /** Format: date-time */
-                        suspended_at: string | null;
-                        suspension_reason: string | null;
-                        /** @description Where the session was last seen from */
-                        ip: string | null;
-                        /** @description The address drift is judged against: set at login, on a recorded move and by a resume */
-                        bound_ip: string | null;
-                        user_agent: string | null;
-                        device: {
-                            browser: string | null;
-                            browser_version: string | null;
-                            os: string | null;
-                            os_version: string | null;
-                            /** @description desktop, mobile, tablet, smarttv, wearable, console, embedded or unknown */
-                            type: string;
-                        };
-                        /** @description Free-form JSON object stored with the session (size-limited) */
-                        metadata: {
-                            [key: string]: unknown;
-                        };
-                        /** Format: date-time */
-                        created_at: string;
-                        /** Format: date-time */
-                        last_seen_at: string;
-                        /**
-                         * Format: date-time
-                         * @description The earlier of idle_expires_at and absolute_expires_at
-                         */
-                        expires_at: string;
-                        /** Format: date-time */
-                        idle_expires_at: string;
-                        /** Format: date-time */
-                        absolute_expires_at: string;
-                        /** Format: date-time */
-                        ended_at: string | null;
-                        end_reason: string | null;
-                        /** @description This is the session named by current_session_id */
-                        current?: boolean;
-                    };
+                    "application/json": components["schemas"]["Session"];
                 };
             };
             /** @description RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes) */
@@ -1306,14 +1307,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -1322,14 +1316,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -1338,19 +1325,12 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
     };
-    revokeSession: {
+    deleteSession: {
         parameters: {
             query?: {
                 /** @description `user`: revoke every session of this session's user (log out everywhere). Default `session`, or `user` with LOGOUT_ALL_ON_LOGOUT */
@@ -1373,60 +1353,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Format: uuid */
-                        id: string;
-                        user_id: string;
-                        status: "active" | "suspended" | "revoked" | "expired";
-                        token_type: "opaque" | "jwt";
-                        /** @description The API key that opened the session */
-                        client_id: string | null;
-                        /** @description What drift from the client the session was opened from does (overrides UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX for this session) */
-                        binding: {
-                            user_agent?: "ignore" | "record" | "suspend";
-                            ip?: "ignore" | "record" | "suspend";
-                            ipv4_prefix?: number;
-                            ipv6_prefix?: number;
-                        };
-                        /** Format: date-time */
-                        suspended_at: string | null;
-                        suspension_reason: string | null;
-                        /** @description Where the session was last seen from */
-                        ip: string | null;
-                        /** @description The address drift is judged against: set at login, on a recorded move and by a resume */
-                        bound_ip: string | null;
-                        user_agent: string | null;
-                        device: {
-                            browser: string | null;
-                            browser_version: string | null;
-                            os: string | null;
-                            os_version: string | null;
-                            /** @description desktop, mobile, tablet, smarttv, wearable, console, embedded or unknown */
-                            type: string;
-                        };
-                        /** @description Free-form JSON object stored with the session (size-limited) */
-                        metadata: {
-                            [key: string]: unknown;
-                        };
-                        /** Format: date-time */
-                        created_at: string;
-                        /** Format: date-time */
-                        last_seen_at: string;
-                        /**
-                         * Format: date-time
-                         * @description The earlier of idle_expires_at and absolute_expires_at
-                         */
-                        expires_at: string;
-                        /** Format: date-time */
-                        idle_expires_at: string;
-                        /** Format: date-time */
-                        absolute_expires_at: string;
-                        /** Format: date-time */
-                        ended_at: string | null;
-                        end_reason: string | null;
-                        /** @description This is the session named by current_session_id */
-                        current?: boolean;
-                    };
+                    "application/json": components["schemas"]["Session"];
                 };
             };
             /** @description RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes) */
@@ -1437,14 +1364,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -1453,14 +1373,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -1469,14 +1382,134 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    revokeSession: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Session id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description `user`: revoke every session of this session's user (log out everywhere). Default `session`, or `user` with LOGOUT_ALL_ON_LOGOUT */
+                    scope?: "session" | "user";
+                    /**
+                     * Format: text
+                     * @description Recorded with the revocation (default: api)
+                     */
+                    reason?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Session"];
+                };
+            };
+            /** @description RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes) */
+            429: {
+                headers: {
+                    /** @description Seconds until the block ends */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    revokeSessionByToken: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description An opaque session token, an access JWT (expired or not) or a refresh token */
+                    token: string;
+                    /** @description `user`: revoke every session of this session's user (log out everywhere). Default `session`, or `user` with LOGOUT_ALL_ON_LOGOUT */
+                    scope?: "session" | "user";
+                    /**
+                     * Format: text
+                     * @description Recorded with the revocation (default: api)
+                     */
+                    reason?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Session"];
+                };
+            };
+            /** @description RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes) */
+            429: {
+                headers: {
+                    /** @description Seconds until the block ends */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -1509,60 +1542,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Format: uuid */
-                        id: string;
-                        user_id: string;
-                        status: "active" | "suspended" | "revoked" | "expired";
-                        token_type: "opaque" | "jwt";
-                        /** @description The API key that opened the session */
-                        client_id: string | null;
-                        /** @description What drift from the client the session was opened from does (overrides UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX for this session) */
-                        binding: {
-                            user_agent?: "ignore" | "record" | "suspend";
-                            ip?: "ignore" | "record" | "suspend";
-                            ipv4_prefix?: number;
-                            ipv6_prefix?: number;
-                        };
-                        /** Format: date-time */
-                        suspended_at: string | null;
-                        suspension_reason: string | null;
-                        /** @description Where the session was last seen from */
-                        ip: string | null;
-                        /** @description The address drift is judged against: set at login, on a recorded move and by a resume */
-                        bound_ip: string | null;
-                        user_agent: string | null;
-                        device: {
-                            browser: string | null;
-                            browser_version: string | null;
-                            os: string | null;
-                            os_version: string | null;
-                            /** @description desktop, mobile, tablet, smarttv, wearable, console, embedded or unknown */
-                            type: string;
-                        };
-                        /** @description Free-form JSON object stored with the session (size-limited) */
-                        metadata: {
-                            [key: string]: unknown;
-                        };
-                        /** Format: date-time */
-                        created_at: string;
-                        /** Format: date-time */
-                        last_seen_at: string;
-                        /**
-                         * Format: date-time
-                         * @description The earlier of idle_expires_at and absolute_expires_at
-                         */
-                        expires_at: string;
-                        /** Format: date-time */
-                        idle_expires_at: string;
-                        /** Format: date-time */
-                        absolute_expires_at: string;
-                        /** Format: date-time */
-                        ended_at: string | null;
-                        end_reason: string | null;
-                        /** @description This is the session named by current_session_id */
-                        current?: boolean;
-                    };
+                    "application/json": components["schemas"]["Session"];
                 };
             };
             /** @description RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes) */
@@ -1573,14 +1553,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -1589,14 +1562,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -1605,14 +1571,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -1651,60 +1610,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Format: uuid */
-                        id: string;
-                        user_id: string;
-                        status: "active" | "suspended" | "revoked" | "expired";
-                        token_type: "opaque" | "jwt";
-                        /** @description The API key that opened the session */
-                        client_id: string | null;
-                        /** @description What drift from the client the session was opened from does (overrides UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX for this session) */
-                        binding: {
-                            user_agent?: "ignore" | "record" | "suspend";
-                            ip?: "ignore" | "record" | "suspend";
-                            ipv4_prefix?: number;
-                            ipv6_prefix?: number;
-                        };
-                        /** Format: date-time */
-                        suspended_at: string | null;
-                        suspension_reason: string | null;
-                        /** @description Where the session was last seen from */
-                        ip: string | null;
-                        /** @description The address drift is judged against: set at login, on a recorded move and by a resume */
-                        bound_ip: string | null;
-                        user_agent: string | null;
-                        device: {
-                            browser: string | null;
-                            browser_version: string | null;
-                            os: string | null;
-                            os_version: string | null;
-                            /** @description desktop, mobile, tablet, smarttv, wearable, console, embedded or unknown */
-                            type: string;
-                        };
-                        /** @description Free-form JSON object stored with the session (size-limited) */
-                        metadata: {
-                            [key: string]: unknown;
-                        };
-                        /** Format: date-time */
-                        created_at: string;
-                        /** Format: date-time */
-                        last_seen_at: string;
-                        /**
-                         * Format: date-time
-                         * @description The earlier of idle_expires_at and absolute_expires_at
-                         */
-                        expires_at: string;
-                        /** Format: date-time */
-                        idle_expires_at: string;
-                        /** Format: date-time */
-                        absolute_expires_at: string;
-                        /** Format: date-time */
-                        ended_at: string | null;
-                        end_reason: string | null;
-                        /** @description This is the session named by current_session_id */
-                        current?: boolean;
-                    };
+                    "application/json": components["schemas"]["Session"];
                 };
             };
             /** @description RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes) */
@@ -1715,14 +1621,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -1731,14 +1630,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -1747,14 +1639,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -1803,14 +1688,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -1819,14 +1697,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -1835,14 +1706,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -1880,14 +1744,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -1896,14 +1753,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -1912,14 +1762,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -1953,14 +1796,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -1969,14 +1805,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2010,14 +1839,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -2026,14 +1848,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2067,14 +1882,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -2083,14 +1891,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2124,14 +1925,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -2140,14 +1934,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2181,14 +1968,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -2197,14 +1977,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2238,14 +2011,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -2254,14 +2020,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2295,14 +2054,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -2311,14 +2063,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2388,14 +2133,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -2404,14 +2142,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -2420,14 +2151,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2471,14 +2195,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -2487,14 +2204,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -2503,14 +2213,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2531,18 +2234,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": {
-                        webhooks: {
-                            id: string;
-                            /** @description The tenant the subscription belongs to: it receives that tenant's events only */
-                            tenant_id: string;
-                            url: string;
-                            event_types: string[];
-                            enabled: boolean;
-                            /** Format: date-time */
-                            created_at: string;
-                            /** Format: date-time */
-                            updated_at: string;
-                        }[];
+                        webhooks: components["schemas"]["Webhook"][];
                     };
                 };
             };
@@ -2554,14 +2246,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -2570,14 +2255,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -2586,14 +2264,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2624,19 +2295,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": {
-                        /** Webhook */
-                        webhook: {
-                            id: string;
-                            /** @description The tenant the subscription belongs to: it receives that tenant's events only */
-                            tenant_id: string;
-                            url: string;
-                            event_types: string[];
-                            enabled: boolean;
-                            /** Format: date-time */
-                            created_at: string;
-                            /** Format: date-time */
-                            updated_at: string;
-                        };
+                        webhook: components["schemas"]["Webhook"];
                         /** @description Standard Webhooks secret (whsec_…): verifies the webhook-signature header. Shown once. */
                         secret: string;
                     };
@@ -2650,14 +2309,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -2666,14 +2318,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -2682,14 +2327,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2711,18 +2349,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        id: string;
-                        /** @description The tenant the subscription belongs to: it receives that tenant's events only */
-                        tenant_id: string;
-                        url: string;
-                        event_types: string[];
-                        enabled: boolean;
-                        /** Format: date-time */
-                        created_at: string;
-                        /** Format: date-time */
-                        updated_at: string;
-                    };
+                    "application/json": components["schemas"]["Webhook"];
                 };
             };
             /** @description RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes) */
@@ -2733,14 +2360,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -2749,14 +2369,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -2765,14 +2378,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2805,14 +2411,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -2821,14 +2420,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -2837,14 +2429,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2876,18 +2461,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        id: string;
-                        /** @description The tenant the subscription belongs to: it receives that tenant's events only */
-                        tenant_id: string;
-                        url: string;
-                        event_types: string[];
-                        enabled: boolean;
-                        /** Format: date-time */
-                        created_at: string;
-                        /** Format: date-time */
-                        updated_at: string;
-                    };
+                    "application/json": components["schemas"]["Webhook"];
                 };
             };
             /** @description RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes) */
@@ -2898,14 +2472,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -2914,14 +2481,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -2930,14 +2490,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -2965,21 +2518,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": {
-                        deliveries: {
-                            id: string;
-                            event_id: string;
-                            event_type: string;
-                            status: "pending" | "delivered" | "dead";
-                            attempts: number;
-                            /** Format: date-time */
-                            next_attempt_at: string;
-                            last_status: number | null;
-                            last_error: string | null;
-                            /** Format: date-time */
-                            created_at: string;
-                            /** Format: date-time */
-                            delivered_at: string | null;
-                        }[];
+                        deliveries: components["schemas"]["WebhookDelivery"][];
                         next_cursor: string | null;
                     };
                 };
@@ -2992,14 +2531,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -3008,14 +2540,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -3024,14 +2549,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -3053,21 +2571,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        id: string;
-                        event_id: string;
-                        event_type: string;
-                        status: "pending" | "delivered" | "dead";
-                        attempts: number;
-                        /** Format: date-time */
-                        next_attempt_at: string;
-                        last_status: number | null;
-                        last_error: string | null;
-                        /** Format: date-time */
-                        created_at: string;
-                        /** Format: date-time */
-                        delivered_at: string | null;
-                    };
+                    "application/json": components["schemas"]["WebhookDelivery"];
                 };
             };
             /** @description RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes) */
@@ -3078,14 +2582,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -3094,14 +2591,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -3110,14 +2600,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -3149,22 +2632,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        events: {
-                            id: string;
-                            /** Format: uuid */
-                            session_id: string;
-                            user_id: string;
-                            type: string;
-                            data: {
-                                [key: string]: unknown;
-                            };
-                            /** Format: date-time */
-                            created_at: string;
-                        }[];
-                        /** @description Pass as `before` for the next page */
-                        next_cursor: string | null;
-                    };
+                    "application/json": components["schemas"]["EventsPage"];
                 };
             };
             /** @description RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes) */
@@ -3175,14 +2643,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -3191,14 +2652,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -3207,14 +2661,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -3244,64 +2691,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        sessions: {
-                            /** Format: uuid */
-                            id: string;
-                            user_id: string;
-                            status: "active" | "suspended" | "revoked" | "expired";
-                            token_type: "opaque" | "jwt";
-                            /** @description The API key that opened the session */
-                            client_id: string | null;
-                            /** @description What drift from the client the session was opened from does (overrides UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX for this session) */
-                            binding: {
-                                user_agent?: "ignore" | "record" | "suspend";
-                                ip?: "ignore" | "record" | "suspend";
-                                ipv4_prefix?: number;
-                                ipv6_prefix?: number;
-                            };
-                            /** Format: date-time */
-                            suspended_at: string | null;
-                            suspension_reason: string | null;
-                            /** @description Where the session was last seen from */
-                            ip: string | null;
-                            /** @description The address drift is judged against: set at login, on a recorded move and by a resume */
-                            bound_ip: string | null;
-                            user_agent: string | null;
-                            device: {
-                                browser: string | null;
-                                browser_version: string | null;
-                                os: string | null;
-                                os_version: string | null;
-                                /** @description desktop, mobile, tablet, smarttv, wearable, console, embedded or unknown */
-                                type: string;
-                            };
-                            /** @description Free-form JSON object stored with the session (size-limited) */
-                            metadata: {
-                                [key: string]: unknown;
-                            };
-                            /** Format: date-time */
-                            created_at: string;
-                            /** Format: date-time */
-                            last_seen_at: string;
-                            /**
-                             * Format: date-time
-                             * @description The earlier of idle_expires_at and absolute_expires_at
-                             */
-                            expires_at: string;
-                            /** Format: date-time */
-                            idle_expires_at: string;
-                            /** Format: date-time */
-                            absolute_expires_at: string;
-                            /** Format: date-time */
-                            ended_at: string | null;
-                            end_reason: string | null;
-                            /** @description This is the session named by current_session_id */
-                            current?: boolean;
-                        }[];
-                        /** @description Pass as `cursor` for the next page; null on the last page */
-                        next_cursor: string | null;
-                    };
+                    "application/json": components["schemas"]["SessionsPage"];
                 };
             };
             /** @description RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes) */
@@ -3312,14 +2702,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -3328,14 +2711,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -3344,23 +2720,17 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
     };
-    revokeUserSessions: {
+    deleteUserSessions: {
         parameters: {
             query?: {
                 /** @description Keep this session (log out the other devices) */
                 except_session_id?: string;
+                /** @description Recorded with the revocation (default: api) */
                 reason?: string;
             };
             header?: never;
@@ -3392,14 +2762,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -3408,14 +2771,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -3424,21 +2780,149 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    revokeUserSessions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Your identifier of the user */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * Format: uuid
+                     * @description Keep this session (log out the other devices)
+                     */
+                    except_session_id?: string;
+                    /**
+                     * Format: text
+                     * @description Recorded with the revocation (default: api)
+                     */
+                    reason?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
                     "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
+                        /** @description How many sessions were revoked */
+                        revoked: number;
                     };
+                };
+            };
+            /** @description RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes) */
+            429: {
+                headers: {
+                    /** @description Seconds until the block ends */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
     };
     revokeUserSession: {
         parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Your identifier of the user */
+                user_id: string;
+                /** @description Session id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * Format: text
+                     * @description Recorded with the revocation (default: api)
+                     */
+                    reason?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Session"];
+                };
+            };
+            /** @description RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes) */
+            429: {
+                headers: {
+                    /** @description Seconds until the block ends */
+                    "retry-after"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Default Response */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    deleteUserSession: {
+        parameters: {
             query?: {
+                /** @description Recorded with the revocation (default: api) */
                 reason?: string;
             };
             header?: never;
@@ -3458,60 +2942,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** Format: uuid */
-                        id: string;
-                        user_id: string;
-                        status: "active" | "suspended" | "revoked" | "expired";
-                        token_type: "opaque" | "jwt";
-                        /** @description The API key that opened the session */
-                        client_id: string | null;
-                        /** @description What drift from the client the session was opened from does (overrides UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX for this session) */
-                        binding: {
-                            user_agent?: "ignore" | "record" | "suspend";
-                            ip?: "ignore" | "record" | "suspend";
-                            ipv4_prefix?: number;
-                            ipv6_prefix?: number;
-                        };
-                        /** Format: date-time */
-                        suspended_at: string | null;
-                        suspension_reason: string | null;
-                        /** @description Where the session was last seen from */
-                        ip: string | null;
-                        /** @description The address drift is judged against: set at login, on a recorded move and by a resume */
-                        bound_ip: string | null;
-                        user_agent: string | null;
-                        device: {
-                            browser: string | null;
-                            browser_version: string | null;
-                            os: string | null;
-                            os_version: string | null;
-                            /** @description desktop, mobile, tablet, smarttv, wearable, console, embedded or unknown */
-                            type: string;
-                        };
-                        /** @description Free-form JSON object stored with the session (size-limited) */
-                        metadata: {
-                            [key: string]: unknown;
-                        };
-                        /** Format: date-time */
-                        created_at: string;
-                        /** Format: date-time */
-                        last_seen_at: string;
-                        /**
-                         * Format: date-time
-                         * @description The earlier of idle_expires_at and absolute_expires_at
-                         */
-                        expires_at: string;
-                        /** Format: date-time */
-                        idle_expires_at: string;
-                        /** Format: date-time */
-                        absolute_expires_at: string;
-                        /** Format: date-time */
-                        ended_at: string | null;
-                        end_reason: string | null;
-                        /** @description This is the session named by current_session_id */
-                        current?: boolean;
-                    };
+                    "application/json": components["schemas"]["Session"];
                 };
             };
             /** @description RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes) */
@@ -3522,14 +2953,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -3538,14 +2962,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -3554,14 +2971,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -3594,22 +3004,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        events: {
-                            id: string;
-                            /** Format: uuid */
-                            session_id: string;
-                            user_id: string;
-                            type: string;
-                            data: {
-                                [key: string]: unknown;
-                            };
-                            /** Format: date-time */
-                            created_at: string;
-                        }[];
-                        /** @description Pass as `before` for the next page */
-                        next_cursor: string | null;
-                    };
+                    "application/json": components["schemas"]["EventsPage"];
                 };
             };
             /** @description RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes) */
@@ -3620,14 +3015,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -3636,14 +3024,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -3652,14 +3033,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -3680,17 +3054,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": {
-                        api_keys: {
-                            id: string;
-                            name: string;
-                            /** @description The tenant the key belongs to and acts for */
-                            tenant_id: string;
-                            scopes: ("introspect" | "sessions:read" | "sessions:write" | "admin" | "platform")[];
-                            /** Format: date-time */
-                            created_at: string;
-                            /** Format: date-time */
-                            revoked_at: string | null;
-                        }[];
+                        api_keys: components["schemas"]["ApiKey"][];
                     };
                 };
             };
@@ -3702,14 +3066,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -3718,14 +3075,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -3734,14 +3084,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -3773,18 +3116,7 @@ export interface operations {
                 content: {
                     "application/json": {
                         key: string;
-                        /** ApiKey */
-                        api_key: {
-                            id: string;
-                            name: string;
-                            /** @description The tenant the key belongs to and acts for */
-                            tenant_id: string;
-                            scopes: ("introspect" | "sessions:read" | "sessions:write" | "admin" | "platform")[];
-                            /** Format: date-time */
-                            created_at: string;
-                            /** Format: date-time */
-                            revoked_at: string | null;
-                        };
+                        api_key: components["schemas"]["ApiKey"];
                     };
                 };
             };
@@ -3796,14 +3128,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -3812,14 +3137,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -3828,14 +3146,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -3857,17 +3168,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        id: string;
-                        name: string;
-                        /** @description The tenant the key belongs to and acts for */
-                        tenant_id: string;
-                        scopes: ("introspect" | "sessions:read" | "sessions:write" | "admin" | "platform")[];
-                        /** Format: date-time */
-                        created_at: string;
-                        /** Format: date-time */
-                        revoked_at: string | null;
-                    };
+                    "application/json": components["schemas"]["ApiKey"];
                 };
             };
             /** @description RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes) */
@@ -3878,14 +3179,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -3894,14 +3188,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -3910,14 +3197,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -3938,27 +3218,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": {
-                        tenants: {
-                            /** @description Lower case, digits, - and _ */
-                            id: string;
-                            name: string;
-                            /** @description Overrides of IDLE_TIMEOUT_SECONDS, ABSOLUTE_LIFETIME_SECONDS, UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX, MAX_SESSIONS_PER_USER, SESSION_LIMIT_ACTION and LOGOUT_ALL_ON_LOGOUT for this tenant */
-                            settings: {
-                                idle_timeout?: number;
-                                absolute_lifetime?: number;
-                                ua_drift_policy?: "ignore" | "record" | "suspend";
-                                ip_drift_policy?: "ignore" | "record" | "suspend";
-                                ipv4_drift_prefix?: number;
-                                ipv6_drift_prefix?: number;
-                                max_sessions_per_user?: number;
-                                session_limit_action?: "evict_oldest" | "evict_least_recently_used" | "reject";
-                                logout_all_on_logout?: boolean;
-                            };
-                            /** Format: date-time */
-                            created_at: string;
-                            /** Format: date-time */
-                            updated_at: string;
-                        }[];
+                        tenants: components["schemas"]["Tenant"][];
                     };
                 };
             };
@@ -3970,14 +3230,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -3986,14 +3239,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -4002,14 +3248,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -4050,27 +3289,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @description Lower case, digits, - and _ */
-                        id: string;
-                        name: string;
-                        /** @description Overrides of IDLE_TIMEOUT_SECONDS, ABSOLUTE_LIFETIME_SECONDS, UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX, MAX_SESSIONS_PER_USER, SESSION_LIMIT_ACTION and LOGOUT_ALL_ON_LOGOUT for this tenant */
-                        settings: {
-                            idle_timeout?: number;
-                            absolute_lifetime?: number;
-                            ua_drift_policy?: "ignore" | "record" | "suspend";
-                            ip_drift_policy?: "ignore" | "record" | "suspend";
-                            ipv4_drift_prefix?: number;
-                            ipv6_drift_prefix?: number;
-                            max_sessions_per_user?: number;
-                            session_limit_action?: "evict_oldest" | "evict_least_recently_used" | "reject";
-                            logout_all_on_logout?: boolean;
-                        };
-                        /** Format: date-time */
-                        created_at: string;
-                        /** Format: date-time */
-                        updated_at: string;
-                    };
+                    "application/json": components["schemas"]["Tenant"];
                 };
             };
             /** @description RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes) */
@@ -4081,14 +3300,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -4097,14 +3309,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -4113,14 +3318,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -4143,27 +3341,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @description Lower case, digits, - and _ */
-                        id: string;
-                        name: string;
-                        /** @description Overrides of IDLE_TIMEOUT_SECONDS, ABSOLUTE_LIFETIME_SECONDS, UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX, MAX_SESSIONS_PER_USER, SESSION_LIMIT_ACTION and LOGOUT_ALL_ON_LOGOUT for this tenant */
-                        settings: {
-                            idle_timeout?: number;
-                            absolute_lifetime?: number;
-                            ua_drift_policy?: "ignore" | "record" | "suspend";
-                            ip_drift_policy?: "ignore" | "record" | "suspend";
-                            ipv4_drift_prefix?: number;
-                            ipv6_drift_prefix?: number;
-                            max_sessions_per_user?: number;
-                            session_limit_action?: "evict_oldest" | "evict_least_recently_used" | "reject";
-                            logout_all_on_logout?: boolean;
-                        };
-                        /** Format: date-time */
-                        created_at: string;
-                        /** Format: date-time */
-                        updated_at: string;
-                    };
+                    "application/json": components["schemas"]["Tenant"];
                 };
             };
             /** @description RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes) */
@@ -4174,14 +3352,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -4190,14 +3361,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -4206,14 +3370,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -4255,27 +3412,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        /** @description Lower case, digits, - and _ */
-                        id: string;
-                        name: string;
-                        /** @description Overrides of IDLE_TIMEOUT_SECONDS, ABSOLUTE_LIFETIME_SECONDS, UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX, MAX_SESSIONS_PER_USER, SESSION_LIMIT_ACTION and LOGOUT_ALL_ON_LOGOUT for this tenant */
-                        settings: {
-                            idle_timeout?: number;
-                            absolute_lifetime?: number;
-                            ua_drift_policy?: "ignore" | "record" | "suspend";
-                            ip_drift_policy?: "ignore" | "record" | "suspend";
-                            ipv4_drift_prefix?: number;
-                            ipv6_drift_prefix?: number;
-                            max_sessions_per_user?: number;
-                            session_limit_action?: "evict_oldest" | "evict_least_recently_used" | "reject";
-                            logout_all_on_logout?: boolean;
-                        };
-                        /** Format: date-time */
-                        created_at: string;
-                        /** Format: date-time */
-                        updated_at: string;
-                    };
+                    "application/json": components["schemas"]["Tenant"];
                 };
             };
             /** @description RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes) */
@@ -4286,14 +3423,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -4302,14 +3432,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -4318,14 +3441,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -4345,19 +3461,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        keys: {
-                            kty: string;
-                            kid: string;
-                            alg: string;
-                            use: string;
-                            crv?: string;
-                            x?: string;
-                            y?: string;
-                            n?: string;
-                            e?: string;
-                        }[];
-                    };
+                    "application/json": components["schemas"]["JWKSet"];
                 };
             };
         };
@@ -4378,21 +3482,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": {
-                        keys: {
-                            kid: string;
-                            alg: string;
-                            /** @description New access JWTs are signed with this key */
-                            current: boolean;
-                            /** Format: date-time */
-                            created_at: string;
-                            /** Format: date-time */
-                            retired_at: string | null;
-                            /**
-                             * Format: date-time
-                             * @description A retired key stays in the JWKS until every token it signed has expired
-                             */
-                            publish_until: string | null;
-                        }[];
+                        keys: components["schemas"]["SigningKey"][];
                     };
                 };
             };
@@ -4404,14 +3494,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -4420,14 +3503,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -4436,14 +3512,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
@@ -4463,21 +3532,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        kid: string;
-                        alg: string;
-                        /** @description New access JWTs are signed with this key */
-                        current: boolean;
-                        /** Format: date-time */
-                        created_at: string;
-                        /** Format: date-time */
-                        retired_at: string | null;
-                        /**
-                         * Format: date-time
-                         * @description A retired key stays in the JWKS until every token it signed has expired
-                         */
-                        publish_until: string | null;
-                    };
+                    "application/json": components["schemas"]["SigningKey"];
                 };
             };
             /** @description RATE_LIMITED: too many failed authentications from this address or for this key id (a key this service has seen valid still passes) */
@@ -4488,14 +3543,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -4504,14 +3552,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Default Response */
@@ -4520,14 +3561,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        error: {
-                            /** @description Stable error code; see the list in README.md */
-                            code: string;
-                            /** @description What was wrong, for humans */
-                            message: string;
-                        };
-                    };
+                    "application/json": components["schemas"]["Error"];
                 };
             };
         };
