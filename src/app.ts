@@ -12,7 +12,8 @@ import { createHealth } from './health.ts'
 import { requireKeyEncryptionKey } from './keys/key-encryption.ts'
 import { loggerOptions } from './logger.ts'
 import { createMetrics } from './metrics.ts'
-import { nameTitledSchemas, openapiYaml } from './openapi.ts'
+import { nameTitledSchemas, openapiYaml, withExamples } from './openapi.ts'
+import { examples } from './openapi-examples.ts'
 import apiKeys from './plugins/api-keys.ts'
 import callerAuth, { rateLimitedResponse } from './plugins/caller-auth.ts'
 import db from './plugins/db.ts'
@@ -205,6 +206,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       components: {
         securitySchemes: {
           apiKey: { type: 'http', scheme: 'bearer', description: 'A caller API key' },
+          metricsToken: { type: 'http', scheme: 'bearer', description: 'METRICS_TOKEN, when it is set' },
           gatewaySecret: {
             type: 'apiKey',
             in: 'header',
@@ -237,7 +239,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       const response = schema.response && { ...schema.response, 429: rateLimitedResponse }
       return { schema: { ...schema, security: [{ apiKey: [] }], description, response }, url }
     },
-    transformObject: (document) => nameTitledSchemas(operationIdPerMethod(document)),
+    transformObject: (document) => nameTitledSchemas(withExamples(operationIdPerMethod(document), examples)),
   })
 
   // Each plugin closes itself in an onClose hook, and Fastify runs those hooks last registered first: so

@@ -1,6 +1,7 @@
 import { isDeepStrictEqual } from 'node:util'
 import type { FastifyInstance } from 'fastify'
 import { stringify } from 'yaml'
+import type { OperationExamples } from './openapi-examples.ts'
 
 /** The OpenAPI document of a built app, as the YAML committed in openapi.yaml (no anchors, stable). */
 export function openapiYaml(app: FastifyInstance): string {
@@ -37,4 +38,59 @@ export function nameTitledSchemas<T extends { components?: { schemas?: Schemas }
   const paths = hoist(document.paths)
   const sorted = Object.fromEntries(Object.entries(schemas).sort(([a], [b]) => a.localeCompare(b)))
   return { ...document, paths, components: { ...document.components, schemas: sorted } }
+}
+
+interface Operation {
+  operationId?: string
+  parameters?: Array<{ name: string; example?: unknown }>
+  requestBody?: { content: Record<string, { example?: unknown }> }
+  responses?: Record<string, { description?: string; content?: Record<string, { example?: unknown }> }>
+}
+
+/** What a response without a description of its own says, by status. */
+const RESPONSE_DESCRIPTIONS: Record<string, string> = {
+  200: 'OK',
+  201: 'Created',
+  401: 'No API key, or an unknown or revoked one (`UNAUTHORIZED`)',
+  403: 'The key lacks the scope, or the caller is not an allowed gateway',
+  404: "Not found (or another tenant's)",
+  409: 'Conflicts with the current state',
+  429: 'Too many failed authentications from this address or for this key id (`RATE_LIMITED`)',
+  '4xx': 'Refused: `error.code` says why',
+  '5xx': 'The service could not answer: `error.code` says why (503: retry)',
+}
+
+/**
+ * Puts each operation's examples (by operationId) into the document, and a description on every
+ * response that has only the generator's placeholder. Parameters take their example by name, bodies
+ * in each of their media types.
+ */
+export function withExamples<T extends { paths?: unknown }>(
+  document: T,
+  examples: Record<string, OperationExamples>,
+): T {
+  const paths = (document.paths ?? {}) as Record<string, Record<string, Operation>>
+  for (const item of Object.values(paths)) {
+    for (const operation of Object.values(item)) {
+      for (const [status, response] of Object.entries(operation.responses ?? {})) {
+        const described = RESPONSE_DESCRIPTIONS[status]
+        if (response.description === 'Default Response' && described) response.description = described
+      }
+      const given = operation.operationId ? examples[operation.operationId] : undefined
+      if (!given) continue
+      for (const parameter of operation.parameters ?? []) {
+        if (given.params && parameter.name in given.params) parameter.example = given.params[parameter.name]
+      }
+      if (given.request !== undefined) {
+        for (const media of Object.values(operation.requestBody?.content ?? {})) media.example = given.request
+      }
+      for (const [status, body] of Object.entries(given.responses ?? {})) {
+        const content = operation.responses?.[status]?.content
+        if (!content)
+          throw new Error(`openapi: ${operation.operationId} has no ${status} body for its example`)
+        for (const media of Object.values(content)) media.example = body
+      }
+    }
+  }
+  return document
 }

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict'
 import { readFile } from 'node:fs/promises'
 import { test } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import { createConfig, lint } from '@redocly/openapi-core'
 import { parse } from 'yaml'
 import { describeConfig } from '../src/config.ts'
 import { errorCatalogue } from '../src/errors.ts'
@@ -77,4 +79,56 @@ test('README lists every error code with its status, and every setting', async (
     assert.match(readme, new RegExp(`\\|\\s*\`${code}\`\\s*\\|\\s*${status}\\s*\\|`), `${code} (${status})`)
   }
   for (const { env } of describeConfig()) assert.match(readme, new RegExp(`\`${env}\``), env)
+})
+
+test("openapi.yaml passes Redocly's recommended rules: no errors, and no warning but the accepted ones", async () => {
+  const config = await createConfig({ extends: ['recommended'] })
+  const problems = await lint({ ref: fileURLToPath(new URL('../openapi.yaml', import.meta.url)), config })
+  const shown = problems.map((p) => `${p.severity} ${p.ruleId} ${p.location[0]?.pointer}: ${p.message}`)
+  assert.deepEqual(
+    shown.filter((p) => p.startsWith('error')),
+    [],
+  )
+  // Accepted: the open probes and documents can only fail as a route can (no 4XX of their own).
+  const accepted =
+    /^warn operation-4xx-response #\/paths\/~1(healthz|readyz|\.well-known~1jwks\.json|openapi\.json)\/get\/responses:/
+  assert.deepEqual(
+    shown.filter((p) => !accepted.test(p)),
+    [],
+  )
+})
+
+test('every operation has an example (a body, a response or a parameter), and named types for clients', async () => {
+  const doc = parse(await read('openapi.yaml'))
+  const hasExample = (node: unknown): boolean =>
+    typeof node === 'object' &&
+    node !== null &&
+    Object.entries(node).some(([key, value]) => key === 'example' || hasExample(value))
+  for (const [path, ops] of Object.entries(
+    doc.paths as Record<string, Record<string, Record<string, unknown>>>,
+  )) {
+    for (const [method, op] of Object.entries(ops)) {
+      const { requestBody, responses, parameters } = op
+      assert.ok(
+        hasExample(requestBody) || hasExample(responses) || hasExample(parameters),
+        `${method.toUpperCase()} ${path} has no example`,
+      )
+    }
+  }
+  for (const name of [
+    'Session',
+    'Device',
+    'Event',
+    'ApiKey',
+    'Webhook',
+    'Error',
+    'IntrospectionActive',
+    'IntrospectionInactive',
+  ]) {
+    assert.ok(doc.components.schemas[name], `components.schemas.${name}`)
+  }
+  assert.deepEqual(
+    doc.components.schemas.Error.properties.error.properties.code.enum,
+    errorCatalogue().map(({ code }) => code),
+  )
 })

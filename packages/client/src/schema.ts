@@ -4,6 +4,26 @@
  */
 
 export interface paths {
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Prometheus metrics (text exposition format)
+         * @description Open unless METRICS_TOKEN is set; then only to `Authorization: Bearer <METRICS_TOKEN>`. The series are listed in README.md (Metrics).
+         */
+        get: operations["getMetrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/healthz": {
         parameters: {
             query?: never;
@@ -986,6 +1006,36 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    getMetrics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The metrics */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /** @example introspections_total{result="active"} 1027 */
+                    "text/plain": string;
+                };
+            };
+            /** @description No API key, or an unknown or revoked one (`UNAUTHORIZED`) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     healthz: {
         parameters: {
             query?: never;
@@ -995,12 +1045,17 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "status": "ok"
+                     *     }
+                     */
                     "application/json": {
                         /** @enum {string} */
                         status: "ok";
@@ -1018,12 +1073,21 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "status": "ready",
+                     *       "postgres": "up",
+                     *       "redis": "up",
+                     *       "invalidation_feed": "live",
+                     *       "invalidation_feed_lag_ms": 212
+                     *     }
+                     */
                     "application/json": {
                         status: "ready" | "unavailable";
                         postgres: "up" | "down";
@@ -1065,6 +1129,16 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "user_id": "alice",
+                 *       "ip": "203.0.113.7",
+                 *       "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+                 *       "metadata": {
+                 *         "plan": "pro"
+                 *       }
+                 *     }
+                 */
                 "application/json": {
                     /**
                      * Format: text
@@ -1105,12 +1179,48 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description Created */
             201: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "token_type": "opaque",
+                     *       "token": "sat_q0Vbq3zC1xT0n2m8Jc6Ew5rK4yH7uP9aL2sD5fG8hJk",
+                     *       "session": {
+                     *         "id": "0b8f2a51-3c8e-4f55-9a59-2f1d6c1e7a10",
+                     *         "user_id": "alice",
+                     *         "status": "active",
+                     *         "token_type": "opaque",
+                     *         "client_id": "key_0bba1f4d0a342f6b",
+                     *         "binding": {},
+                     *         "suspended_at": null,
+                     *         "suspension_reason": null,
+                     *         "ip": "203.0.113.7",
+                     *         "bound_ip": "203.0.113.7",
+                     *         "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+                     *         "device": {
+                     *           "browser": "Chrome",
+                     *           "browser_version": "120.0.0.0",
+                     *           "os": "Windows",
+                     *           "os_version": "10",
+                     *           "type": "desktop"
+                     *         },
+                     *         "metadata": {
+                     *           "plan": "pro"
+                     *         },
+                     *         "created_at": "2026-01-01T09:00:00.000Z",
+                     *         "last_seen_at": "2026-01-01T09:00:00.000Z",
+                     *         "expires_at": "2026-01-01T09:30:00.000Z",
+                     *         "idle_expires_at": "2026-01-01T09:30:00.000Z",
+                     *         "absolute_expires_at": "2026-01-01T21:00:00.000Z",
+                     *         "ended_at": null,
+                     *         "end_reason": null
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["OpaqueSessionIssued"] | components["schemas"]["JwtSessionIssued"];
                 };
             };
@@ -1155,6 +1265,13 @@ export interface operations {
         /** @description ip and user_agent (the end user's, when you have them) are judged against the session's client as in introspection: drift under a suspend policy suspends the session and the refresh fails with SESSION_SUSPENDED, spending nothing */
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "refresh_token": "srt_aKPwEJRTlXP4cSkApw0c_v_7W0BgGYNTb8BiVbukzv8",
+                 *       "ip": "203.0.113.7",
+                 *       "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+                 *     }
+                 */
                 "application/json": {
                     /** @description The refresh token of the latest pair */
                     refresh_token: string;
@@ -1172,12 +1289,50 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "token_type": "jwt",
+                     *       "access_token": "eyJhbGciOiJFZERTQSIsInR5cCI6ImF0K2p3dCIsImtpZCI6Ik10M28ifQ.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl",
+                     *       "expires_in": 300,
+                     *       "refresh_token": "srt_aKPwEJRTlXP4cSkApw0c_v_7W0BgGYNTb8BiVbukzv8",
+                     *       "session": {
+                     *         "id": "0b8f2a51-3c8e-4f55-9a59-2f1d6c1e7a10",
+                     *         "user_id": "alice",
+                     *         "status": "active",
+                     *         "token_type": "jwt",
+                     *         "client_id": "key_0bba1f4d0a342f6b",
+                     *         "binding": {},
+                     *         "suspended_at": null,
+                     *         "suspension_reason": null,
+                     *         "ip": "203.0.113.7",
+                     *         "bound_ip": "203.0.113.7",
+                     *         "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+                     *         "device": {
+                     *           "browser": "Chrome",
+                     *           "browser_version": "120.0.0.0",
+                     *           "os": "Windows",
+                     *           "os_version": "10",
+                     *           "type": "desktop"
+                     *         },
+                     *         "metadata": {
+                     *           "plan": "pro"
+                     *         },
+                     *         "created_at": "2026-01-01T09:00:00.000Z",
+                     *         "last_seen_at": "2026-01-01T09:00:00.000Z",
+                     *         "expires_at": "2026-01-01T09:30:00.000Z",
+                     *         "idle_expires_at": "2026-01-01T09:30:00.000Z",
+                     *         "absolute_expires_at": "2026-01-01T21:00:00.000Z",
+                     *         "ended_at": null,
+                     *         "end_reason": null
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["JwtSessionIssued"];
                 };
             };
@@ -1221,6 +1376,13 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "token": "sat_q0Vbq3zC1xT0n2m8Jc6Ew5rK4yH7uP9aL2sD5fG8hJk",
+                 *       "ip": "203.0.113.7",
+                 *       "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+                 *     }
+                 */
                 "application/json": {
                     /** @description The token to check */
                     token: string;
@@ -1238,12 +1400,29 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "active": true,
+                     *       "session_id": "0b8f2a51-3c8e-4f55-9a59-2f1d6c1e7a10",
+                     *       "user_id": "alice",
+                     *       "tenant_id": "default",
+                     *       "token_type": "opaque",
+                     *       "client_id": "key_0bba1f4d0a342f6b",
+                     *       "created_at": "2026-01-01T09:00:00.000Z",
+                     *       "last_seen_at": "2026-01-01T09:30:00.000Z",
+                     *       "expires_at": "2026-01-01T10:00:00.000Z",
+                     *       "absolute_expires_at": "2026-01-01T21:00:00.000Z",
+                     *       "metadata": {
+                     *         "plan": "pro"
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["IntrospectionActive"] | components["schemas"]["IntrospectionInactive"];
                 };
             };
@@ -1283,19 +1462,54 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Session id */
+                /**
+                 * @description Session id
+                 * @example 0b8f2a51-3c8e-4f55-9a59-2f1d6c1e7a10
+                 */
                 id: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "0b8f2a51-3c8e-4f55-9a59-2f1d6c1e7a10",
+                     *       "user_id": "alice",
+                     *       "status": "active",
+                     *       "token_type": "opaque",
+                     *       "client_id": "key_0bba1f4d0a342f6b",
+                     *       "binding": {},
+                     *       "suspended_at": null,
+                     *       "suspension_reason": null,
+                     *       "ip": "203.0.113.7",
+                     *       "bound_ip": "203.0.113.7",
+                     *       "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+                     *       "device": {
+                     *         "browser": "Chrome",
+                     *         "browser_version": "120.0.0.0",
+                     *         "os": "Windows",
+                     *         "os_version": "10",
+                     *         "type": "desktop"
+                     *       },
+                     *       "metadata": {
+                     *         "plan": "pro"
+                     *       },
+                     *       "created_at": "2026-01-01T09:00:00.000Z",
+                     *       "last_seen_at": "2026-01-01T09:00:00.000Z",
+                     *       "expires_at": "2026-01-01T09:30:00.000Z",
+                     *       "idle_expires_at": "2026-01-01T09:30:00.000Z",
+                     *       "absolute_expires_at": "2026-01-01T21:00:00.000Z",
+                     *       "ended_at": null,
+                     *       "end_reason": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["Session"];
                 };
             };
@@ -1335,24 +1549,62 @@ export interface operations {
             query?: {
                 /** @description `user`: revoke every session of this session's user (log out everywhere). Default `session`, or `user` with LOGOUT_ALL_ON_LOGOUT */
                 scope?: "session" | "user";
-                /** @description Recorded with the revocation (default: api) */
+                /**
+                 * @description Recorded with the revocation (default: api)
+                 * @example user_logout
+                 */
                 reason?: string;
             };
             header?: never;
             path: {
-                /** @description Session id */
+                /**
+                 * @description Session id
+                 * @example 0b8f2a51-3c8e-4f55-9a59-2f1d6c1e7a10
+                 */
                 id: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "0b8f2a51-3c8e-4f55-9a59-2f1d6c1e7a10",
+                     *       "user_id": "alice",
+                     *       "status": "revoked",
+                     *       "token_type": "opaque",
+                     *       "client_id": "key_0bba1f4d0a342f6b",
+                     *       "binding": {},
+                     *       "suspended_at": null,
+                     *       "suspension_reason": null,
+                     *       "ip": "203.0.113.7",
+                     *       "bound_ip": "203.0.113.7",
+                     *       "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+                     *       "device": {
+                     *         "browser": "Chrome",
+                     *         "browser_version": "120.0.0.0",
+                     *         "os": "Windows",
+                     *         "os_version": "10",
+                     *         "type": "desktop"
+                     *       },
+                     *       "metadata": {
+                     *         "plan": "pro"
+                     *       },
+                     *       "created_at": "2026-01-01T09:00:00.000Z",
+                     *       "last_seen_at": "2026-01-01T09:00:00.000Z",
+                     *       "expires_at": "2026-01-01T09:30:00.000Z",
+                     *       "idle_expires_at": "2026-01-01T09:30:00.000Z",
+                     *       "absolute_expires_at": "2026-01-01T21:00:00.000Z",
+                     *       "ended_at": "2026-01-01T09:30:00.000Z",
+                     *       "end_reason": "user_logout"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Session"];
                 };
             };
@@ -1392,13 +1644,21 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Session id */
+                /**
+                 * @description Session id
+                 * @example 0b8f2a51-3c8e-4f55-9a59-2f1d6c1e7a10
+                 */
                 id: string;
             };
             cookie?: never;
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "reason": "user_logout"
+                 *     }
+                 */
                 "application/json": {
                     /** @description `user`: revoke every session of this session's user (log out everywhere). Default `session`, or `user` with LOGOUT_ALL_ON_LOGOUT */
                     scope?: "session" | "user";
@@ -1411,12 +1671,44 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "0b8f2a51-3c8e-4f55-9a59-2f1d6c1e7a10",
+                     *       "user_id": "alice",
+                     *       "status": "revoked",
+                     *       "token_type": "opaque",
+                     *       "client_id": "key_0bba1f4d0a342f6b",
+                     *       "binding": {},
+                     *       "suspended_at": null,
+                     *       "suspension_reason": null,
+                     *       "ip": "203.0.113.7",
+                     *       "bound_ip": "203.0.113.7",
+                     *       "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+                     *       "device": {
+                     *         "browser": "Chrome",
+                     *         "browser_version": "120.0.0.0",
+                     *         "os": "Windows",
+                     *         "os_version": "10",
+                     *         "type": "desktop"
+                     *       },
+                     *       "metadata": {
+                     *         "plan": "pro"
+                     *       },
+                     *       "created_at": "2026-01-01T09:00:00.000Z",
+                     *       "last_seen_at": "2026-01-01T09:00:00.000Z",
+                     *       "expires_at": "2026-01-01T09:30:00.000Z",
+                     *       "idle_expires_at": "2026-01-01T09:30:00.000Z",
+                     *       "absolute_expires_at": "2026-01-01T21:00:00.000Z",
+                     *       "ended_at": "2026-01-01T09:30:00.000Z",
+                     *       "end_reason": "user_logout"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Session"];
                 };
             };
@@ -1460,6 +1752,12 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "token": "sat_q0Vbq3zC1xT0n2m8Jc6Ew5rK4yH7uP9aL2sD5fG8hJk",
+                 *       "reason": "user_logout"
+                 *     }
+                 */
                 "application/json": {
                     /** @description An opaque session token, an access JWT (expired or not) or a refresh token */
                     token: string;
@@ -1474,12 +1772,44 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "0b8f2a51-3c8e-4f55-9a59-2f1d6c1e7a10",
+                     *       "user_id": "alice",
+                     *       "status": "revoked",
+                     *       "token_type": "opaque",
+                     *       "client_id": "key_0bba1f4d0a342f6b",
+                     *       "binding": {},
+                     *       "suspended_at": null,
+                     *       "suspension_reason": null,
+                     *       "ip": "203.0.113.7",
+                     *       "bound_ip": "203.0.113.7",
+                     *       "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+                     *       "device": {
+                     *         "browser": "Chrome",
+                     *         "browser_version": "120.0.0.0",
+                     *         "os": "Windows",
+                     *         "os_version": "10",
+                     *         "type": "desktop"
+                     *       },
+                     *       "metadata": {
+                     *         "plan": "pro"
+                     *       },
+                     *       "created_at": "2026-01-01T09:00:00.000Z",
+                     *       "last_seen_at": "2026-01-01T09:00:00.000Z",
+                     *       "expires_at": "2026-01-01T09:30:00.000Z",
+                     *       "idle_expires_at": "2026-01-01T09:30:00.000Z",
+                     *       "absolute_expires_at": "2026-01-01T21:00:00.000Z",
+                     *       "ended_at": "2026-01-01T09:30:00.000Z",
+                     *       "end_reason": "user_logout"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Session"];
                 };
             };
@@ -1519,13 +1849,21 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Session id */
+                /**
+                 * @description Session id
+                 * @example 0b8f2a51-3c8e-4f55-9a59-2f1d6c1e7a10
+                 */
                 id: string;
             };
             cookie?: never;
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "reason": "support_ticket"
+                 *     }
+                 */
                 "application/json": {
                     /**
                      * Format: text
@@ -1536,12 +1874,44 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "0b8f2a51-3c8e-4f55-9a59-2f1d6c1e7a10",
+                     *       "user_id": "alice",
+                     *       "status": "suspended",
+                     *       "token_type": "opaque",
+                     *       "client_id": "key_0bba1f4d0a342f6b",
+                     *       "binding": {},
+                     *       "suspended_at": "2026-01-01T09:30:00.000Z",
+                     *       "suspension_reason": "support_ticket",
+                     *       "ip": "203.0.113.7",
+                     *       "bound_ip": "203.0.113.7",
+                     *       "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+                     *       "device": {
+                     *         "browser": "Chrome",
+                     *         "browser_version": "120.0.0.0",
+                     *         "os": "Windows",
+                     *         "os_version": "10",
+                     *         "type": "desktop"
+                     *       },
+                     *       "metadata": {
+                     *         "plan": "pro"
+                     *       },
+                     *       "created_at": "2026-01-01T09:00:00.000Z",
+                     *       "last_seen_at": "2026-01-01T09:00:00.000Z",
+                     *       "expires_at": "2026-01-01T09:30:00.000Z",
+                     *       "idle_expires_at": "2026-01-01T09:30:00.000Z",
+                     *       "absolute_expires_at": "2026-01-01T21:00:00.000Z",
+                     *       "ended_at": null,
+                     *       "end_reason": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["Session"];
                 };
             };
@@ -1581,7 +1951,10 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Session id */
+                /**
+                 * @description Session id
+                 * @example 0b8f2a51-3c8e-4f55-9a59-2f1d6c1e7a10
+                 */
                 id: string;
             };
             cookie?: never;
@@ -1589,6 +1962,12 @@ export interface operations {
         /** @description Given fields bind the session to that client from now on; without them it stays bound as before */
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "ip": "198.51.100.23",
+                 *       "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+                 *     }
+                 */
                 "application/json": {
                     /**
                      * Format: ip
@@ -1604,12 +1983,44 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "0b8f2a51-3c8e-4f55-9a59-2f1d6c1e7a10",
+                     *       "user_id": "alice",
+                     *       "status": "active",
+                     *       "token_type": "opaque",
+                     *       "client_id": "key_0bba1f4d0a342f6b",
+                     *       "binding": {},
+                     *       "suspended_at": null,
+                     *       "suspension_reason": null,
+                     *       "ip": "198.51.100.23",
+                     *       "bound_ip": "198.51.100.23",
+                     *       "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+                     *       "device": {
+                     *         "browser": "Chrome",
+                     *         "browser_version": "120.0.0.0",
+                     *         "os": "Windows",
+                     *         "os_version": "10",
+                     *         "type": "desktop"
+                     *       },
+                     *       "metadata": {
+                     *         "plan": "pro"
+                     *       },
+                     *       "created_at": "2026-01-01T09:00:00.000Z",
+                     *       "last_seen_at": "2026-01-01T09:00:00.000Z",
+                     *       "expires_at": "2026-01-01T09:30:00.000Z",
+                     *       "idle_expires_at": "2026-01-01T09:30:00.000Z",
+                     *       "absolute_expires_at": "2026-01-01T21:00:00.000Z",
+                     *       "ended_at": null,
+                     *       "end_reason": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["Session"];
                 };
             };
@@ -1654,6 +2065,15 @@ export interface operations {
         /** @description Exactly one of user_ids and all_users_except */
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "all_users_except": [
+                 *         "admin-1",
+                 *         "admin-2"
+                 *       ],
+                 *       "reason": "security_incident"
+                 *     }
+                 */
                 "application/json": {
                     /** @description Revoke every session of these users */
                     user_ids?: string[];
@@ -1668,12 +2088,17 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "revoked": 1317
+                     *     }
+                     */
                     "application/json": {
                         /** @description How many sessions were revoked */
                         revoked: number;
@@ -1720,12 +2145,19 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "expired": 12,
+                     *       "sessions_deleted": 340,
+                     *       "events_deleted": 2211
+                     *     }
+                     */
                     "application/json": {
                         /** @description Sessions found past their expiry and marked expired */
                         expired: number;
@@ -1790,12 +2222,20 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Default Response */
+            /** @description The key lacks the scope, or the caller is not an allowed gateway */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "GATEWAY_NOT_ALLOWED",
+                     *         "message": "not an allowed gateway: wrong or missing secret"
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["Error"];
                 };
             };
@@ -1833,12 +2273,20 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Default Response */
+            /** @description The key lacks the scope, or the caller is not an allowed gateway */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "GATEWAY_NOT_ALLOWED",
+                     *         "message": "not an allowed gateway: wrong or missing secret"
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["Error"];
                 };
             };
@@ -1876,12 +2324,20 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Default Response */
+            /** @description The key lacks the scope, or the caller is not an allowed gateway */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "GATEWAY_NOT_ALLOWED",
+                     *         "message": "not an allowed gateway: wrong or missing secret"
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["Error"];
                 };
             };
@@ -1919,12 +2375,20 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Default Response */
+            /** @description The key lacks the scope, or the caller is not an allowed gateway */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "GATEWAY_NOT_ALLOWED",
+                     *         "message": "not an allowed gateway: wrong or missing secret"
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["Error"];
                 };
             };
@@ -1962,12 +2426,20 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Default Response */
+            /** @description The key lacks the scope, or the caller is not an allowed gateway */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "GATEWAY_NOT_ALLOWED",
+                     *         "message": "not an allowed gateway: wrong or missing secret"
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["Error"];
                 };
             };
@@ -2005,12 +2477,20 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Default Response */
+            /** @description The key lacks the scope, or the caller is not an allowed gateway */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "GATEWAY_NOT_ALLOWED",
+                     *         "message": "not an allowed gateway: wrong or missing secret"
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["Error"];
                 };
             };
@@ -2048,12 +2528,20 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Default Response */
+            /** @description The key lacks the scope, or the caller is not an allowed gateway */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "GATEWAY_NOT_ALLOWED",
+                     *         "message": "not an allowed gateway: wrong or missing secret"
+                     *       }
+                     *     }
+                     */
                     "application/json": components["schemas"]["Error"];
                 };
             };
@@ -2078,6 +2566,12 @@ export interface operations {
         /** @description ip and user_agent (extensions) feed the drift check like /v1/sessions/introspect */
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "token": "sat_q0Vbq3zC1xT0n2m8Jc6Ew5rK4yH7uP9aL2sD5fG8hJk",
+                 *       "token_type_hint": "access_token"
+                 *     }
+                 */
                 "application/x-www-form-urlencoded": {
                     /** @description client_secret_post: the API key id */
                     client_id?: string;
@@ -2107,6 +2601,18 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "active": true,
+                     *       "sub": "alice",
+                     *       "sid": "0b8f2a51-3c8e-4f55-9a59-2f1d6c1e7a10",
+                     *       "client_id": "key_0bba1f4d0a342f6b",
+                     *       "token_type": "Bearer",
+                     *       "iss": "session-authority",
+                     *       "iat": 1767258000,
+                     *       "exp": 1767261600
+                     *     }
+                     */
                     "application/json": {
                         active: boolean;
                         /** @description The user id */
@@ -2165,6 +2671,12 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "token": "srt_aKPwEJRTlXP4cSkApw0c_v_7W0BgGYNTb8BiVbukzv8",
+                 *       "token_type_hint": "refresh_token"
+                 *     }
+                 */
                 "application/x-www-form-urlencoded": {
                     /** @description client_secret_post: the API key id */
                     client_id?: string;
@@ -2227,12 +2739,30 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "webhooks": [
+                     *         {
+                     *           "id": "wh_39f5dd1fea785113",
+                     *           "tenant_id": "default",
+                     *           "url": "https://backend.example.com/hooks/sessions",
+                     *           "event_types": [
+                     *             "session.revoked",
+                     *             "session.suspended"
+                     *           ],
+                     *           "enabled": true,
+                     *           "created_at": "2026-01-01T09:00:00.000Z",
+                     *           "updated_at": "2026-01-01T09:00:00.000Z"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": {
                         webhooks: components["schemas"]["Webhook"][];
                     };
@@ -2278,6 +2808,15 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "url": "https://backend.example.com/hooks/sessions",
+                 *       "event_types": [
+                 *         "session.revoked",
+                 *         "session.suspended"
+                 *       ]
+                 *     }
+                 */
                 "application/json": {
                     /** @description Where events are POSTed: http or https, no user:password@, a public address (or one WEBHOOK_ALLOWED_CIDRS lists) */
                     url: string;
@@ -2288,12 +2827,29 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description Created */
             201: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "webhook": {
+                     *         "id": "wh_39f5dd1fea785113",
+                     *         "tenant_id": "default",
+                     *         "url": "https://backend.example.com/hooks/sessions",
+                     *         "event_types": [
+                     *           "session.revoked",
+                     *           "session.suspended"
+                     *         ],
+                     *         "enabled": true,
+                     *         "created_at": "2026-01-01T09:00:00.000Z",
+                     *         "updated_at": "2026-01-01T09:00:00.000Z"
+                     *       },
+                     *       "secret": "whsec_euAbwWs7D6tA65uU83q2sSGrfu6M2ydExshd6cohSOI="
+                     *     }
+                     */
                     "application/json": {
                         webhook: components["schemas"]["Webhook"];
                         /** @description Standard Webhooks secret (whsec_…): verifies the webhook-signature header. Shown once. */
@@ -2337,18 +2893,33 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @example wh_39f5dd1fea785113 */
                 id: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "wh_39f5dd1fea785113",
+                     *       "tenant_id": "default",
+                     *       "url": "https://backend.example.com/hooks/sessions",
+                     *       "event_types": [
+                     *         "session.revoked",
+                     *         "session.suspended"
+                     *       ],
+                     *       "enabled": true,
+                     *       "created_at": "2026-01-01T09:00:00.000Z",
+                     *       "updated_at": "2026-01-01T09:00:00.000Z"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Webhook"];
                 };
             };
@@ -2388,6 +2959,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @example wh_39f5dd1fea785113 */
                 id: string;
             };
             cookie?: never;
@@ -2439,12 +3011,18 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @example wh_39f5dd1fea785113 */
                 id: string;
             };
             cookie?: never;
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "enabled": false
+                 *     }
+                 */
                 "application/json": {
                     /** @description Where events are POSTed: http or https, no user:password@, a public address (or one WEBHOOK_ALLOWED_CIDRS lists) */
                     url?: string;
@@ -2455,12 +3033,26 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "wh_39f5dd1fea785113",
+                     *       "tenant_id": "default",
+                     *       "url": "https://backend.example.com/hooks/sessions",
+                     *       "event_types": [
+                     *         "session.revoked",
+                     *         "session.suspended"
+                     *       ],
+                     *       "enabled": false,
+                     *       "created_at": "2026-01-01T09:00:00.000Z",
+                     *       "updated_at": "2026-01-01T09:00:00.000Z"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Webhook"];
                 };
             };
@@ -2498,6 +3090,7 @@ export interface operations {
     listWebhookDeliveries: {
         parameters: {
             query?: {
+                /** @example dead */
                 status?: "pending" | "delivered" | "dead";
                 limit?: number;
                 /** @description next_cursor of the previous page */
@@ -2505,18 +3098,38 @@ export interface operations {
             };
             header?: never;
             path: {
+                /** @example wh_39f5dd1fea785113 */
                 id: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "deliveries": [
+                     *         {
+                     *           "id": "42",
+                     *           "event_id": "1042",
+                     *           "event_type": "session.revoked",
+                     *           "status": "dead",
+                     *           "attempts": 8,
+                     *           "next_attempt_at": "2026-01-01T09:30:00.000Z",
+                     *           "last_status": 503,
+                     *           "last_error": "HTTP 503",
+                     *           "created_at": "2026-01-01T09:00:00.000Z",
+                     *           "delivered_at": null
+                     *         }
+                     *       ],
+                     *       "next_cursor": null
+                     *     }
+                     */
                     "application/json": {
                         deliveries: components["schemas"]["WebhookDelivery"][];
                         next_cursor: string | null;
@@ -2559,18 +3172,33 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @example 42 */
                 delivery_id: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "42",
+                     *       "event_id": "1042",
+                     *       "event_type": "session.revoked",
+                     *       "status": "pending",
+                     *       "attempts": 8,
+                     *       "next_attempt_at": "2026-01-01T09:30:00.000Z",
+                     *       "last_status": 503,
+                     *       "last_error": "HTTP 503",
+                     *       "created_at": "2026-01-01T09:00:00.000Z",
+                     *       "delivered_at": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["WebhookDelivery"];
                 };
             };
@@ -2611,13 +3239,19 @@ export interface operations {
                 limit?: number;
                 /** @description next_cursor of the previous page */
                 before?: string;
-                /** @description Only events of this type, e.g. session.revoked */
+                /**
+                 * @description Only events of this type, e.g. session.revoked
+                 * @example session.revoked
+                 */
                 type?: string;
                 /** @description Only events at or after this time */
                 since?: string;
                 /** @description Only events before this time */
                 until?: string;
-                /** @description Your identifier of the user */
+                /**
+                 * @description Your identifier of the user
+                 * @example alice
+                 */
                 user_id?: string;
             };
             header?: never;
@@ -2626,12 +3260,29 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "events": [
+                     *         {
+                     *           "id": "1042",
+                     *           "session_id": "0b8f2a51-3c8e-4f55-9a59-2f1d6c1e7a10",
+                     *           "user_id": "alice",
+                     *           "type": "session.revoked",
+                     *           "data": {
+                     *             "reason": "user_logout"
+                     *           },
+                     *           "created_at": "2026-01-01T09:30:00.000Z"
+                     *         }
+                     *       ],
+                     *       "next_cursor": "1041"
+                     *     }
+                     */
                     "application/json": components["schemas"]["EventsPage"];
                 };
             };
@@ -2669,7 +3320,10 @@ export interface operations {
     listUserSessions: {
         parameters: {
             query?: {
-                /** @description Marks this session `current: true` */
+                /**
+                 * @description Marks this session `current: true`
+                 * @example 0b8f2a51-3c8e-4f55-9a59-2f1d6c1e7a10
+                 */
                 current_session_id?: string;
                 /** @description Sessions per page */
                 limit?: number;
@@ -2678,19 +3332,91 @@ export interface operations {
             };
             header?: never;
             path: {
-                /** @description Your identifier of the user */
+                /**
+                 * @description Your identifier of the user
+                 * @example alice
+                 */
                 user_id: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "sessions": [
+                     *         {
+                     *           "id": "0b8f2a51-3c8e-4f55-9a59-2f1d6c1e7a10",
+                     *           "user_id": "alice",
+                     *           "status": "active",
+                     *           "token_type": "opaque",
+                     *           "client_id": "key_0bba1f4d0a342f6b",
+                     *           "binding": {},
+                     *           "suspended_at": null,
+                     *           "suspension_reason": null,
+                     *           "ip": "203.0.113.7",
+                     *           "bound_ip": "203.0.113.7",
+                     *           "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+                     *           "device": {
+                     *             "browser": "Chrome",
+                     *             "browser_version": "120.0.0.0",
+                     *             "os": "Windows",
+                     *             "os_version": "10",
+                     *             "type": "desktop"
+                     *           },
+                     *           "metadata": {
+                     *             "plan": "pro"
+                     *           },
+                     *           "created_at": "2026-01-01T09:00:00.000Z",
+                     *           "last_seen_at": "2026-01-01T09:00:00.000Z",
+                     *           "expires_at": "2026-01-01T09:30:00.000Z",
+                     *           "idle_expires_at": "2026-01-01T09:30:00.000Z",
+                     *           "absolute_expires_at": "2026-01-01T21:00:00.000Z",
+                     *           "ended_at": null,
+                     *           "end_reason": null,
+                     *           "current": true
+                     *         },
+                     *         {
+                     *           "id": "5d2c9e0a-7b41-4a8e-b7f3-91c4e8d2a6b3",
+                     *           "user_id": "alice",
+                     *           "status": "active",
+                     *           "token_type": "opaque",
+                     *           "client_id": "key_0bba1f4d0a342f6b",
+                     *           "binding": {},
+                     *           "suspended_at": null,
+                     *           "suspension_reason": null,
+                     *           "ip": "203.0.113.7",
+                     *           "bound_ip": "203.0.113.7",
+                     *           "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+                     *           "device": {
+                     *             "browser": "Chrome",
+                     *             "browser_version": "120.0.0.0",
+                     *             "os": "Windows",
+                     *             "os_version": "10",
+                     *             "type": "desktop"
+                     *           },
+                     *           "metadata": {
+                     *             "plan": "pro"
+                     *           },
+                     *           "created_at": "2026-01-01T09:00:00.000Z",
+                     *           "last_seen_at": "2026-01-01T09:00:00.000Z",
+                     *           "expires_at": "2026-01-01T09:30:00.000Z",
+                     *           "idle_expires_at": "2026-01-01T09:30:00.000Z",
+                     *           "absolute_expires_at": "2026-01-01T21:00:00.000Z",
+                     *           "ended_at": null,
+                     *           "end_reason": null,
+                     *           "current": false
+                     *         }
+                     *       ],
+                     *       "next_cursor": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["SessionsPage"];
                 };
             };
@@ -2728,26 +3454,37 @@ export interface operations {
     deleteUserSessions: {
         parameters: {
             query?: {
-                /** @description Keep this session (log out the other devices) */
+                /**
+                 * @description Keep this session (log out the other devices)
+                 * @example 0b8f2a51-3c8e-4f55-9a59-2f1d6c1e7a10
+                 */
                 except_session_id?: string;
                 /** @description Recorded with the revocation (default: api) */
                 reason?: string;
             };
             header?: never;
             path: {
-                /** @description Your identifier of the user */
+                /**
+                 * @description Your identifier of the user
+                 * @example alice
+                 */
                 user_id: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "revoked": 2
+                     *     }
+                     */
                     "application/json": {
                         /** @description How many sessions were revoked */
                         revoked: number;
@@ -2790,13 +3527,22 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Your identifier of the user */
+                /**
+                 * @description Your identifier of the user
+                 * @example alice
+                 */
                 user_id: string;
             };
             cookie?: never;
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "except_session_id": "0b8f2a51-3c8e-4f55-9a59-2f1d6c1e7a10",
+                 *       "reason": "logout_other_devices"
+                 *     }
+                 */
                 "application/json": {
                     /**
                      * Format: uuid
@@ -2812,12 +3558,17 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "revoked": 2
+                     *     }
+                     */
                     "application/json": {
                         /** @description How many sessions were revoked */
                         revoked: number;
@@ -2860,15 +3611,26 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Your identifier of the user */
+                /**
+                 * @description Your identifier of the user
+                 * @example alice
+                 */
                 user_id: string;
-                /** @description Session id */
+                /**
+                 * @description Session id
+                 * @example 5d2c9e0a-7b41-4a8e-b7f3-91c4e8d2a6b3
+                 */
                 id: string;
             };
             cookie?: never;
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "reason": "user_signed_out_device"
+                 *     }
+                 */
                 "application/json": {
                     /**
                      * Format: text
@@ -2879,12 +3641,44 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "5d2c9e0a-7b41-4a8e-b7f3-91c4e8d2a6b3",
+                     *       "user_id": "alice",
+                     *       "status": "revoked",
+                     *       "token_type": "opaque",
+                     *       "client_id": "key_0bba1f4d0a342f6b",
+                     *       "binding": {},
+                     *       "suspended_at": null,
+                     *       "suspension_reason": null,
+                     *       "ip": "203.0.113.7",
+                     *       "bound_ip": "203.0.113.7",
+                     *       "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+                     *       "device": {
+                     *         "browser": "Chrome",
+                     *         "browser_version": "120.0.0.0",
+                     *         "os": "Windows",
+                     *         "os_version": "10",
+                     *         "type": "desktop"
+                     *       },
+                     *       "metadata": {
+                     *         "plan": "pro"
+                     *       },
+                     *       "created_at": "2026-01-01T09:00:00.000Z",
+                     *       "last_seen_at": "2026-01-01T09:00:00.000Z",
+                     *       "expires_at": "2026-01-01T09:30:00.000Z",
+                     *       "idle_expires_at": "2026-01-01T09:30:00.000Z",
+                     *       "absolute_expires_at": "2026-01-01T21:00:00.000Z",
+                     *       "ended_at": "2026-01-01T09:30:00.000Z",
+                     *       "end_reason": "user_signed_out_device"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Session"];
                 };
             };
@@ -2927,21 +3721,59 @@ export interface operations {
             };
             header?: never;
             path: {
-                /** @description Your identifier of the user */
+                /**
+                 * @description Your identifier of the user
+                 * @example alice
+                 */
                 user_id: string;
-                /** @description Session id */
+                /**
+                 * @description Session id
+                 * @example 5d2c9e0a-7b41-4a8e-b7f3-91c4e8d2a6b3
+                 */
                 id: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "5d2c9e0a-7b41-4a8e-b7f3-91c4e8d2a6b3",
+                     *       "user_id": "alice",
+                     *       "status": "revoked",
+                     *       "token_type": "opaque",
+                     *       "client_id": "key_0bba1f4d0a342f6b",
+                     *       "binding": {},
+                     *       "suspended_at": null,
+                     *       "suspension_reason": null,
+                     *       "ip": "203.0.113.7",
+                     *       "bound_ip": "203.0.113.7",
+                     *       "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+                     *       "device": {
+                     *         "browser": "Chrome",
+                     *         "browser_version": "120.0.0.0",
+                     *         "os": "Windows",
+                     *         "os_version": "10",
+                     *         "type": "desktop"
+                     *       },
+                     *       "metadata": {
+                     *         "plan": "pro"
+                     *       },
+                     *       "created_at": "2026-01-01T09:00:00.000Z",
+                     *       "last_seen_at": "2026-01-01T09:00:00.000Z",
+                     *       "expires_at": "2026-01-01T09:30:00.000Z",
+                     *       "idle_expires_at": "2026-01-01T09:30:00.000Z",
+                     *       "absolute_expires_at": "2026-01-01T21:00:00.000Z",
+                     *       "ended_at": "2026-01-01T09:30:00.000Z",
+                     *       "end_reason": "user_logout"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Session"];
                 };
             };
@@ -2991,19 +3823,39 @@ export interface operations {
             };
             header?: never;
             path: {
-                /** @description Your identifier of the user */
+                /**
+                 * @description Your identifier of the user
+                 * @example alice
+                 */
                 user_id: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "events": [
+                     *         {
+                     *           "id": "1042",
+                     *           "session_id": "0b8f2a51-3c8e-4f55-9a59-2f1d6c1e7a10",
+                     *           "user_id": "alice",
+                     *           "type": "session.revoked",
+                     *           "data": {
+                     *             "reason": "user_logout"
+                     *           },
+                     *           "created_at": "2026-01-01T09:30:00.000Z"
+                     *         }
+                     *       ],
+                     *       "next_cursor": "1041"
+                     *     }
+                     */
                     "application/json": components["schemas"]["EventsPage"];
                 };
             };
@@ -3047,12 +3899,28 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "api_keys": [
+                     *         {
+                     *           "id": "key_0bba1f4d0a342f6b",
+                     *           "name": "gateway",
+                     *           "tenant_id": "default",
+                     *           "scopes": [
+                     *             "introspect"
+                     *           ],
+                     *           "created_at": "2026-01-01T09:00:00.000Z",
+                     *           "revoked_at": null
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": {
                         api_keys: components["schemas"]["ApiKey"][];
                     };
@@ -3098,6 +3966,14 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "name": "gateway",
+                 *       "scopes": [
+                 *         "introspect"
+                 *       ]
+                 *     }
+                 */
                 "application/json": {
                     /** Format: text */
                     name: string;
@@ -3108,12 +3984,27 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description Created */
             201: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "key": "sak_vnK6oOS_6jm9WNTDy95WfL6MfrB77QMYuxghiP_1HLE",
+                     *       "api_key": {
+                     *         "id": "key_0bba1f4d0a342f6b",
+                     *         "name": "gateway",
+                     *         "tenant_id": "default",
+                     *         "scopes": [
+                     *           "introspect"
+                     *         ],
+                     *         "created_at": "2026-01-01T09:00:00.000Z",
+                     *         "revoked_at": null
+                     *       }
+                     *     }
+                     */
                     "application/json": {
                         key: string;
                         api_key: components["schemas"]["ApiKey"];
@@ -3156,18 +4047,31 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @example key_0bba1f4d0a342f6b */
                 id: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "key_0bba1f4d0a342f6b",
+                     *       "name": "gateway",
+                     *       "tenant_id": "default",
+                     *       "scopes": [
+                     *         "introspect"
+                     *       ],
+                     *       "created_at": "2026-01-01T09:00:00.000Z",
+                     *       "revoked_at": "2026-01-01T09:30:00.000Z"
+                     *     }
+                     */
                     "application/json": components["schemas"]["ApiKey"];
                 };
             };
@@ -3211,12 +4115,28 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "tenants": [
+                     *         {
+                     *           "id": "acme",
+                     *           "name": "Acme",
+                     *           "settings": {
+                     *             "idle_timeout": 900,
+                     *             "max_sessions_per_user": 5
+                     *           },
+                     *           "created_at": "2026-01-01T09:00:00.000Z",
+                     *           "updated_at": "2026-01-01T09:00:00.000Z"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": {
                         tenants: components["schemas"]["Tenant"][];
                     };
@@ -3262,6 +4182,16 @@ export interface operations {
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "id": "acme",
+                 *       "name": "Acme",
+                 *       "settings": {
+                 *         "idle_timeout": 900,
+                 *         "max_sessions_per_user": 5
+                 *       }
+                 *     }
+                 */
                 "application/json": {
                     /** @description Lower case, digits, - and _ */
                     id: string;
@@ -3283,12 +4213,24 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description Created */
             201: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "acme",
+                     *       "name": "Acme",
+                     *       "settings": {
+                     *         "idle_timeout": 900,
+                     *         "max_sessions_per_user": 5
+                     *       },
+                     *       "created_at": "2026-01-01T09:00:00.000Z",
+                     *       "updated_at": "2026-01-01T09:00:00.000Z"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Tenant"];
                 };
             };
@@ -3328,19 +4270,34 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Lower case, digits, - and _ */
+                /**
+                 * @description Lower case, digits, - and _
+                 * @example acme
+                 */
                 id: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "acme",
+                     *       "name": "Acme",
+                     *       "settings": {
+                     *         "idle_timeout": 900,
+                     *         "max_sessions_per_user": 5
+                     *       },
+                     *       "created_at": "2026-01-01T09:00:00.000Z",
+                     *       "updated_at": "2026-01-01T09:00:00.000Z"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Tenant"];
                 };
             };
@@ -3380,13 +4337,25 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Lower case, digits, - and _ */
+                /**
+                 * @description Lower case, digits, - and _
+                 * @example acme
+                 */
                 id: string;
             };
             cookie?: never;
         };
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "settings": {
+                 *         "idle_timeout": 900,
+                 *         "max_sessions_per_user": 5,
+                 *         "ip_drift_policy": "suspend"
+                 *       }
+                 *     }
+                 */
                 "application/json": {
                     /** Format: text */
                     name?: string;
@@ -3406,12 +4375,25 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "acme",
+                     *       "name": "Acme",
+                     *       "settings": {
+                     *         "idle_timeout": 900,
+                     *         "max_sessions_per_user": 5,
+                     *         "ip_drift_policy": "suspend"
+                     *       },
+                     *       "created_at": "2026-01-01T09:00:00.000Z",
+                     *       "updated_at": "2026-01-01T09:00:00.000Z"
+                     *     }
+                     */
                     "application/json": components["schemas"]["Tenant"];
                 };
             };
@@ -3455,12 +4437,26 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "keys": [
+                     *         {
+                     *           "kty": "OKP",
+                     *           "kid": "Mt3oVlDo3q139Kdu_RA7vaMoxac_wCSTeULmNFuy2KE",
+                     *           "alg": "EdDSA",
+                     *           "use": "sig",
+                     *           "crv": "Ed25519",
+                     *           "x": "09BnffHho4WfeSxfO-S3cIbr7K52lW9YheCgraI81_o"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["JWKSet"];
                 };
             };
@@ -3475,12 +4471,26 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "keys": [
+                     *         {
+                     *           "kid": "Mt3oVlDo3q139Kdu_RA7vaMoxac_wCSTeULmNFuy2KE",
+                     *           "alg": "EdDSA",
+                     *           "current": true,
+                     *           "created_at": "2026-01-01T09:00:00.000Z",
+                     *           "retired_at": null,
+                     *           "publish_until": null
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": {
                         keys: components["schemas"]["SigningKey"][];
                     };
@@ -3526,12 +4536,22 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Default Response */
+            /** @description Created */
             201: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "kid": "Mt3oVlDo3q139Kdu_RA7vaMoxac_wCSTeULmNFuy2KE",
+                     *       "alg": "EdDSA",
+                     *       "current": true,
+                     *       "created_at": "2026-01-01T09:00:00.000Z",
+                     *       "retired_at": null,
+                     *       "publish_until": null
+                     *     }
+                     */
                     "application/json": components["schemas"]["SigningKey"];
                 };
             };
@@ -3581,6 +4601,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "openapi": "3.0.3",
+                     *       "info": {
+                     *         "title": "session-authority",
+                     *         "version": "1"
+                     *       },
+                     *       "paths": {}
+                     *     }
+                     */
                     "application/json": {
                         [key: string]: unknown;
                     };
