@@ -6,6 +6,7 @@ import { createServer, type IncomingMessage } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { type TestContext, test } from 'node:test'
 import { promisify } from 'node:util'
+import Fastify from 'fastify'
 import { Webhook } from 'standardwebhooks'
 import { generateSchema, OPENAPI_FILE, SCHEMA_FILE } from '../packages/client/scripts/generate.ts'
 import {
@@ -196,6 +197,33 @@ test('open an opaque session, introspect it, revoke it: then it is inactive, wit
   assert.equal(inactive.active, false)
   assert.equal(inactive.reason, 'revoked')
   assert.equal((await client.getSession(opened.session.id)).status, 'revoked')
+})
+
+test('revokeByToken ends the session of an opaque token, an access JWT or a refresh token; scope user ends all', async (t) => {
+  const { client } = await service(t)
+  const opaque = await client.openSession({ user_id: 'alice', ...CLIENT })
+  const ended = await client.revokeByToken(opaque.token, { reason: 'logout' })
+  assert.equal(ended.id, opaque.session.id)
+  assert.equal(ended.end_reason, 'logout')
+  assert.equal((await client.revokeByToken(opaque.token)).status, 'revoked')
+
+  const jwt = await client.openSession({ user_id: 'alice', token_type: 'jwt', ...CLIENT })
+  assert.equal((await client.revokeByToken(jwt.refresh_token)).id, jwt.session.id)
+  const seen = await client.introspect(jwt.access_token, CLIENT)
+  assert.equal(seen.active, false)
+  assert.equal(seen.reason, 'revoked')
+
+  const phone = await client.openSession({ user_id: 'bob', user_agent: SAFARI_IPHONE })
+  const laptop = await client.openSession({ user_id: 'bob', token_type: 'jwt', ...CLIENT })
+  await client.revokeByToken(laptop.access_token, { scope: 'user' })
+  assert.equal((await client.getSession(phone.session.id)).status, 'revoked')
+
+  const unknown = await rejection(client.revokeByToken('sat_never-issued'))
+  assert.ok(unknown instanceof SessionAuthorityError)
+  assert.equal(unknown.code, 'SESSION_NOT_FOUND')
+  const never = await client.introspect('sat_never-issued')
+  assert.equal(never.active, false)
+  assert.equal(never.reason, 'unknown')
 })
 
 test('a gateway key (introspect only) learns "inactive" but not why', async (t) => {
@@ -392,6 +420,18 @@ test('a read that gets 503 twice is retried and succeeds; with retries: 0 the 50
   const bounded = createClient({ baseUrl: down.url, apiKey: ADMIN_KEY, retries: FAST })
   assert.equal(((await rejection(bounded.getSession(session.id))) as SessionAuthorityError).status, 503)
   assert.equal(down.seen.length, 3)
+
+  // A revocation is safe to repeat, POST though it is: retried, with its body.
+  const revoking = await front(t, base, [{ status: 503 }])
+  const sdk = createClient({ baseUrl: revoking.url, apiKey: ADMIN_KEY, retries: FAST })
+  assert.equal((await sdk.revoke(session.id, { reason: 'retried' })).end_reason, 'retried')
+  assert.deepEqual(
+    revoking.seen.map((r) => [r.method, JSON.parse(r.body)]),
+    [
+      ['POST', { reason: 'retried' }],
+      ['POST', { reason: 'retried' }],
+    ],
+  )
 })
 
 test('introspection is retried after network errors, with its body intact on every attempt', async (t) => {
@@ -608,6 +648,27 @@ test('clientInfo: Fastify and Express requests, and a web Request (peer given by
   assert.equal(clientInfo(web, { trustProxy: ['10.0.0.0/8'] }).ip, undefined)
   // Header names in any case, in a plain object.
   assert.equal(clientInfo({ headers: { 'User-Agent': 'curl/8' } }).user_agent, 'curl/8')
+})
+
+test('clientInfo reads real Fastify and Node requests', async (t) => {
+  const app = Fastify()
+  app.get('/', async (request) => clientInfo(request, { trustProxy: ['127.0.0.1'] }))
+  const base = await app.listen({ host: '127.0.0.1', port: 0 })
+  t.after(() => app.close())
+  const node = createServer((req, res) => res.end(JSON.stringify(clientInfo(req))))
+  await new Promise<void>((resolve) => node.listen(0, '127.0.0.1', resolve))
+  t.after(() => new Promise((resolve) => node.close(resolve)))
+
+  const headers = { 'user-agent': SAFARI_IPHONE, 'x-forwarded-for': '198.51.100.1, 203.0.113.9' }
+  assert.deepEqual(await (await fetch(base, { headers })).json(), {
+    ip: '203.0.113.9',
+    user_agent: SAFARI_IPHONE,
+  })
+  const nodeBase = `http://127.0.0.1:${(node.address() as AddressInfo).port}`
+  assert.deepEqual(await (await fetch(nodeBase, { headers })).json(), {
+    ip: '127.0.0.1',
+    user_agent: SAFARI_IPHONE,
+  })
 })
 
 test('clientInfo feeds openSession and introspect: a login from behind a proxy is bound to the real client', async (t) => {

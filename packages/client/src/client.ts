@@ -1,21 +1,23 @@
 import createFetchClient, { type Client } from 'openapi-fetch'
 import { errorFromResponse } from './errors.ts'
-import type { paths } from './schema.ts'
+import type { components, paths } from './schema.ts'
 import { type RetryOptions, withRetries, withTimeout } from './transport.ts'
 
 type Json<T> = T extends { content: { 'application/json': infer Body } } ? Body : never
+type Schemas = components['schemas']
 
 /** A session as the service shows it (never a token). */
-export type Session = Json<paths['/v1/sessions/{id}']['get']['responses'][200]>
+export type Session = Schemas['Session']
 export type OpenSessionInput = Json<paths['/v1/sessions']['post']['requestBody']>
-export type SessionIssued = Json<paths['/v1/sessions']['post']['responses'][201]>
-export type OpaqueSessionIssued = Extract<SessionIssued, { token_type: 'opaque' }>
+export type OpaqueSessionIssued = Schemas['OpaqueSessionIssued']
 /** What a JWT login and every refresh return: an access JWT and the next refresh token. */
-export type JwtSessionIssued = Json<paths['/v1/sessions/refresh']['post']['responses'][200]>
-export type Introspection = Json<paths['/v1/sessions/introspect']['post']['responses'][200]>
-export type SessionEvent = Json<paths['/v1/events']['get']['responses'][200]>['events'][number]
+export type JwtSessionIssued = Schemas['JwtSessionIssued']
+export type SessionIssued = OpaqueSessionIssued | JwtSessionIssued
+/** `active: true` with whose session it is, or `active: false` with why (for keys that may read sessions). */
+export type Introspection = Schemas['IntrospectionActive'] | Schemas['IntrospectionInactive']
+export type SessionEvent = Schemas['Event']
+export type RevokeOptions = Omit<Json<paths['/v1/sessions/revoke']['post']['requestBody']>, 'token'>
 type EventsQuery = NonNullable<paths['/v1/events']['get']['parameters']['query']>
-type RevokeQuery = NonNullable<paths['/v1/sessions/{id}']['delete']['parameters']['query']>
 
 /** The end user's client, as clientInfo() reads it from a request. */
 export interface EndUserClient {
@@ -110,9 +112,18 @@ export function createClient(options: ClientOptions) {
   }
 
   /** Ends a session (idempotent); `scope: 'user'` ends every session of its user. Returns it as it now is. */
-  async function revoke(sessionId: string, options: RevokeQuery = {}): Promise<Session> {
-    const params = { path: { id: sessionId }, query: options }
-    return unwrap(await raw.DELETE('/v1/sessions/{id}', { ...safe, params }))
+  async function revoke(sessionId: string, options: RevokeOptions = {}): Promise<Session> {
+    const params = { path: { id: sessionId } }
+    return unwrap(await raw.POST('/v1/sessions/{id}/revoke', { ...safe, params, body: options }))
+  }
+
+  /**
+   * Ends the session a token belongs to (an opaque token, an access JWT, expired
+   * or not, or a refresh token): logout with only the token in hand. Idempotent;
+   * SESSION_NOT_FOUND when the service never issued the token.
+   */
+  async function revokeByToken(token: string, options: RevokeOptions = {}): Promise<Session> {
+    return unwrap(await raw.POST('/v1/sessions/revoke', { ...safe, body: { ...options, token } }))
   }
 
   /** Makes a session's tokens inactive until it is resumed or revoked (idempotent). */
@@ -149,9 +160,9 @@ export function createClient(options: ClientOptions) {
     userId: string,
     options: { exceptSessionId?: string; reason?: string } = {},
   ): Promise<{ revoked: number }> {
-    const query = { except_session_id: options.exceptSessionId, reason: options.reason }
-    const params = { path: { user_id: userId }, query }
-    return unwrap(await raw.DELETE('/v1/users/{user_id}/sessions', { ...safe, params }))
+    const body = { except_session_id: options.exceptSessionId, reason: options.reason }
+    const params = { path: { user_id: userId } }
+    return unwrap(await raw.POST('/v1/users/{user_id}/sessions/revoke', { ...safe, params, body }))
   }
 
   /** "Log out other devices": revokes every session of the user but the current one. */
@@ -204,6 +215,7 @@ export function createClient(options: ClientOptions) {
     refresh,
     getSession,
     revoke,
+    revokeByToken,
     suspend,
     resume,
     listSessions,

@@ -1,42 +1,46 @@
+import type { components } from './schema.ts'
+
+/** Every error code the service answers with: the enum of the Error schema in its OpenAPI document. */
+export type ServiceErrorCode = components['schemas']['Error']['error']['code']
+
 /**
- * Every error code the service answers with (its src/errors.ts; a test keeps the
- * two lists equal), plus UNEXPECTED_RESPONSE: an answer without the service's
- * error shape, such as a proxy's own 502 page.
+ * The codes, for code that needs them at run time. Written out so that the
+ * compiler checks the list against the document both ways (a test checks it
+ * against the service's own catalogue).
  */
-export const ERROR_CODES = [
-  'VALIDATION_FAILED',
-  'INVALID_JSON',
-  'METADATA_TOO_LARGE',
-  'WEBHOOK_URL_NOT_ALLOWED',
-  'REFRESH_TOKEN_INVALID',
-  'REFRESH_TOKEN_REUSED',
-  'SESSION_REVOKED',
-  'SESSION_SUSPENDED',
-  'SESSION_EXPIRED',
-  'UNAUTHORIZED',
-  'FORBIDDEN',
-  'GATEWAY_NOT_ALLOWED',
-  'NOT_FOUND',
-  'SESSION_NOT_FOUND',
-  'API_KEY_NOT_FOUND',
-  'WEBHOOK_NOT_FOUND',
-  'DELIVERY_NOT_FOUND',
-  'TENANT_NOT_FOUND',
-  'SESSION_LIMIT_REACHED',
-  'SESSION_ENDED',
-  'TENANT_EXISTS',
-  'RATE_LIMITED',
-  'METHOD_NOT_ALLOWED',
-  'PAYLOAD_TOO_LARGE',
-  'UNSUPPORTED_MEDIA_TYPE',
-  'REQUEST_TIMEOUT',
-  'HEADERS_TOO_LARGE',
-  'SERVICE_UNAVAILABLE',
-  'INTERNAL',
-] as const
+export const ERROR_CODES = Object.keys({
+  VALIDATION_FAILED: true,
+  INVALID_JSON: true,
+  METADATA_TOO_LARGE: true,
+  WEBHOOK_URL_NOT_ALLOWED: true,
+  REFRESH_TOKEN_INVALID: true,
+  REFRESH_TOKEN_REUSED: true,
+  SESSION_REVOKED: true,
+  SESSION_SUSPENDED: true,
+  SESSION_EXPIRED: true,
+  UNAUTHORIZED: true,
+  FORBIDDEN: true,
+  GATEWAY_NOT_ALLOWED: true,
+  NOT_FOUND: true,
+  SESSION_NOT_FOUND: true,
+  API_KEY_NOT_FOUND: true,
+  WEBHOOK_NOT_FOUND: true,
+  DELIVERY_NOT_FOUND: true,
+  TENANT_NOT_FOUND: true,
+  SESSION_LIMIT_REACHED: true,
+  SESSION_ENDED: true,
+  TENANT_EXISTS: true,
+  RATE_LIMITED: true,
+  METHOD_NOT_ALLOWED: true,
+  PAYLOAD_TOO_LARGE: true,
+  UNSUPPORTED_MEDIA_TYPE: true,
+  REQUEST_TIMEOUT: true,
+  HEADERS_TOO_LARGE: true,
+  SERVICE_UNAVAILABLE: true,
+  INTERNAL: true,
+} satisfies Record<ServiceErrorCode, true>) as ServiceErrorCode[]
 
-export type ServiceErrorCode = (typeof ERROR_CODES)[number]
-
+/** The service's codes, and UNEXPECTED_RESPONSE: an answer without its error shape (a proxy's own 502 page). */
 export type ErrorCode = ServiceErrorCode | 'UNEXPECTED_RESPONSE'
 
 /**

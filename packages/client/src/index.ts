@@ -8,6 +8,7 @@ export {
   type ListSessionsOptions,
   type OpaqueSessionIssued,
   type OpenSessionInput,
+  type RevokeOptions,
   type Session,
   type SessionAuthorityClient,
   type SessionEvent,
