@@ -58,7 +58,7 @@ export interface EventsOptions {
   limit?: number
 }
 
-/** The opposite of openSession's overloads: which answer goes with which token_type. */
+/** openSession's overloads: which answer goes with which token_type (opaque when none is given). */
 interface OpenSession {
   (input: OpenSessionInput & { token_type: 'jwt' }): Promise<JwtSessionIssued>
   (input: OpenSessionInput & { token_type?: 'opaque' }): Promise<OpaqueSessionIssued>
