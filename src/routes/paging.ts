@@ -1,4 +1,5 @@
-import { type StringOptions, type TProperties, Type } from '@sinclair/typebox'
+import { type Static, type StringOptions, type TProperties, Type } from '@sinclair/typebox'
+import type { PageRequest, Position } from '../db/keyset.ts'
 import { Errors } from '../errors.ts'
 
 // Every list pages the same way: `limit` and `cursor` in, the items and `next_cursor` out, with the same
@@ -9,6 +10,9 @@ const NEXT_CURSOR = 'Pass as `cursor` for the next page; null on the last page'
 
 /** The cursor of a list ordered by a bigint id (events, deliveries): the last id of the previous page. */
 export const IdCursor: StringOptions = { pattern: '^[0-9]{1,18}$' }
+
+/** The cursor of a list ordered by creation time: base64url, decoded and checked by positionOf. */
+export const PositionCursor: StringOptions = { pattern: '^[A-Za-z0-9_-]+$', maxLength: 400 }
 
 /**
  * The `limit` and `cursor` of a list's query, to spread into its querystring
@@ -67,4 +71,54 @@ export function nextCursor<T>(
 ): string | null {
   const last = rows.at(-1)
   return rows.length === limit && last !== undefined ? cursorOfRow(last) : null
+}
+
+const EXACT_TIME = /^[1-9]\d{3}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/
+
+/** The cursor of a row of a list ordered by creation time: where the next page resumes. */
+export function positionCursor(position: Position): string {
+  return Buffer.from(JSON.stringify([position.at, position.id])).toString('base64url')
+}
+
+/** The position a cursor made by positionCursor names, or null for none; VALIDATION_FAILED for anything else. */
+export function positionOf(cursor: string | null): Position | null {
+  if (cursor === null) return null
+  const refuse = () =>
+    new Errors.VALIDATION_FAILED('querystring.cursor: is not a next_cursor (pass it back as it came)')
+  let decoded: unknown
+  try {
+    decoded = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'))
+  } catch {
+    throw refuse()
+  }
+  if (!Array.isArray(decoded) || decoded.length !== 2) throw refuse()
+  const [at, id] = decoded as unknown[]
+  if (typeof at !== 'string' || typeof id !== 'string') throw refuse()
+  // Both go to Postgres: an id it can compare (no NUL), a real instant (no 30 February).
+  if (id.length === 0 || id.length > 200 || id.includes('\u0000')) throw refuse()
+  const ms = EXACT_TIME.test(at) ? Date.parse(at) : Number.NaN
+  if (Number.isNaN(ms) || new Date(ms).toISOString().slice(0, 23) !== at.slice(0, 23)) throw refuse()
+  const position = { at, id }
+  // Only the one spelling positionCursor writes: padding, stray bits and reordered JSON are not cursors.
+  if (positionCursor(position) !== cursor) throw refuse()
+  return position
+}
+
+/** The query of a list ordered newest first by creation time: `limit` (100, up to 500) and `cursor`. */
+export const NewestFirstQuery = Type.Object(pageQuery({ default: 100, maximum: 500 }, PositionCursor), {
+  additionalProperties: false,
+})
+
+/** The page a NewestFirstQuery asks for (VALIDATION_FAILED for a cursor that is not one of ours). */
+export function pageRequest(query: Static<typeof NewestFirstQuery>): PageRequest {
+  return { limit: query.limit ?? 100, after: positionOf(query.cursor ?? null) }
+}
+
+/** The `next_cursor` of a page of such a list: the position of its last row, if the page is full. */
+export function nextPositionCursor<T extends { position_at: string }>(
+  rows: readonly T[],
+  page: PageRequest,
+  idOf: (row: T) => string,
+): string | null {
+  return nextCursor(rows, page.limit, (last) => positionCursor({ at: last.position_at, id: idOf(last) }))
 }

@@ -14,7 +14,17 @@ import {
   WebhookChange,
   type WebhookStore,
 } from '../webhooks/store.ts'
-import { beforeAlias, cursorOf, IdCursor, nextCursor, pageQuery, pageReply } from './paging.ts'
+import {
+  beforeAlias,
+  cursorOf,
+  IdCursor,
+  NewestFirstQuery,
+  nextCursor,
+  nextPositionCursor,
+  pageQuery,
+  pageReply,
+  pageRequest,
+} from './paging.ts'
 import { AllEventsQuery, EventsReply, eventsPage } from './session-views.ts'
 
 const tags = ['webhooks']
@@ -74,11 +84,16 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
       schema: {
         operationId: 'listWebhooks',
         tags,
-        summary: "The webhook subscriptions of the caller's tenant",
-        response: withErrors({ 200: Type.Object({ webhooks: Type.Array(Webhook) }) }),
+        summary: "The webhook subscriptions of the caller's tenant, newest first, a page at a time",
+        querystring: NewestFirstQuery,
+        response: withErrors({ 200: pageReply({ webhooks: Type.Array(Webhook) }) }),
       },
     },
-    async (request) => ({ webhooks: await store.list(request.tenancy) }),
+    async (request) => {
+      const page = pageRequest(request.query)
+      const rows = await store.listPage(request.tenancy, page)
+      return { webhooks: rows, next_cursor: nextPositionCursor(rows, page, (row) => row.id) }
+    },
   )
 
   app.get(
