@@ -223,7 +223,7 @@ export const examples: Record<string, OperationExamples> = {
     request: { url: webhook.url, event_types: webhook.event_types },
     responses: { 201: { webhook, secret: 'whsec_euAbwWs7D6tA65uU83q2sSGrfu6M2ydExshd6cohSOI=' } },
   },
-  listWebhooks: { responses: { 200: { webhooks: [webhook] } } },
+  listWebhooks: { responses: { 200: { webhooks: [webhook], next_cursor: null } } },
   getWebhook: { params: { id: WEBHOOK_ID }, responses: { 200: webhook } },
   updateWebhook: {
     params: { id: WEBHOOK_ID },
@@ -275,13 +275,13 @@ export const examples: Record<string, OperationExamples> = {
     request: { name: 'gateway', scopes: ['introspect'] },
     responses: { 201: { key: 'sak_vnK6oOS_6jm9WNTDy95WfL6MfrB77QMYuxghiP_1HLE', api_key: apiKey } },
   },
-  listApiKeys: { responses: { 200: { api_keys: [apiKey] } } },
+  listApiKeys: { responses: { 200: { api_keys: [apiKey], next_cursor: null } } },
   revokeApiKey: { params: { id: apiKey.id }, responses: { 200: { ...apiKey, revoked_at: later } } },
   createTenant: {
     request: { id: 'acme', name: 'Acme', settings: tenant.settings },
     responses: { 201: tenant },
   },
-  listTenants: { responses: { 200: { tenants: [tenant] } } },
+  listTenants: { responses: { 200: { tenants: [tenant], next_cursor: null } } },
   getTenant: { params: { id: 'acme' }, responses: { 200: tenant } },
   updateTenant: {
     params: { id: 'acme' },
@@ -289,7 +289,7 @@ export const examples: Record<string, OperationExamples> = {
     responses: { 200: { ...tenant, settings: { ...tenant.settings, ip_drift_policy: 'suspend' } } },
   },
   getJwks: { responses: { 200: { keys: [jwk] } } },
-  listSigningKeys: { responses: { 200: { keys: [signingKey] } } },
+  listSigningKeys: { responses: { 200: { keys: [signingKey], next_cursor: null } } },
   rotateSigningKey: { responses: { 201: signingKey } },
   ...Object.fromEntries(
     ['Get', 'Head', 'Post', 'Put', 'Patch', 'Delete', 'Options'].map((method) => [

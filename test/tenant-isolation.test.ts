@@ -201,6 +201,7 @@ function gatewayHeaders(token: string) {
 
 /** Every operation of openapi.yaml, as `METHOD /path/{param}`. */
 const TABLE: Record<string, Entry> = {
+  'GET /metrics': { calls: [{ what: 'the metrics', expect: status(200) }] },
   'GET /healthz': { calls: [{ what: 'the liveness probe', expect: json(200, { status: 'ok' }) }] },
   'GET /readyz': { calls: [{ what: 'the readiness probe', expect: status(200) }] },
 
@@ -506,7 +507,6 @@ const TABLE: Record<string, Entry> = {
 
 /** Routes the document hides (`schema: { hide: true }`): they get entries too. */
 const HIDDEN: Record<string, Entry> = {
-  'GET /metrics': { calls: [{ what: 'the metrics', expect: status(200) }] },
   'GET /openapi.yaml': { calls: [{ what: 'the document', auth: 'none', expect: status(200) }] },
   ...Object.fromEntries(GATEWAY_METHODS.map((method) => [`${method} /v1/forward-auth/*`, gatewayEntry])),
 }

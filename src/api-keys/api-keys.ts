@@ -3,6 +3,7 @@ import { type Static, Type } from '@sinclair/typebox'
 import { LRUCache } from 'lru-cache'
 import type { Clock } from '../clock.ts'
 import type { Sql } from '../db/connect.ts'
+import { newestFirst, type PageRequest, type Positioned } from '../db/keyset.ts'
 import { Errors } from '../errors.ts'
 import { Nullable, Timestamp } from '../schemas.ts'
 import { DEFAULT_TENANT, type Tenancy, visibleTo } from '../tenants/tenancy.ts'
@@ -135,8 +136,16 @@ export function createApiKeyStore({
     return seenValid.has(hashKey(key).toString('base64'))
   }
 
+  /** Every key `who` sees, oldest first (the CLI's list). */
   async function list(who: Tenancy): Promise<ApiKey[]> {
     return sql<ApiKey[]>`select ${columns} from api_keys where ${visibleTo(sql, who)} order by created_at, id`
+  }
+
+  /** A page of the keys `who` sees, newest first. */
+  async function listPage(who: Tenancy, page: PageRequest): Promise<Positioned<ApiKey>[]> {
+    const { positionAt, after, orderAndLimit } = newestFirst(sql, page)
+    return sql<Positioned<ApiKey>[]>`
+      select ${columns}, ${positionAt} from api_keys where ${visibleTo(sql, who)} and ${after} ${orderAndLimit}`
   }
 
   /** Revokes a key `who` sees; a platform key only when `who` sees every tenant (an operator). */
@@ -172,7 +181,7 @@ export function createApiKeyStore({
     return caller
   }
 
-  return { create, seedEnvAdmin, list, revoke, recall, verify, loadValid, seenAsValid }
+  return { create, seedEnvAdmin, list, listPage, revoke, recall, verify, loadValid, seenAsValid }
 }
 
 export type ApiKeyStore = ReturnType<typeof createApiKeyStore>

@@ -4,6 +4,7 @@ import { type Algorithm, createSigner, createVerifier } from 'fast-jwt'
 import type { Clock } from '../clock.ts'
 import type { Config } from '../config.ts'
 import type { Sql } from '../db/connect.ts'
+import { newestFirst, type PageRequest, type Positioned } from '../db/keyset.ts'
 import { Errors } from '../errors.ts'
 import type { Log } from '../logger.ts'
 import { Nullable, Timestamp } from '../schemas.ts'
@@ -297,11 +298,22 @@ export function createSigningKeys({ sql, clock, kek, config, log }: Deps) {
       return view(row, row.kid)
     },
 
+    /** Every key, newest first (the CLI's list). */
     async list(): Promise<SigningKeyView[]> {
       const all = await sql<KeyRow[]>`
         select kid, alg, created_at, retired_at, publish_until from signing_keys order by created_at desc, kid`
       const live = all.find((r) => r.retired_at === null)?.kid
       return all.map((r) => view(r, live))
+    },
+
+    /** A page of the keys, newest first; `current` is said of the current key whichever page it is on. */
+    async listPage(page: PageRequest): Promise<Positioned<SigningKeyView>[]> {
+      const { positionAt, after, orderAndLimit } = newestFirst(sql, page, 'kid')
+      const rows = await sql<Positioned<KeyRow & { current_kid: string | null }>[]>`
+        select kid, alg, created_at, retired_at, publish_until, ${positionAt},
+          (select kid from signing_keys where retired_at is null order by created_at desc, kid limit 1) as current_kid
+        from signing_keys where ${after} ${orderAndLimit}`
+      return rows.map((r) => ({ ...view(r, r.current_kid ?? undefined), position_at: r.position_at }))
     },
 
     async close() {

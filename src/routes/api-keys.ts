@@ -5,6 +5,7 @@ import { Errors } from '../errors.ts'
 import { Text, withErrors } from '../schemas.ts'
 import { TenantId } from '../tenants/store.ts'
 import { sees } from '../tenants/tenancy.ts'
+import { NewestFirstQuery, nextPositionCursor, pageReply, pageRequest } from './paging.ts'
 
 const tags = ['api keys']
 
@@ -55,11 +56,16 @@ const apiKeyRoutes: FastifyPluginAsyncTypebox<{ keys: ApiKeyStore }> = async (ap
       schema: {
         operationId: 'listApiKeys',
         tags,
-        summary: 'List API keys (never the keys themselves)',
-        response: withErrors({ 200: Type.Object({ api_keys: Type.Array(ApiKey) }) }),
+        summary: 'List API keys (never the keys themselves), newest first, a page at a time',
+        querystring: NewestFirstQuery,
+        response: withErrors({ 200: pageReply({ api_keys: Type.Array(ApiKey) }) }),
       },
     },
-    async (request) => ({ api_keys: await keys.list(request.tenancy) }),
+    async (request) => {
+      const page = pageRequest(request.query)
+      const rows = await keys.listPage(request.tenancy, page)
+      return { api_keys: rows, next_cursor: nextPositionCursor(rows, page, (row) => row.id) }
+    },
   )
 
   app.delete(

@@ -12,6 +12,7 @@ import {
 } from '../sessions/model.ts'
 import type { SessionService } from '../sessions/service.ts'
 import type { Tenancy } from '../tenants/tenancy.ts'
+import { beforeAlias, cursorOf, IdCursor, nextCursor, pageQuery, pageReply } from './paging.ts'
 
 // Sessions and their events on the wire: the shapes several route files answer with, and what fills them.
 
@@ -53,10 +54,8 @@ export const RevokeAllReply = Type.Object({
 
 export const EventsQuery = Type.Object(
   {
-    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })),
-    before: Type.Optional(
-      Type.String({ pattern: '^[0-9]{1,18}$', description: 'next_cursor of the previous page' }),
-    ),
+    ...pageQuery({ default: 50, maximum: 200 }, IdCursor),
+    before: beforeAlias(IdCursor),
     type: Type.Optional(
       Text({ maxLength: 64, description: 'Only events of this type, e.g. session.revoked' }),
     ),
@@ -88,15 +87,7 @@ export const EventView = Type.Object(
   },
 )
 
-export const EventsReply = Type.Object(
-  {
-    events: Type.Array(EventView),
-    next_cursor: Type.Union([Type.String(), Type.Null()], {
-      description: 'Pass as `before` for the next page',
-    }),
-  },
-  { title: 'EventsPage' },
-)
+export const EventsReply = pageReply({ events: Type.Array(EventView) }, 'EventsPage')
 
 /** A stored session shaped for the wire (the response schema then drops anything not listed). */
 export function sessionView(session: SessionRow, currentId?: string) {
@@ -116,9 +107,8 @@ export async function eventsPage(
     type: query.type ?? null,
     since: query.since ? new Date(query.since) : null,
     until: query.until ? new Date(query.until) : null,
-    before: query.before ?? null,
+    before: cursorOf(query),
     limit,
   })
-  const last = events.at(-1)
-  return { events, next_cursor: events.length === limit && last ? last.id : null }
+  return { events, next_cursor: nextCursor(events, limit, (last) => last.id) }
 }

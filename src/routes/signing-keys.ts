@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { type SigningKeys, SigningKeyView } from '../keys/signing-keys.ts'
 import { withErrors } from '../schemas.ts'
+import { NewestFirstQuery, nextPositionCursor, pageReply, pageRequest } from './paging.ts'
 
 const SigningKeyJwk = Type.Object(
   {
@@ -20,7 +21,7 @@ const SigningKeyJwk = Type.Object(
 
 const JwksReply = Type.Object({ keys: Type.Array(SigningKeyJwk) }, { title: 'JWKSet' })
 
-const SigningKeysReply = Type.Object({ keys: Type.Array(SigningKeyView) })
+const SigningKeysReply = pageReply({ keys: Type.Array(SigningKeyView) })
 
 /** The public JWK Set for verifiers, and the admin view and rotation of the signing keys. */
 const signingKeyRoutes: FastifyPluginAsyncTypebox<{ keys: SigningKeys; maxAgeSeconds: number }> = async (
@@ -55,11 +56,16 @@ const signingKeyRoutes: FastifyPluginAsyncTypebox<{ keys: SigningKeys; maxAgeSec
       schema: {
         operationId: 'listSigningKeys',
         tags: ['api keys'],
-        summary: 'The JWT signing keys, newest first (never a private key)',
+        summary: 'The JWT signing keys, newest first, a page at a time (never a private key)',
+        querystring: NewestFirstQuery,
         response: withErrors({ 200: SigningKeysReply }),
       },
     },
-    async () => ({ keys: await keys.list() }),
+    async (request) => {
+      const page = pageRequest(request.query)
+      const rows = await keys.listPage(page)
+      return { keys: rows, next_cursor: nextPositionCursor(rows, page, (row) => row.kid) }
+    },
   )
 
   app.post(

@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { withErrors } from '../schemas.ts'
 import { NewTenant, Tenant, TenantChange, TenantId, type TenantStore } from '../tenants/store.ts'
+import { NewestFirstQuery, nextPositionCursor, pageReply, pageRequest } from './paging.ts'
 
 const tags = ['tenants']
 const TenantParams = Type.Object({ id: TenantId })
@@ -32,11 +33,16 @@ const tenantRoutes: FastifyPluginAsyncTypebox<{ tenants: TenantStore }> = async 
       schema: {
         operationId: 'listTenants',
         tags,
-        summary: 'List the tenants',
-        response: withErrors({ 200: Type.Object({ tenants: Type.Array(Tenant) }) }),
+        summary: 'List the tenants, newest first, a page at a time',
+        querystring: NewestFirstQuery,
+        response: withErrors({ 200: pageReply({ tenants: Type.Array(Tenant) }) }),
       },
     },
-    async () => ({ tenants: await tenants.list() }),
+    async (request) => {
+      const page = pageRequest(request.query)
+      const rows = await tenants.listPage(page)
+      return { tenants: rows, next_cursor: nextPositionCursor(rows, page, (row) => row.id) }
+    },
   )
 
   app.get(

@@ -4,6 +4,7 @@ import { noBodyIsEmpty, Text, Uuid, withErrors } from '../schemas.ts'
 import { UserId } from '../sessions/model.ts'
 import type { SessionService } from '../sessions/service.ts'
 import { type Tenancy, userTenancy } from '../tenants/tenancy.ts'
+import { nextCursor, pageQuery, pageReply } from './paging.ts'
 import {
   EventsQuery,
   EventsReply,
@@ -18,23 +19,13 @@ const UserParams = Type.Object({ user_id: UserId })
 const ListSessionsQuery = Type.Object(
   {
     current_session_id: Type.Optional(Uuid('Marks this session `current: true`')),
-    limit: Type.Optional(
-      Type.Integer({ minimum: 1, maximum: 500, default: 100, description: 'Sessions per page' }),
-    ),
-    cursor: Type.Optional(Uuid('next_cursor of the previous page')),
+    // The cursor is the id of the previous page's last session.
+    ...pageQuery({ default: 100, maximum: 500 }, { format: 'uuid' }),
   },
   { additionalProperties: false },
 )
 
-const ListSessionsReply = Type.Object(
-  {
-    sessions: Type.Array(SessionView),
-    next_cursor: Type.Union([Type.String(), Type.Null()], {
-      description: 'Pass as `cursor` for the next page; null on the last page',
-    }),
-  },
-  { title: 'SessionsPage' },
-)
+const ListSessionsReply = pageReply({ sessions: Type.Array(SessionView) }, 'SessionsPage')
 
 const revokeAllFields = {
   except_session_id: Type.Optional(Uuid('Keep this session (log out the other devices)')),
@@ -70,8 +61,10 @@ const userRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = asyn
       const { current_session_id: current, limit = 100, cursor = null } = request.query
       const who = userTenancy(request.tenancy)
       const rows = await sessions.listForUser(who, request.params.user_id, limit, cursor)
-      const last = rows.length === limit ? rows[rows.length - 1] : undefined
-      return { sessions: rows.map((row) => sessionView(row, current ?? '')), next_cursor: last?.id ?? null }
+      return {
+        sessions: rows.map((row) => sessionView(row, current ?? '')),
+        next_cursor: nextCursor(rows, limit, (last) => last.id),
+      }
     },
   )
 

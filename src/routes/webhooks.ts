@@ -3,7 +3,7 @@ import { Type } from '@sinclair/typebox'
 import type { FastifyReply } from 'fastify'
 import type { Clock } from '../clock.ts'
 import type { Config } from '../config.ts'
-import { Nullable, withErrors } from '../schemas.ts'
+import { withErrors } from '../schemas.ts'
 import type { SessionService } from '../sessions/service.ts'
 import { createDestinations } from '../webhooks/destination.ts'
 import {
@@ -14,6 +14,17 @@ import {
   WebhookChange,
   type WebhookStore,
 } from '../webhooks/store.ts'
+import {
+  beforeAlias,
+  cursorOf,
+  IdCursor,
+  NewestFirstQuery,
+  nextCursor,
+  nextPositionCursor,
+  pageQuery,
+  pageReply,
+  pageRequest,
+} from './paging.ts'
 import { AllEventsQuery, EventsReply, eventsPage } from './session-views.ts'
 
 const tags = ['webhooks']
@@ -73,11 +84,16 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
       schema: {
         operationId: 'listWebhooks',
         tags,
-        summary: "The webhook subscriptions of the caller's tenant",
-        response: withErrors({ 200: Type.Object({ webhooks: Type.Array(Webhook) }) }),
+        summary: "The webhook subscriptions of the caller's tenant, newest first, a page at a time",
+        querystring: NewestFirstQuery,
+        response: withErrors({ 200: pageReply({ webhooks: Type.Array(Webhook) }) }),
       },
     },
-    async (request) => ({ webhooks: await store.list(request.tenancy) }),
+    async (request) => {
+      const page = pageRequest(request.query)
+      const rows = await store.listPage(request.tenancy, page)
+      return { webhooks: rows, next_cursor: nextPositionCursor(rows, page, (row) => row.id) }
+    },
   )
 
   app.get(
@@ -144,27 +160,22 @@ const webhookRoutes: FastifyPluginAsyncTypebox<{
         querystring: Type.Object(
           {
             status: Type.Optional(DeliveryStatus),
-            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })),
-            before: Type.Optional(
-              Type.String({ pattern: '^[0-9]{1,18}$', description: 'next_cursor of the previous page' }),
-            ),
+            ...pageQuery({ default: 50, maximum: 200 }, IdCursor),
+            before: beforeAlias(IdCursor),
           },
           { additionalProperties: false },
         ),
-        response: withErrors({
-          200: Type.Object({ deliveries: Type.Array(Delivery), next_cursor: Nullable(Type.String()) }),
-        }),
+        response: withErrors({ 200: pageReply({ deliveries: Type.Array(Delivery) }) }),
       },
     },
     async (request) => {
-      const { status = null, limit = 50, before = null } = request.query
+      const { status = null, limit = 50 } = request.query
       const deliveries = await store.listDeliveries(request.tenancy, request.params.id, {
         status,
         limit,
-        before,
+        before: cursorOf(request.query),
       })
-      const last = deliveries.at(-1)
-      return { deliveries, next_cursor: deliveries.length === limit && last ? last.id : null }
+      return { deliveries, next_cursor: nextCursor(deliveries, limit, (last) => last.id) }
     },
   )
 

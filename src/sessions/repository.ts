@@ -197,12 +197,16 @@ export function createSessionRepository(sql: Sql) {
     limit: number,
     after: string | null = null,
   ): Promise<SessionRow[]> {
-    // Keyset paging: the sessions after `after` (a session id of the previous page) in this order.
+    // Keyset paging: the sessions after `after` (a session id of the previous page) in this order. The
+    // cursor is looked up among this user's sessions only: another tenant's session id, as one that does not
+    // exist, gives an empty page (rather than a page placed by, and so telling, when that session began).
     return sql<SessionRow[]>`
       select ${columns} from sessions
       where user_id = ${userId} and ${visibleTo(sql, who)} and ${open} and ${withinExpiries(now, now)}
         and (${after}::uuid is null
-          or (created_at, id) < (select created_at, id from sessions where id = ${after}::uuid))
+          or (created_at, id) < (
+            select created_at, id from sessions
+            where id = ${after}::uuid and user_id = ${userId} and ${visibleTo(sql, who)}))
       order by created_at desc, id desc
       limit ${limit}`
   }

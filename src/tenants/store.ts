@@ -2,6 +2,7 @@ import { type Static, Type } from '@sinclair/typebox'
 import type { Clock } from '../clock.ts'
 import type { Config } from '../config.ts'
 import type { Sql } from '../db/connect.ts'
+import { newestFirst, type PageRequest, type Positioned } from '../db/keyset.ts'
 import { Errors } from '../errors.ts'
 import type { Log } from '../logger.ts'
 import { Text, Timestamp } from '../schemas.ts'
@@ -129,8 +130,16 @@ export function createTenantStore({
     return defaults
   }
 
+  /** Every tenant, oldest first: what the policies are loaded from (and the CLI's list). */
   async function list(): Promise<Tenant[]> {
     return sql<Tenant[]>`select ${columns} from tenants order by created_at, id`
+  }
+
+  /** A page of the tenants, newest first. */
+  async function listPage(page: PageRequest): Promise<Positioned<Tenant>[]> {
+    const { positionAt, after, orderAndLimit } = newestFirst(sql, page)
+    return sql<Positioned<Tenant>[]>`
+      select ${columns}, ${positionAt} from tenants where ${after} ${orderAndLimit}`
   }
 
   // A reread that began before a later one, or before a change made here, must not undo it.
@@ -205,7 +214,7 @@ export function createTenantStore({
     clearInterval(timer)
   }
 
-  return { policy, loginPolicy, list, get, create, update, start, close }
+  return { policy, loginPolicy, list, listPage, get, create, update, start, close }
 }
 
 export type TenantStore = ReturnType<typeof createTenantStore>

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { type Static, Type } from '@sinclair/typebox'
 import type { Sql } from '../db/connect.ts'
+import { newestFirst, type PageRequest, type Positioned } from '../db/keyset.ts'
 import { Errors } from '../errors.ts'
 import type { KeyEncryptionKey } from '../keys/key-encryption.ts'
 import { Nullable, Text, Timestamp } from '../schemas.ts'
@@ -128,9 +129,18 @@ export function createWebhookStore({ sql, kek }: { sql: Sql; kek: KeyEncryptionK
     return { webhook, secret: SECRET_PREFIX + key.toString('base64') }
   }
 
+  /** Every subscription `who` sees, oldest first (the CLI's list). */
   async function list(who: Tenancy): Promise<Webhook[]> {
     return sql<Webhook[]>`
       select ${columns} from webhook_subscriptions where ${visibleTo(sql, who)} order by created_at, id`
+  }
+
+  /** A page of the subscriptions `who` sees, newest first. */
+  async function listPage(who: Tenancy, page: PageRequest): Promise<Positioned<Webhook>[]> {
+    const { positionAt, after, orderAndLimit } = newestFirst(sql, page)
+    return sql<Positioned<Webhook>[]>`
+      select ${columns}, ${positionAt} from webhook_subscriptions
+      where ${visibleTo(sql, who)} and ${after} ${orderAndLimit}`
   }
 
   async function get(who: Tenancy, id: string): Promise<Webhook> {
@@ -250,7 +260,7 @@ export function createWebhookStore({ sql, kek }: { sql: Sql; kek: KeyEncryptionK
     return { pending: of('pending'), dead: of('dead') }
   }
 
-  return { create, list, get, update, remove, listDeliveries, retry, claim, settle, backlog }
+  return { create, list, listPage, get, update, remove, listDeliveries, retry, claim, settle, backlog }
 }
 
 export type WebhookStore = ReturnType<typeof createWebhookStore>

@@ -355,7 +355,7 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * The webhook subscriptions of the caller's tenant
+         * The webhook subscriptions of the caller's tenant, newest first, a page at a time
          * @description Needs an API key with the `admin` scope (or `admin` of the tenant, or `platform`).
          */
         get: operations["listWebhooks"];
@@ -573,7 +573,7 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * List API keys (never the keys themselves)
+         * List API keys (never the keys themselves), newest first, a page at a time
          * @description Needs an API key with the `admin` scope (or `admin` of the tenant, or `platform`).
          */
         get: operations["listApiKeys"];
@@ -617,7 +617,7 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * List the tenants
+         * List the tenants, newest first, a page at a time
          * @description Needs an API key with the `platform` scope.
          */
         get: operations["listTenants"];
@@ -685,7 +685,7 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * The JWT signing keys, newest first (never a private key)
+         * The JWT signing keys, newest first, a page at a time (never a private key)
          * @description Needs an API key with the `admin` scope (or `admin` of the tenant, or `platform`).
          */
         get: operations["listSigningKeys"];
@@ -803,7 +803,7 @@ export interface components {
         /** EventsPage */
         EventsPage: {
             events: components["schemas"]["Event"][];
-            /** @description Pass as `before` for the next page */
+            /** @description Pass as `cursor` for the next page; null on the last page */
             next_cursor: string | null;
         };
         /** IntrospectionActive */
@@ -2732,7 +2732,12 @@ export interface operations {
     };
     listWebhooks: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The most items a page holds */
+                limit?: number;
+                /** @description The `next_cursor` of the previous page; leave out for the first page */
+                cursor?: string;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -2760,11 +2765,14 @@ export interface operations {
                      *           "created_at": "2026-01-01T09:00:00.000Z",
                      *           "updated_at": "2026-01-01T09:00:00.000Z"
                      *         }
-                     *       ]
+                     *       ],
+                     *       "next_cursor": null
                      *     }
                      */
                     "application/json": {
                         webhooks: components["schemas"]["Webhook"][];
+                        /** @description Pass as `cursor` for the next page; null on the last page */
+                        next_cursor: string | null;
                     };
                 };
             };
@@ -3092,8 +3100,11 @@ export interface operations {
             query?: {
                 /** @example dead */
                 status?: "pending" | "delivered" | "dead";
+                /** @description The most items a page holds */
                 limit?: number;
-                /** @description next_cursor of the previous page */
+                /** @description The `next_cursor` of the previous page; leave out for the first page */
+                cursor?: string;
+                /** @description Deprecated: the old name of `cursor`, still accepted (not together with `cursor`) */
                 before?: string;
             };
             header?: never;
@@ -3132,6 +3143,7 @@ export interface operations {
                      */
                     "application/json": {
                         deliveries: components["schemas"]["WebhookDelivery"][];
+                        /** @description Pass as `cursor` for the next page; null on the last page */
                         next_cursor: string | null;
                     };
                 };
@@ -3236,8 +3248,11 @@ export interface operations {
     listEvents: {
         parameters: {
             query?: {
+                /** @description The most items a page holds */
                 limit?: number;
-                /** @description next_cursor of the previous page */
+                /** @description The `next_cursor` of the previous page; leave out for the first page */
+                cursor?: string;
+                /** @description Deprecated: the old name of `cursor`, still accepted (not together with `cursor`) */
                 before?: string;
                 /**
                  * @description Only events of this type, e.g. session.revoked
@@ -3325,9 +3340,9 @@ export interface operations {
                  * @example 0b8f2a51-3c8e-4f55-9a59-2f1d6c1e7a10
                  */
                 current_session_id?: string;
-                /** @description Sessions per page */
+                /** @description The most items a page holds */
                 limit?: number;
-                /** @description next_cursor of the previous page */
+                /** @description The `next_cursor` of the previous page; leave out for the first page */
                 cursor?: string;
             };
             header?: never;
@@ -3811,8 +3826,11 @@ export interface operations {
     listUserEvents: {
         parameters: {
             query?: {
+                /** @description The most items a page holds */
                 limit?: number;
-                /** @description next_cursor of the previous page */
+                /** @description The `next_cursor` of the previous page; leave out for the first page */
+                cursor?: string;
+                /** @description Deprecated: the old name of `cursor`, still accepted (not together with `cursor`) */
                 before?: string;
                 /** @description Only events of this type, e.g. session.revoked */
                 type?: string;
@@ -3892,7 +3910,12 @@ export interface operations {
     };
     listApiKeys: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The most items a page holds */
+                limit?: number;
+                /** @description The `next_cursor` of the previous page; leave out for the first page */
+                cursor?: string;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -3918,11 +3941,14 @@ export interface operations {
                      *           "created_at": "2026-01-01T09:00:00.000Z",
                      *           "revoked_at": null
                      *         }
-                     *       ]
+                     *       ],
+                     *       "next_cursor": null
                      *     }
                      */
                     "application/json": {
                         api_keys: components["schemas"]["ApiKey"][];
+                        /** @description Pass as `cursor` for the next page; null on the last page */
+                        next_cursor: string | null;
                     };
                 };
             };
@@ -4108,7 +4134,12 @@ export interface operations {
     };
     listTenants: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The most items a page holds */
+                limit?: number;
+                /** @description The `next_cursor` of the previous page; leave out for the first page */
+                cursor?: string;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -4134,11 +4165,14 @@ export interface operations {
                      *           "created_at": "2026-01-01T09:00:00.000Z",
                      *           "updated_at": "2026-01-01T09:00:00.000Z"
                      *         }
-                     *       ]
+                     *       ],
+                     *       "next_cursor": null
                      *     }
                      */
                     "application/json": {
                         tenants: components["schemas"]["Tenant"][];
+                        /** @description Pass as `cursor` for the next page; null on the last page */
+                        next_cursor: string | null;
                     };
                 };
             };
@@ -4464,7 +4498,12 @@ export interface operations {
     };
     listSigningKeys: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description The most items a page holds */
+                limit?: number;
+                /** @description The `next_cursor` of the previous page; leave out for the first page */
+                cursor?: string;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -4488,11 +4527,14 @@ export interface operations {
                      *           "retired_at": null,
                      *           "publish_until": null
                      *         }
-                     *       ]
+                     *       ],
+                     *       "next_cursor": null
                      *     }
                      */
                     "application/json": {
                         keys: components["schemas"]["SigningKey"][];
+                        /** @description Pass as `cursor` for the next page; null on the last page */
+                        next_cursor: string | null;
                     };
                 };
             };
