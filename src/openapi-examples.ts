@@ -248,6 +248,7 @@ export const examples: Record<string, OperationExamples> = {
           { ...session, current: true },
           { ...session, id: OTHER_SESSION_ID, current: false },
         ],
+        total: 2,
         next_cursor: null,
       },
     },

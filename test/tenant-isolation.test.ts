@@ -387,7 +387,7 @@ const TABLE: Record<string, Entry> = {
         what: "A's user",
         params: (x) => ({ user_id: x.userId }),
         query: (x) => ({ current_session_id: x.sessionId }),
-        expect: json(200, { sessions: [], next_cursor: null }),
+        expect: json(200, { sessions: [], total: 0, next_cursor: null }),
       },
     ],
     own: { params: (x) => ({ user_id: x.userId }), expect: sees('jwtSessionId') },

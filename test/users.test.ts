@@ -185,9 +185,11 @@ test("a user's sessions page by cursor: every live session once, newest first, t
     assert.equal(res.statusCode, 200, res.body)
     const page = res.json() as {
       sessions: Array<{ id: string; created_at: string }>
+      total: number
       next_cursor: string | null
     }
     assert.ok(page.sessions.length <= 2)
+    assert.equal(page.total, 6, 'every page says how many live sessions there are in all')
     seen.push(...page.sessions.map((s) => s.id))
     cursor = page.next_cursor
     pages++

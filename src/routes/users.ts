@@ -25,7 +25,13 @@ const ListSessionsQuery = Type.Object(
   { additionalProperties: false },
 )
 
-const ListSessionsReply = pageReply({ sessions: Type.Array(SessionView) }, 'SessionsPage')
+const ListSessionsReply = pageReply(
+  {
+    sessions: Type.Array(SessionView),
+    total: Type.Integer({ description: 'How many live sessions the user has, on every page' }),
+  },
+  'SessionsPage',
+)
 
 const revokeAllFields = {
   except_session_id: Type.Optional(Uuid('Keep this session (log out the other devices)')),
@@ -60,9 +66,13 @@ const userRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = asyn
     async (request) => {
       const { current_session_id: current, limit = 100, cursor = null } = request.query
       const who = userTenancy(request.tenancy)
-      const rows = await sessions.listForUser(who, request.params.user_id, limit, cursor)
+      const [rows, total] = await Promise.all([
+        sessions.listForUser(who, request.params.user_id, limit, cursor),
+        sessions.countForUser(who, request.params.user_id),
+      ])
       return {
         sessions: rows.map((row) => sessionView(row, current ?? '')),
+        total,
         next_cursor: nextCursor(rows, limit, (last) => last.id),
       }
     },

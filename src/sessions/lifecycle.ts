@@ -131,6 +131,11 @@ export function createLifecycle({
     return (await repo.listLiveForUser(who, userId, new Date(clock.now()), limit, after)).map(withLocalUse)
   }
 
+  /** How many live sessions a user has. */
+  function countForUser(who: Tenancy, userId: string): Promise<number> {
+    return repo.countLiveForUser(who, userId, new Date(clock.now()))
+  }
+
   /**
    * The id of the session a token belongs to, whichever kind it is: an opaque token, an access JWT
    * (a genuine one, expired or not) or a refresh token. Null for an unknown token. A refresh token or
@@ -199,5 +204,6 @@ export function createLifecycle({
     revokeByToken,
     purge,
     listForUser,
+    countForUser,
   }
 }

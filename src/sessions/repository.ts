@@ -211,6 +211,14 @@ export function createSessionRepository(sql: Sql) {
       limit ${limit}`
   }
 
+  /** How many live sessions a user has (every page of listLiveForUser). */
+  async function countLiveForUser(who: Tenancy, userId: string, now: Date): Promise<number> {
+    const [row] = await sql<{ count: number }[]>`
+      select count(*)::int as count from sessions
+      where user_id = ${userId} and ${visibleTo(sql, who)} and ${open} and ${withinExpiries(now, now)}`
+    return row?.count ?? 0
+  }
+
   /**
    * Ends the given sessions (those still open) with a status and reason, and
    * records one event each, in one statement (atomic). Returns what it ended.
@@ -537,6 +545,7 @@ export function createSessionRepository(sql: Sql) {
     findById,
     readForCache,
     listLiveForUser,
+    countLiveForUser,
     end,
     touchMany,
     listEvents,

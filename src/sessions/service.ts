@@ -59,6 +59,7 @@ export function createSessionService(deps: SessionDeps) {
     introspectAnyToken,
     purge: lifecycle.purge,
     listForUser: lifecycle.listForUser,
+    countForUser: lifecycle.countForUser,
     listEvents: deps.repo.listEvents,
     /** The policy a tenant's sessions follow. */
     policy: deps.policy,

@@ -927,6 +927,8 @@ export interface components {
         /** SessionsPage */
         SessionsPage: {
             sessions: components["schemas"]["Session"][];
+            /** @description How many live sessions the user has, on every page */
+            total: number;
             /** @description Pass as `cursor` for the next page; null on the last page */
             next_cursor: string | null;
         };
@@ -3429,6 +3431,7 @@ export interface operations {
                      *           "current": false
                      *         }
                      *       ],
+                     *       "total": 2,
                      *       "next_cursor": null
                      *     }
                      */
