@@ -46,6 +46,13 @@ const session = {
   ended_at: null,
   end_reason: null,
 }
+const phone = {
+  browser: 'Mobile Safari',
+  browser_version: '17.1',
+  os: 'iOS',
+  os_version: '17.1',
+  type: 'mobile',
+}
 const revoked = { ...session, status: 'revoked', ended_at: later, end_reason: 'user_logout' }
 const suspended = {
   ...session,
@@ -306,13 +313,7 @@ export const examples: Record<string, OperationExamples> = {
           {
             id: OTHER_SESSION_ID,
             current: false,
-            device: {
-              browser: 'Mobile Safari',
-              browser_version: '17.1',
-              os: 'iOS',
-              os_version: '17.1',
-              type: 'mobile',
-            },
+            device: phone,
             ip: '198.51.100.23',
             created_at: at,
             last_seen_at: at,
@@ -344,13 +345,7 @@ export const examples: Record<string, OperationExamples> = {
             session_id: OTHER_SESSION_ID,
             current: false,
             created_at: at,
-            device: {
-              browser: 'Mobile Safari',
-              browser_version: '17.1',
-              os: 'iOS',
-              os_version: '17.1',
-              type: 'mobile',
-            },
+            device: phone,
             ip: '198.51.100.23',
             reason: null,
           },
