@@ -390,7 +390,7 @@ test('logoutOthers keeps the current session and ends the rest; revokeUserSessio
 })
 
 test('events and userEvents page through the whole history, newest first, with filters', async (t) => {
-  const { client } = await service(t)
+  const { base, client } = await service(t)
   for (let i = 0; i < 4; i++) {
     const { session } = await client.openSession({ user_id: 'gina', ...CLIENT })
     await client.revoke(session.id)
@@ -413,6 +413,24 @@ test('events and userEvents page through the whole history, newest first, with f
   assert.equal(revocations.length, 4)
   assert.equal((await all(client.events({ userId: 'hank' }))).length, 1)
   assert.equal((await all(client.events({ since: new Date('2100-01-01T00:00:00Z') }))).length, 0)
+
+  // The next page is asked for by `cursor`, never by the deprecated `before`.
+  const proxy = await front(t, base, [])
+  const watched = createClient({ baseUrl: proxy.url, apiKey: ADMIN_KEY })
+  assert.equal((await all(watched.userEvents('gina', { limit: 3 }))).length, 8)
+  assert.equal((await all(watched.events({ limit: 5 }))).length, 9)
+  const urls = proxy.seen.map((r) => new URL(r.url, proxy.url))
+  assert.equal(urls.length, 3 + 2)
+  assert.deepEqual(
+    urls.map((u) => [u.pathname, u.searchParams.has('cursor'), u.searchParams.has('before')]),
+    [
+      ['/v1/users/gina/events', false, false],
+      ['/v1/users/gina/events', true, false],
+      ['/v1/users/gina/events', true, false],
+      ['/v1/events', false, false],
+      ['/v1/events', true, false],
+    ],
+  )
 })
 
 function assertNewestFirst(events: SessionEvent[]) {
