@@ -36,6 +36,7 @@ import signingKeyRoutes from './routes/signing-keys.ts'
 import tenantRoutes from './routes/tenants.ts'
 import userRoutes from './routes/users.ts'
 import webhookRoutes from './routes/webhooks.ts'
+import widgetRoutes, { loadWidget } from './routes/widget.ts'
 
 export interface AppOptions {
   /** A pino logger to use instead of one built from the config (tests pass one writing to a buffer). */
@@ -130,6 +131,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const clock = options.clock ?? systemClock
   const kek = requireKeyEncryptionKey(config)
   checkAddressLists(config)
+  const widget = await loadWidget()
   const app = Fastify({
     ...serverOptions,
     loggerInstance: options.logger as FastifyBaseLogger | undefined,
@@ -226,6 +228,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         { name: 'gateways', description: 'The sub-request of API gateways (nginx, Traefik, Caddy, Envoy)' },
         { name: 'standards', description: 'OAuth token introspection (RFC 7662) and revocation (RFC 7009)' },
         { name: 'operations', description: 'Health, readiness and this document' },
+        {
+          name: 'self-service',
+          description: 'The end user\'s own sessions, and the embeddable "your devices" element',
+        },
       ],
     },
     transform: ({ schema, url, route }) => {
@@ -273,6 +279,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(apiKeyRoutes, { keys: app.apiKeys })
   await app.register(tenantRoutes, { tenants: app.tenants })
   await app.register(signingKeyRoutes, { keys: app.signingKeys, maxAgeSeconds: config.jwksMaxAgeSeconds })
+  await app.register(widgetRoutes, { widget })
 
   app.get(
     '/openapi.json',
