@@ -30,6 +30,7 @@ import adminRoutes from './routes/admin.ts'
 import apiKeyRoutes from './routes/api-keys.ts'
 import forwardAuthRoutes from './routes/forward-auth.ts'
 import healthRoutes from './routes/health.ts'
+import selfServiceRoutes from './routes/me.ts'
 import oauth2Routes from './routes/oauth2.ts'
 import sessionRoutes from './routes/sessions.ts'
 import signingKeyRoutes from './routes/signing-keys.ts'
@@ -209,6 +210,12 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         securitySchemes: {
           apiKey: { type: 'http', scheme: 'bearer', description: 'A caller API key' },
           metricsToken: { type: 'http', scheme: 'bearer', description: 'METRICS_TOKEN, when it is set' },
+          sessionToken: {
+            type: 'http',
+            scheme: 'bearer',
+            description:
+              "The end user's own session token (opaque or access JWT), as Bearer or in the FORWARD_AUTH_COOKIE cookie",
+          },
           gatewaySecret: {
             type: 'apiKey',
             in: 'header',
@@ -225,6 +232,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         { name: 'admin', description: 'Actions over many sessions (scope admin)' },
         { name: 'tenants', description: 'Tenants and their policies (scope platform)' },
         { name: 'webhooks', description: 'Session events delivered to your URLs, signed (scope admin)' },
+        {
+          name: 'self-service',
+          description: "The end user's own sessions, authorised by their session token (the devices widget)",
+        },
         { name: 'gateways', description: 'The sub-request of API gateways (nginx, Traefik, Caddy, Envoy)' },
         { name: 'standards', description: 'OAuth token introspection (RFC 7662) and revocation (RFC 7009)' },
         { name: 'operations', description: 'Health, readiness and this document' },
@@ -273,6 +284,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   })
   await app.register(adminRoutes, { sessions: app.sessions })
   await app.register(forwardAuthRoutes, { sessions: app.sessions, config })
+  await app.register(selfServiceRoutes, { sessions: app.sessions, tenants: app.tenants, config })
   await app.register(oauth2Routes, { sessions: app.sessions, issuer: config.jwtIssuer })
   await app.register(webhookRoutes, { store: app.webhooks, sessions: app.sessions, clock, config })
   await app.register(userRoutes, { sessions: app.sessions })

@@ -326,6 +326,22 @@ export const ConfigSchema = Type.Object({
       ),
     ),
   ),
+  selfServiceOrigins: Type.Optional(
+    Type.String(
+      env(
+        'SELF_SERVICE_ORIGINS',
+        'Comma-separated exact origins (https://app.example.com) whose pages may call /v1/me from the browser (CORS, with credentials); a tenant adds its own in self_service_origins',
+        { maxLength: 4096, pattern: '^https?://[^/,\\s]+(,https?://[^/,\\s]+)*$' },
+      ),
+    ),
+  ),
+  selfServiceRateLimit: Type.Integer(
+    env(
+      'SELF_SERVICE_RATE_LIMIT',
+      'Calls of /v1/me allowed per client address per minute, on each replica; past it, 429. 0 = no limit',
+      { default: 120, minimum: 0 },
+    ),
+  ),
   forwardAuthUserHeader: Type.String(
     env('FORWARD_AUTH_USER_HEADER', 'Response header with the user id for the upstream', {
       default: 'x-auth-user-id',

@@ -27,6 +27,8 @@ export const Errors = {
   SESSION_EXPIRED: createError('SESSION_EXPIRED', 'session %s has expired', 400),
   // 401 / 403
   UNAUTHORIZED: createError('UNAUTHORIZED', '%s', 401),
+  // 401 of the self-service API (/v1/me): the end user's own token is not active; `reason` says why
+  SESSION_INACTIVE: createError('SESSION_INACTIVE', '%s', 401),
   FORBIDDEN: createError('FORBIDDEN', 'this API key lacks the %s scope', 403),
   GATEWAY_NOT_ALLOWED: createError('GATEWAY_NOT_ALLOWED', 'not an allowed gateway: %s', 403),
   // 404

@@ -49,6 +49,13 @@ const session = {
   ended_at: null,
   end_reason: null,
 }
+const phone = {
+  browser: 'Mobile Safari',
+  browser_version: '17.1',
+  os: 'iOS',
+  os_version: '17.1',
+  type: 'mobile',
+}
 const revoked = { ...session, status: 'revoked', ended_at: later, end_reason: 'user_logout' }
 const suspended = {
   ...session,
@@ -293,6 +300,64 @@ export const examples: Record<string, OperationExamples> = {
     params: { id: 'acme' },
     request: { settings: { ...tenant.settings, ip_drift_policy: 'suspend' } },
     responses: { 200: { ...tenant, settings: { ...tenant.settings, ip_drift_policy: 'suspend' } } },
+  },
+  listMySessions: {
+    params: { limit: 50 },
+    responses: {
+      200: {
+        sessions: [
+          {
+            id: SESSION_ID,
+            current: true,
+            device: session.device,
+            ip: session.ip,
+            created_at: at,
+            last_seen_at: later,
+            expires_at: later,
+          },
+          {
+            id: OTHER_SESSION_ID,
+            current: false,
+            device: phone,
+            ip: '198.51.100.23',
+            created_at: at,
+            last_seen_at: at,
+            expires_at: later,
+          },
+        ],
+        total: 2,
+        next_cursor: null,
+      },
+    },
+  },
+  revokeMySession: { params: { id: OTHER_SESSION_ID }, responses: { 200: { revoked: 1 } } },
+  revokeMyOtherSessions: { responses: { 200: { revoked: 1 } } },
+  revokeAllMySessions: {
+    responses: {
+      200: { revoked: 2 },
+      '4XX': {
+        error: { code: 'SESSION_INACTIVE', message: 'this session is suspended', reason: 'suspended' },
+      },
+    },
+  },
+  listMyEvents: {
+    responses: {
+      200: {
+        events: [
+          {
+            id: '1043',
+            type: 'session.new_device',
+            session_id: OTHER_SESSION_ID,
+            current: false,
+            created_at: at,
+            device: phone,
+            ip: '198.51.100.23',
+            reason: null,
+          },
+        ],
+        next_cursor: null,
+      },
+    },
   },
   getJwks: { responses: { 200: { keys: [jwk] } } },
   listSigningKeys: { responses: { 200: { keys: [signingKey], next_cursor: null } } },

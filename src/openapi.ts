@@ -56,8 +56,9 @@ const RESPONSE_DESCRIPTIONS: Record<string, string> = {
   404: "Not found (or another tenant's)",
   409: 'Conflicts with the current state',
   429: 'Too many failed authentications from this address or for this key id (`RATE_LIMITED`)',
-  '4xx': 'Refused: `error.code` says why',
-  '5xx': 'The service could not answer: `error.code` says why (503: retry)',
+  '4XX': 'Refused: `error.code` says why',
+  '5XX': 'The service could not answer: `error.code` says why (503: retry)',
+  503: 'The session store is unavailable (`SERVICE_UNAVAILABLE`): retry shortly',
 }
 
 /**

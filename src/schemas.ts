@@ -34,6 +34,12 @@ export const ErrorReply = Type.Object(
         description: 'Stable error code (clients switch on it); README.md says what each means',
       }),
       message: Type.String({ description: 'What was wrong, for humans' }),
+      reason: Type.Optional(
+        Type.String({
+          description:
+            'A detail some codes carry, for programs: with SESSION_INACTIVE, why (revoked, expired, suspended, unknown)',
+        }),
+      ),
     }),
   },
   { title: 'Error' },

@@ -47,7 +47,13 @@ test('the document covers the HTTP surface, with auth on every /v1 operation', a
   )) {
     for (const [method, op] of Object.entries(ops)) {
       // The gateway sub-request carries the end user's Authorization; the gateway proves itself otherwise.
-      const expected = path === '/v1/forward-auth' ? [{ gatewaySecret: [] }] : [{ apiKey: [] }]
+      // /v1/me is the end user's: their own session token, never an API key.
+      const expected =
+        path === '/v1/forward-auth'
+          ? [{ gatewaySecret: [] }]
+          : path.startsWith('/v1/me/')
+            ? [{ sessionToken: [] }]
+            : [{ apiKey: [] }]
       if (path.startsWith('/v1/')) assert.deepEqual(op.security, expected, `${method} ${path}`)
       // With no default at the root, an open operation says so (`security: []`) rather than by omission.
       else assert.ok(Array.isArray(op.security), `${method} ${path} declares no security`)

@@ -106,6 +106,12 @@ const json =
   }
 
 const inactive = json(200, { active: false })
+/** The self-service API answering an API key, which is no session token. */
+const notYours: Check = (res) => {
+  assert.equal(res.statusCode, 401, res.body)
+  assert.equal(res.json().error.code, 'SESSION_INACTIVE', res.body)
+  assert.equal(res.json().error.reason, 'unknown', res.body)
+}
 /** What /v1 introspection tells a key that may read sessions about a token it cannot see: unknown. */
 const unknownToken = json(200, { active: false, reason: 'unknown' })
 const revokedNone = json(200, { revoked: 0 })
@@ -205,6 +211,19 @@ function gatewayHeaders(token: string) {
 /** Every operation of openapi.yaml, as `METHOD /path/{param}`. */
 const TABLE: Record<string, Entry> = {
   'GET /metrics': { calls: [{ what: 'the metrics', expect: status(200) }] },
+  // The end user's own API: B's API key is no session token (the sessions of a token's own tenant only
+  // are the subject of test/self-service.test.ts).
+  'GET /v1/me/sessions': { calls: [{ what: "B's key as a session token", expect: notYours }] },
+  'GET /v1/me/events': { calls: [{ what: "B's key as a session token", expect: notYours }] },
+  'POST /v1/me/sessions/revoke-others': {
+    calls: [{ what: "B's key as a session token", body: () => ({}), expect: notYours }],
+  },
+  'POST /v1/me/sessions/revoke-all': {
+    calls: [{ what: "B's key as a session token", body: () => ({}), expect: notYours }],
+  },
+  'POST /v1/me/sessions/{id}/revoke': {
+    calls: sessionIds(notYours, { body: () => ({}) }),
+  },
   'GET /healthz': { calls: [{ what: 'the liveness probe', expect: json(200, { status: 'ok' }) }] },
   'GET /readyz': { calls: [{ what: 'the readiness probe', expect: status(200) }] },
 
@@ -526,6 +545,27 @@ const TABLE: Record<string, Entry> = {
 /** Routes the document hides (`schema: { hide: true }`): they get entries too. */
 const HIDDEN: Record<string, Entry> = {
   'GET /openapi.yaml': { calls: [{ what: 'the document', auth: 'none', expect: status(200) }] },
+  ...Object.fromEntries(
+    [
+      '/v1/me/sessions',
+      '/v1/me/sessions/{id}/revoke',
+      '/v1/me/sessions/revoke-others',
+      '/v1/me/sessions/revoke-all',
+      '/v1/me/events',
+    ].map((path) => [
+      `OPTIONS ${path}`,
+      {
+        calls: [
+          {
+            what: 'a CORS preflight',
+            auth: 'none',
+            params: (x: Target) => ({ id: x.sessionId }),
+            expect: status(204),
+          },
+        ],
+      },
+    ]),
+  ),
   ...Object.fromEntries(GATEWAY_METHODS.map((method) => [`${method} /v1/forward-auth/*`, gatewayEntry])),
 }
 

@@ -38,12 +38,17 @@ interface Reply {
   status: number
   code: string
   message: string
+  /** A machine-readable detail some codes carry (SESSION_INACTIVE: why). */
+  reason?: string
 }
 
-const as = (status: number, code: string, message: string): Reply => ({ status, code, message })
+const as = (status: number, code: string, message: string, reason?: string): Reply =>
+  reason === undefined ? { status, code, message } : { status, code, message, reason }
 
 /** The one error shape every refusal is answered in. */
-const errorBody = ({ code, message }: { code: string; message: string }) => ({ error: { code, message } })
+const errorBody = ({ code, message, reason }: { code: string; message: string; reason?: string }) => ({
+  error: reason === undefined ? { code, message } : { code, message, reason },
+})
 
 /**
  * Turns any error into the one error shape with a stable code. Expected
@@ -52,7 +57,10 @@ const errorBody = ({ code, message }: { code: string; message: string }) => ({ e
  */
 function toReply(error: FastifyError | Coded, request: FastifyRequest): Reply {
   const { code = '', statusCode = 500 } = error
-  if (code in Errors) return as(statusCode, code, error.message)
+  if (code in Errors) {
+    const { reason } = error as { reason?: unknown }
+    return as(statusCode, code, error.message, typeof reason === 'string' ? reason : undefined)
+  }
   const validation = (error as FastifyError).validation
   if (validation) {
     const where = (error as FastifyError).validationContext ?? 'request'
@@ -134,10 +142,11 @@ export function frameworkErrorHandler(maxParamLength: number) {
 export default fp(
   async (app) => {
     app.setErrorHandler((error, request, reply) => {
-      const { status, code, message } = toReply(error as Coded, request)
+      const answer = toReply(error as Coded, request)
+      const { status, code, message } = answer
       if (status >= 500) request.log.error({ err: error }, 'request failed')
       else request.log.info({ code, status }, message)
-      reply.code(status).send(errorBody({ code, message }))
+      reply.code(status).send(errorBody(answer))
     })
     // Which methods each path has, so a wrong method is a 405 rather than a 404.
     const routes: Array<{ pattern: RegExp; methods: Set<string> }> = []

@@ -6,9 +6,9 @@ import type { Config } from '../config.ts'
 import { Errors } from '../errors.ts'
 import { nextTurn } from '../next-turn.ts'
 import { ErrorReply } from '../schemas.ts'
-import { USER_AGENT_MAX_LENGTH } from '../sessions/model.ts'
 import type { SessionService } from '../sessions/service.ts'
 import { DEFAULT_TENANT, type Tenancy } from '../tenants/tenancy.ts'
+import { endUserAgent, presentedToken } from './end-user.ts'
 
 type Settings = Pick<
   Config,
@@ -50,22 +50,6 @@ function metadataHeaders(setting: string | undefined): Array<[key: string, heade
     const [key, header] = entry.split('=') as [string, string | undefined]
     return [key, (header ?? `x-auth-meta-${key}`).toLowerCase()]
   })
-}
-
-function cookieValue(header: string | undefined, name: string): string | null {
-  if (!header) return null
-  for (const part of header.split(';')) {
-    const eq = part.indexOf('=')
-    if (eq > 0 && part.slice(0, eq).trim() === name) {
-      const value = part.slice(eq + 1).trim()
-      try {
-        return decodeURIComponent(value.startsWith('"') ? value.slice(1, -1) : value)
-      } catch {
-        return null
-      }
-    }
-  }
-  return null
 }
 
 /**
@@ -157,19 +141,6 @@ const forwardAuthRoutes: FastifyPluginAsync<{ sessions: SessionService; config: 
     return typeof real === 'string' ? forwarded(real) : null
   }
 
-  /** The end user's User-Agent, cut to the length the API accepts (a longer one is still that browser); '' is none. */
-  function endUserAgent(request: FastifyRequest): string | undefined {
-    const ua = request.headers['user-agent']
-    if (!ua) return undefined
-    return ua.length > USER_AGENT_MAX_LENGTH ? ua.slice(0, USER_AGENT_MAX_LENGTH) : ua
-  }
-
-  function presentedToken(request: FastifyRequest): string | null {
-    const header = request.headers.authorization
-    if (header && header.slice(0, 7).toLowerCase() === 'bearer ') return header.slice(7).trim() || null
-    return cookie ? cookieValue(request.headers.cookie, cookie) : null
-  }
-
   function deny(reply: FastifyReply, presented: boolean) {
     reply.header('www-authenticate', presented ? 'Bearer error="invalid_token"' : 'Bearer')
     return reply.code(401).send()
@@ -185,7 +156,7 @@ const forwardAuthRoutes: FastifyPluginAsync<{ sessions: SessionService; config: 
   })
 
   async function check(request: FastifyRequest, reply: FastifyReply) {
-    const token = presentedToken(request)
+    const token = presentedToken(request, cookie)
     if (!token) return deny(reply, false)
     const ip = endUserIp(request)
     // A gateway always passes the User-Agent on, and a trusted proxy the address: a missing one is judged as drift.

@@ -272,6 +272,8 @@ export function createSessionRepository(sql: Sql) {
     page: {
       userId: string | null
       type: string | null
+      /** Only events of these types (with `type`, both must hold). */
+      types?: readonly string[] | null
       since: Date | null
       until: Date | null
       before: string | null
@@ -283,6 +285,7 @@ export function createSessionRepository(sql: Sql) {
       where ${visibleTo(sql, who)} and (${page.userId}::text is null or user_id = ${page.userId}::text)
         and (${page.before}::bigint is null or id < ${page.before}::bigint)
         and (${page.type}::text is null or type = ${page.type}::text)
+        and (${page.types ?? null}::text[] is null or type = any(${page.types ?? null}::text[]))
         and (${page.since}::timestamptz is null or created_at >= ${page.since}::timestamptz)
         and (${page.until}::timestamptz is null or created_at < ${page.until}::timestamptz)
       order by session_events.id desc

@@ -22,8 +22,20 @@ const OVERRIDES = {
   logout_all_on_logout: 'logoutAllOnLogout',
 } as const satisfies Record<string, keyof Config>
 
-/** The policy a tenant's sessions follow: the global settings, with the tenant's overrides. */
-export type Policy = Pick<Config, (typeof OVERRIDES)[keyof typeof OVERRIDES]>
+/**
+ * The policy a tenant's sessions follow: the global settings, with the tenant's overrides; and the
+ * origins whose pages may call the self-service API (SELF_SERVICE_ORIGINS and the tenant's own).
+ */
+export type Policy = Pick<Config, (typeof OVERRIDES)[keyof typeof OVERRIDES]> & {
+  selfServiceOrigins: readonly string[]
+}
+
+/** An origin as browsers send it: scheme, host and port, nothing else. */
+const Origin = Type.String({ pattern: '^https?://[^/\\s]+$', maxLength: 256 })
+
+/** The origins of a comma-separated list (SELF_SERVICE_ORIGINS), lower-cased as browsers send them. */
+const originsOf = (list: string | undefined) =>
+  list ? list.split(',').map((o) => o.trim().toLowerCase()) : []
 
 const Seconds = Type.Integer({ minimum: 1, maximum: 31_536_000 })
 
@@ -39,11 +51,17 @@ export const TenantSettings = Type.Object(
     max_sessions_per_user: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000 })),
     session_limit_action: Type.Optional(LimitAction),
     logout_all_on_logout: Type.Optional(Type.Boolean()),
+    self_service_origins: Type.Optional(
+      Type.Array(Origin, {
+        maxItems: 50,
+        description: 'Origins whose pages may call /v1/me from the browser, besides SELF_SERVICE_ORIGINS',
+      }),
+    ),
   },
   {
     additionalProperties: false,
     description:
-      'Overrides of IDLE_TIMEOUT_SECONDS, ABSOLUTE_LIFETIME_SECONDS, UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX, MAX_SESSIONS_PER_USER, SESSION_LIMIT_ACTION and LOGOUT_ALL_ON_LOGOUT for this tenant',
+      'Overrides of IDLE_TIMEOUT_SECONDS, ABSOLUTE_LIFETIME_SECONDS, UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX, MAX_SESSIONS_PER_USER, SESSION_LIMIT_ACTION and LOGOUT_ALL_ON_LOGOUT for this tenant, and origins added to SELF_SERVICE_ORIGINS',
   },
 )
 export type TenantSettings = Static<typeof TenantSettings>
@@ -97,9 +115,11 @@ export function createTenantStore({
   log: Log
 }) {
   const columns = sql.unsafe(COLUMNS)
-  const defaults: Policy = Object.fromEntries(
-    Object.values(OVERRIDES).map((key) => [key, config[key]]),
-  ) as unknown as Policy
+  const globalOrigins = originsOf(config.selfServiceOrigins)
+  const defaults: Policy = {
+    ...(Object.fromEntries(Object.values(OVERRIDES).map((key) => [key, config[key]])) as unknown as Policy),
+    selfServiceOrigins: globalOrigins,
+  }
   let policies = new Map<string, Policy>()
   let timer: NodeJS.Timeout | undefined
 
@@ -109,6 +129,8 @@ export function createTenantStore({
       const value = settings[name as keyof TenantSettings]
       if (value !== undefined) policy[key] = value
     }
+    const own = (settings.self_service_origins ?? []).map((o) => o.toLowerCase())
+    policy.selfServiceOrigins = [...globalOrigins, ...own]
     return policy as unknown as Policy
   }
 
@@ -214,7 +236,18 @@ export function createTenantStore({
     clearInterval(timer)
   }
 
-  return { policy, loginPolicy, list, listPage, get, create, update, start, close }
+  /**
+   * Whether some tenant's pages (or every tenant's, by SELF_SERVICE_ORIGINS) may call the
+   * self-service API from this origin: what a CORS preflight, which carries no credentials, can know.
+   */
+  function someTenantAllowsOrigin(origin: string): boolean {
+    const wanted = origin.toLowerCase()
+    if (globalOrigins.includes(wanted)) return true
+    for (const policy of policies.values()) if (policy.selfServiceOrigins.includes(wanted)) return true
+    return false
+  }
+
+  return { policy, loginPolicy, list, listPage, get, create, update, start, close, someTenantAllowsOrigin }
 }
 
 export type TenantStore = ReturnType<typeof createTenantStore>

@@ -19,6 +19,7 @@ export const ERROR_CODES = Object.keys({
   SESSION_SUSPENDED: true,
   SESSION_EXPIRED: true,
   UNAUTHORIZED: true,
+  SESSION_INACTIVE: true,
   FORBIDDEN: true,
   GATEWAY_NOT_ALLOWED: true,
   NOT_FOUND: true,

@@ -307,6 +307,106 @@ export interface paths {
         patch: operations["forwardAuthPatch"];
         trace?: never;
     };
+    "/v1/me/sessions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * My live sessions (devices), newest first, this one marked `current`
+         * @description Authorised by the end user's own session token (`Authorization: Bearer` or the FORWARD_AUTH_COOKIE cookie), never an API key. An inactive token is 401 SESSION_INACTIVE with `error.reason`. POSTs must be `application/json`.
+         */
+        get: operations["listMySessions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/me/sessions/{id}/revoke": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Sign out one of my sessions (this one too); 404 if it is not mine
+         * @description Authorised by the end user's own session token (`Authorization: Bearer` or the FORWARD_AUTH_COOKIE cookie), never an API key. An inactive token is 401 SESSION_INACTIVE with `error.reason`. POSTs must be `application/json`.
+         */
+        post: operations["revokeMySession"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/me/sessions/revoke-others": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Sign out all my other sessions (every device but this one)
+         * @description Authorised by the end user's own session token (`Authorization: Bearer` or the FORWARD_AUTH_COOKIE cookie), never an API key. An inactive token is 401 SESSION_INACTIVE with `error.reason`. POSTs must be `application/json`.
+         */
+        post: operations["revokeMyOtherSessions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/me/sessions/revoke-all": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Sign out everywhere, this session included
+         * @description Authorised by the end user's own session token (`Authorization: Bearer` or the FORWARD_AUTH_COOKIE cookie), never an API key. An inactive token is 401 SESSION_INACTIVE with `error.reason`. POSTs must be `application/json`.
+         */
+        post: operations["revokeAllMySessions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/me/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * My recent security activity, newest first: sign-ins, new devices, suspensions, sign-outs
+         * @description Authorised by the end user's own session token (`Authorization: Bearer` or the FORWARD_AUTH_COOKIE cookie), never an API key. An inactive token is 401 SESSION_INACTIVE with `error.reason`. POSTs must be `application/json`.
+         */
+        get: operations["listMyEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/oauth2/introspect": {
         parameters: {
             query?: never;
@@ -779,9 +879,11 @@ export interface components {
                  * @description Stable error code (clients switch on it); README.md says what each means
                  * @enum {string}
                  */
-                code: "VALIDATION_FAILED" | "INVALID_JSON" | "METADATA_TOO_LARGE" | "WEBHOOK_URL_NOT_ALLOWED" | "REFRESH_TOKEN_INVALID" | "REFRESH_TOKEN_REUSED" | "SESSION_REVOKED" | "SESSION_SUSPENDED" | "SESSION_EXPIRED" | "UNAUTHORIZED" | "FORBIDDEN" | "GATEWAY_NOT_ALLOWED" | "NOT_FOUND" | "SESSION_NOT_FOUND" | "API_KEY_NOT_FOUND" | "WEBHOOK_NOT_FOUND" | "DELIVERY_NOT_FOUND" | "TENANT_NOT_FOUND" | "SESSION_LIMIT_REACHED" | "SESSION_ENDED" | "TENANT_EXISTS" | "RATE_LIMITED" | "METHOD_NOT_ALLOWED" | "PAYLOAD_TOO_LARGE" | "UNSUPPORTED_MEDIA_TYPE" | "REQUEST_TIMEOUT" | "HEADERS_TOO_LARGE" | "SERVICE_UNAVAILABLE" | "INTERNAL";
+                code: "VALIDATION_FAILED" | "INVALID_JSON" | "METADATA_TOO_LARGE" | "WEBHOOK_URL_NOT_ALLOWED" | "REFRESH_TOKEN_INVALID" | "REFRESH_TOKEN_REUSED" | "SESSION_REVOKED" | "SESSION_SUSPENDED" | "SESSION_EXPIRED" | "UNAUTHORIZED" | "SESSION_INACTIVE" | "FORBIDDEN" | "GATEWAY_NOT_ALLOWED" | "NOT_FOUND" | "SESSION_NOT_FOUND" | "API_KEY_NOT_FOUND" | "WEBHOOK_NOT_FOUND" | "DELIVERY_NOT_FOUND" | "TENANT_NOT_FOUND" | "SESSION_LIMIT_REACHED" | "SESSION_ENDED" | "TENANT_EXISTS" | "RATE_LIMITED" | "METHOD_NOT_ALLOWED" | "PAYLOAD_TOO_LARGE" | "UNSUPPORTED_MEDIA_TYPE" | "REQUEST_TIMEOUT" | "HEADERS_TOO_LARGE" | "SERVICE_UNAVAILABLE" | "INTERNAL";
                 /** @description What was wrong, for humans */
                 message: string;
+                /** @description A detail some codes carry, for programs: with SESSION_INACTIVE, why (revoked, expired, suspended, unknown) */
+                reason?: string;
             };
         };
         /**
@@ -874,6 +976,44 @@ export interface components {
             refresh_token: string;
             session: components["schemas"]["Session"];
         };
+        /** MyEvent */
+        MyEvent: {
+            id: string;
+            /** @description session.created, session.new_device, session.suspended, session.resumed, session.revoked, session.expired, refresh_token.reused */
+            type: string;
+            /** Format: uuid */
+            session_id: string;
+            /** @description It happened to the session whose token made the call */
+            current: boolean;
+            /** Format: date-time */
+            created_at: string;
+            device: components["schemas"]["Device"];
+            ip: string | null;
+            /** @description Why a session was suspended or ended */
+            reason: string | null;
+        };
+        /** MySession */
+        MySession: {
+            /** Format: uuid */
+            id: string;
+            /** @description This is the session whose token made the call */
+            current: boolean;
+            device: components["schemas"]["Device"];
+            /** @description Where the session was last seen from */
+            ip: string | null;
+            /**
+             * Format: date-time
+             * @description Signed in
+             */
+            created_at: string;
+            /**
+             * Format: date-time
+             * @description Last active
+             */
+            last_seen_at: string;
+            /** Format: date-time */
+            expires_at: string;
+        };
         /** OpaqueSessionIssued */
         OpaqueSessionIssued: {
             /** @enum {string} */
@@ -953,7 +1093,7 @@ export interface components {
             /** @description Lower case, digits, - and _ */
             id: string;
             name: string;
-            /** @description Overrides of IDLE_TIMEOUT_SECONDS, ABSOLUTE_LIFETIME_SECONDS, UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX, MAX_SESSIONS_PER_USER, SESSION_LIMIT_ACTION and LOGOUT_ALL_ON_LOGOUT for this tenant */
+            /** @description Overrides of IDLE_TIMEOUT_SECONDS, ABSOLUTE_LIFETIME_SECONDS, UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX, MAX_SESSIONS_PER_USER, SESSION_LIMIT_ACTION and LOGOUT_ALL_ON_LOGOUT for this tenant, and origins added to SELF_SERVICE_ORIGINS */
             settings: {
                 idle_timeout?: number;
                 absolute_lifetime?: number;
@@ -964,6 +1104,8 @@ export interface components {
                 max_sessions_per_user?: number;
                 session_limit_action?: "evict_oldest" | "evict_least_recently_used" | "reject";
                 logout_all_on_logout?: boolean;
+                /** @description Origins whose pages may call /v1/me from the browser, besides SELF_SERVICE_ORIGINS */
+                self_service_origins?: string[];
             };
             /** Format: date-time */
             created_at: string;
@@ -1102,7 +1244,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Default Response */
+            /** @description The session store is unavailable (`SERVICE_UNAVAILABLE`): retry shortly */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1237,7 +1379,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -1246,7 +1388,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -1349,7 +1491,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -1358,7 +1500,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -1439,7 +1581,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -1448,7 +1590,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -1526,7 +1668,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -1535,7 +1677,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -1621,7 +1763,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -1630,7 +1772,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -1725,7 +1867,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -1734,7 +1876,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -1826,7 +1968,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -1835,7 +1977,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -1928,7 +2070,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -1937,7 +2079,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -2037,7 +2179,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -2046,7 +2188,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -2118,7 +2260,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -2127,7 +2269,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -2181,7 +2323,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -2190,7 +2332,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -2241,7 +2383,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The session store is unavailable (`SERVICE_UNAVAILABLE`): retry shortly */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2292,7 +2434,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The session store is unavailable (`SERVICE_UNAVAILABLE`): retry shortly */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2343,7 +2485,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The session store is unavailable (`SERVICE_UNAVAILABLE`): retry shortly */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2394,7 +2536,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The session store is unavailable (`SERVICE_UNAVAILABLE`): retry shortly */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2445,7 +2587,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The session store is unavailable (`SERVICE_UNAVAILABLE`): retry shortly */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2496,7 +2638,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The session store is unavailable (`SERVICE_UNAVAILABLE`): retry shortly */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2547,8 +2689,320 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The session store is unavailable (`SERVICE_UNAVAILABLE`): retry shortly */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    listMySessions: {
+        parameters: {
+            query?: {
+                /**
+                 * @description The most items a page holds
+                 * @example 50
+                 */
+                limit?: number;
+                /** @description The `next_cursor` of the previous page; leave out for the first page */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "sessions": [
+                     *         {
+                     *           "id": "0b8f2a51-3c8e-4f55-9a59-2f1d6c1e7a10",
+                     *           "current": true,
+                     *           "device": {
+                     *             "browser": "Chrome",
+                     *             "browser_version": "120.0.0.0",
+                     *             "os": "Windows",
+                     *             "os_version": "10",
+                     *             "type": "desktop"
+                     *           },
+                     *           "ip": "203.0.113.7",
+                     *           "created_at": "2026-01-01T09:00:00.000Z",
+                     *           "last_seen_at": "2026-01-01T09:30:00.000Z",
+                     *           "expires_at": "2026-01-01T09:30:00.000Z"
+                     *         },
+                     *         {
+                     *           "id": "5d2c9e0a-7b41-4a8e-b7f3-91c4e8d2a6b3",
+                     *           "current": false,
+                     *           "device": {
+                     *             "browser": "Mobile Safari",
+                     *             "browser_version": "17.1",
+                     *             "os": "iOS",
+                     *             "os_version": "17.1",
+                     *             "type": "mobile"
+                     *           },
+                     *           "ip": "198.51.100.23",
+                     *           "created_at": "2026-01-01T09:00:00.000Z",
+                     *           "last_seen_at": "2026-01-01T09:00:00.000Z",
+                     *           "expires_at": "2026-01-01T09:30:00.000Z"
+                     *         }
+                     *       ],
+                     *       "total": 2,
+                     *       "next_cursor": null
+                     *     }
+                     */
+                    "application/json": {
+                        sessions: components["schemas"]["MySession"][];
+                        total: number;
+                        /** @description Pass as `cursor` for the next page; null on the last page */
+                        next_cursor: string | null;
+                    };
+                };
+            };
+            /** @description Refused: `error.code` says why */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The service could not answer: `error.code` says why (503: retry) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    revokeMySession: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Session id
+                 * @example 5d2c9e0a-7b41-4a8e-b7f3-91c4e8d2a6b3
+                 */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "revoked": 1
+                     *     }
+                     */
+                    "application/json": {
+                        /** @description How many sessions this call ended */
+                        revoked: number;
+                    };
+                };
+            };
+            /** @description Refused: `error.code` says why */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The service could not answer: `error.code` says why (503: retry) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    revokeMyOtherSessions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "revoked": 1
+                     *     }
+                     */
+                    "application/json": {
+                        /** @description How many sessions this call ended */
+                        revoked: number;
+                    };
+                };
+            };
+            /** @description Refused: `error.code` says why */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The service could not answer: `error.code` says why (503: retry) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    revokeAllMySessions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "revoked": 2
+                     *     }
+                     */
+                    "application/json": {
+                        /** @description How many sessions this call ended */
+                        revoked: number;
+                    };
+                };
+            };
+            /** @description Refused: `error.code` says why */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "error": {
+                     *         "code": "SESSION_INACTIVE",
+                     *         "message": "this session is suspended",
+                     *         "reason": "suspended"
+                     *       }
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The service could not answer: `error.code` says why (503: retry) */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    listMyEvents: {
+        parameters: {
+            query?: {
+                /** @description The most items a page holds */
+                limit?: number;
+                /** @description The `next_cursor` of the previous page; leave out for the first page */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "events": [
+                     *         {
+                     *           "id": "1043",
+                     *           "type": "session.new_device",
+                     *           "session_id": "5d2c9e0a-7b41-4a8e-b7f3-91c4e8d2a6b3",
+                     *           "current": false,
+                     *           "created_at": "2026-01-01T09:00:00.000Z",
+                     *           "device": {
+                     *             "browser": "Mobile Safari",
+                     *             "browser_version": "17.1",
+                     *             "os": "iOS",
+                     *             "os_version": "17.1",
+                     *             "type": "mobile"
+                     *           },
+                     *           "ip": "198.51.100.23",
+                     *           "reason": null
+                     *         }
+                     *       ],
+                     *       "next_cursor": null
+                     *     }
+                     */
+                    "application/json": {
+                        events: components["schemas"]["MyEvent"][];
+                        /** @description Pass as `cursor` for the next page; null on the last page */
+                        next_cursor: string | null;
+                    };
+                };
+            };
+            /** @description Refused: `error.code` says why */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The service could not answer: `error.code` says why (503: retry) */
+            "5XX": {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2644,7 +3098,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -2653,7 +3107,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -2712,7 +3166,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -2721,7 +3175,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -2789,7 +3243,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -2798,7 +3252,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -2878,7 +3332,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -2887,7 +3341,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -2944,7 +3398,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -2953,7 +3407,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -2996,7 +3450,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -3005,7 +3459,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -3077,7 +3531,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -3086,7 +3540,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -3161,7 +3615,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -3170,7 +3624,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -3227,7 +3681,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -3236,7 +3690,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -3314,7 +3768,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -3323,7 +3777,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -3449,7 +3903,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -3458,7 +3912,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -3520,7 +3974,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -3529,7 +3983,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -3604,7 +4058,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -3613,7 +4067,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -3711,7 +4165,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -3720,7 +4174,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -3806,7 +4260,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -3815,7 +4269,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -3891,7 +4345,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -3900,7 +4354,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -3966,7 +4420,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -3975,7 +4429,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -4051,7 +4505,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -4060,7 +4514,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -4115,7 +4569,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -4124,7 +4578,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -4190,7 +4644,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -4199,7 +4653,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -4234,7 +4688,7 @@ export interface operations {
                     id: string;
                     /** Format: text */
                     name: string;
-                    /** @description Overrides of IDLE_TIMEOUT_SECONDS, ABSOLUTE_LIFETIME_SECONDS, UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX, MAX_SESSIONS_PER_USER, SESSION_LIMIT_ACTION and LOGOUT_ALL_ON_LOGOUT for this tenant */
+                    /** @description Overrides of IDLE_TIMEOUT_SECONDS, ABSOLUTE_LIFETIME_SECONDS, UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX, MAX_SESSIONS_PER_USER, SESSION_LIMIT_ACTION and LOGOUT_ALL_ON_LOGOUT for this tenant, and origins added to SELF_SERVICE_ORIGINS */
                     settings?: {
                         idle_timeout?: number;
                         absolute_lifetime?: number;
@@ -4245,6 +4699,8 @@ export interface operations {
                         max_sessions_per_user?: number;
                         session_limit_action?: "evict_oldest" | "evict_least_recently_used" | "reject";
                         logout_all_on_logout?: boolean;
+                        /** @description Origins whose pages may call /v1/me from the browser, besides SELF_SERVICE_ORIGINS */
+                        self_service_origins?: string[];
                     };
                 };
             };
@@ -4282,7 +4738,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -4291,7 +4747,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -4349,7 +4805,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -4358,7 +4814,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -4396,7 +4852,7 @@ export interface operations {
                 "application/json": {
                     /** Format: text */
                     name?: string;
-                    /** @description Overrides of IDLE_TIMEOUT_SECONDS, ABSOLUTE_LIFETIME_SECONDS, UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX, MAX_SESSIONS_PER_USER, SESSION_LIMIT_ACTION and LOGOUT_ALL_ON_LOGOUT for this tenant */
+                    /** @description Overrides of IDLE_TIMEOUT_SECONDS, ABSOLUTE_LIFETIME_SECONDS, UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX, MAX_SESSIONS_PER_USER, SESSION_LIMIT_ACTION and LOGOUT_ALL_ON_LOGOUT for this tenant, and origins added to SELF_SERVICE_ORIGINS */
                     settings?: {
                         idle_timeout?: number;
                         absolute_lifetime?: number;
@@ -4407,6 +4863,8 @@ export interface operations {
                         max_sessions_per_user?: number;
                         session_limit_action?: "evict_oldest" | "evict_least_recently_used" | "reject";
                         logout_all_on_logout?: boolean;
+                        /** @description Origins whose pages may call /v1/me from the browser, besides SELF_SERVICE_ORIGINS */
+                        self_service_origins?: string[];
                     };
                 };
             };
@@ -4445,7 +4903,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -4454,7 +4912,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -4552,7 +5010,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -4561,7 +5019,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
@@ -4611,7 +5069,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description Refused: `error.code` says why */
             "4XX": {
                 headers: {
                     [name: string]: unknown;
@@ -4620,7 +5078,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Default Response */
+            /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
                 headers: {
                     [name: string]: unknown;
