@@ -234,15 +234,12 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         { name: 'webhooks', description: 'Session events delivered to your URLs, signed (scope admin)' },
         {
           name: 'self-service',
-          description: "The end user's own sessions, authorised by their session token (the devices widget)",
+          description:
+            'The end user\'s own sessions, authorised by their session token, and the embeddable "your devices" element',
         },
         { name: 'gateways', description: 'The sub-request of API gateways (nginx, Traefik, Caddy, Envoy)' },
         { name: 'standards', description: 'OAuth token introspection (RFC 7662) and revocation (RFC 7009)' },
         { name: 'operations', description: 'Health, readiness and this document' },
-        {
-          name: 'self-service',
-          description: 'The end user\'s own sessions, and the embeddable "your devices" element',
-        },
       ],
     },
     transform: ({ schema, url, route }) => {

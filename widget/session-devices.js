@@ -143,6 +143,7 @@ const STYLE = `
   line-height: 1.45;
 }
 :host([hidden]) { display: none; }
+:host { container-type: inline-size; }
 * { box-sizing: border-box; }
 h2, h3, h4, h5, h6, h1 { font-size: 1.2em; margin: 0 0 .75rem; line-height: 1.25; }
 .sub { font-size: 1em; margin: 1.25rem 0 .5rem; }
@@ -155,7 +156,7 @@ h2, h3, h4, h5, h6, h1 { font-size: 1.2em; margin: 0 0 .75rem; line-height: 1.25
 ul, ol { list-style: none; margin: 0; padding: 0; }
 .item {
   display: grid;
-  grid-template-columns: auto 1fr auto;
+  grid-template-columns: auto minmax(0, 1fr) auto;
   gap: .25rem 1rem;
   align-items: center;
   padding: .75rem 0;
@@ -164,7 +165,7 @@ ul, ol { list-style: none; margin: 0; padding: 0; }
 .item:first-child { border-top: 0; }
 .icon { width: 2rem; height: 2rem; color: var(--sd-muted, #57606a); }
 .current .icon { color: var(--sd-accent, #0b57d0); }
-.device { font-weight: 600; margin: 0; }
+.device { font-weight: 600; margin: 0; overflow-wrap: anywhere; }
 .badge {
   display: inline-block;
   margin-inline-start: .5rem;
@@ -177,9 +178,11 @@ ul, ol { list-style: none; margin: 0; padding: 0; }
   vertical-align: .1em;
 }
 .meta { margin: 0; color: var(--sd-muted, #57606a); font-size: .9em; }
+.meta > span { display: inline-block; }
 .meta span + span::before { content: "·"; margin: 0 .4em; }
 button {
   font: inherit;
+  white-space: nowrap;
   cursor: pointer;
   padding: .35rem .8rem;
   border-radius: var(--sd-button-radius, 6px);
@@ -219,6 +222,13 @@ dialog {
 dialog::backdrop { background: var(--sd-backdrop, rgb(0 0 0 / .4)); }
 dialog p { margin: 0 0 1rem; }
 dialog .actions { justify-content: flex-end; }
+/* Narrow: the button goes under the device's details. */
+@container (max-width: 30rem) {
+  .item { grid-template-columns: auto minmax(0, 1fr); align-items: start; }
+  .item > button { grid-column: 2; justify-self: start; }
+  .meta > span { display: block; }
+  .meta span + span::before { content: none; }
+}
 .visually-hidden {
   position: absolute; width: 1px; height: 1px; margin: -1px; padding: 0; border: 0;
   overflow: hidden; clip: rect(0 0 0 0); clip-path: inset(50%); white-space: nowrap;
@@ -519,6 +529,7 @@ export class SessionDevicesElement extends HTMLElement {
         headers,
         body: method === 'POST' ? '{}' : undefined,
         credentials: this.#token ? 'omit' : 'include',
+        // Live state: never from the HTTP cache, whatever a proxy in between says.
         cache: 'no-store',
       })
     } catch {
@@ -582,20 +593,20 @@ export class SessionDevicesElement extends HTMLElement {
     this.#announce(this.#text('working'))
     const answer = await this.#call('POST', `sessions/${encodeURIComponent(session.id)}/revoke`)
     this.#busy = false
-    const name = this.#deviceName(session.device)
+    let message
     if (answer.ok) {
       this.#emit('signed-out', { session_id: session.id, current: session.current })
       if (session.current) {
         this.#phase = 'inactive'
         this.#inactiveReason = 'signed_out'
+        this.#focusAfterRender = 'title'
         this.#render()
         this.#announce(this.#text('inactive.signed_out'))
-        this.#heading.focus()
         return
       }
-      this.#announce(this.#text('signedOutDevice', { device: name }))
+      message = this.#text('signedOutDevice', { device: this.#deviceName(session.device) })
     } else if (answer.error.code === 'SESSION_NOT_FOUND') {
-      this.#announce(this.#text('alreadySignedOut'))
+      message = this.#text('alreadySignedOut')
     } else {
       this.#actionFailed(answer.error)
       this.#markBusy()
@@ -606,7 +617,9 @@ export class SessionDevicesElement extends HTMLElement {
     const at = others.findIndex((s) => s.id === session.id)
     const next = others[at + 1] ?? others[at - 1]
     this.#focusAfterRender = next && next.id !== session.id ? `sign-out:${next.id}` : 'title'
+    // Announced once the list shows it, with the focus already in its new place.
     await this.refresh()
+    this.#announce(message)
   }
 
   async #signOutOthers() {
@@ -624,9 +637,9 @@ export class SessionDevicesElement extends HTMLElement {
     }
     const count = Number(answer.body.revoked) || 0
     this.#emit('signed-out-others', { revoked: count })
-    this.#announce(this.#text('signedOutOthers', { count }))
     this.#focusAfterRender = 'title'
     await this.refresh()
+    this.#announce(this.#text('signedOutOthers', { count }))
   }
 
   /** @param {ApiError} error */
@@ -760,7 +773,7 @@ export class SessionDevicesElement extends HTMLElement {
           void this.refresh()
         })
         return [
-          h('p', { class: 'message error', part: 'message error' }, [
+          h('p', { class: 'message error', part: 'message error', role: 'alert' }, [
             this.#text('loadError'),
             this.#error?.status === 429 ? ` ${this.#text('rateLimited')}` : '',
           ]),
@@ -768,6 +781,8 @@ export class SessionDevicesElement extends HTMLElement {
         ]
       }
       case 'inactive':
+        // Signed out here: the live region says so already (once is enough for a screen reader).
+        if (this.#inactiveReason === 'signed_out') return []
         return [
           h('p', { class: 'message', part: 'message signed-out' }, [
             this.#text(`inactive.${this.#inactiveReason}`),
@@ -872,15 +887,28 @@ export class SessionDevicesElement extends HTMLElement {
         h('p', { class: 'message', part: 'message activity-empty' }, [this.#text('activityEmpty')]),
       ]
     }
+    // A sign-out's event names no device: the session's own (listed, or from its sign-in event) stands in.
+    const known = (/** @type {Device | null | undefined} */ device) =>
+      Boolean(device && (device.browser || device.os))
+    /** @type {Map<string, Device>} */
+    const devices = new Map()
+    for (const session of this.#sessions) if (known(session.device)) devices.set(session.id, session.device)
+    for (const event of this.#events) {
+      if (event.device && known(event.device) && !devices.has(event.session_id)) {
+        devices.set(event.session_id, event.device)
+      }
+    }
     const items = this.#events.map((event) => {
-      const known =
-        Object.hasOwn(DEFAULT_STRINGS, `event.${event.type}`) || `event.${event.type}` in this.#strings
-      const what = this.#text(known ? `event.${event.type}` : 'event.other')
+      const device = known(event.device) ? event.device : devices.get(event.session_id)
+      const key = `event.${event.type}`
+      const described =
+        Object.hasOwn(DEFAULT_STRINGS, key) || key in this.#strings || key in this.#childStrings
+      const what = this.#text(described ? key : 'event.other')
       return h('li', { part: 'activity-item', 'data-type': event.type }, [
         h('span', { class: 'what' }, [event.current ? this.#text('activityOnThisDevice', { what }) : what]),
         h('span', { class: 'when' }, [
           ' · ',
-          event.device ? `${this.#deviceName(event.device)} · ` : '',
+          device ? `${this.#deviceName(device)} · ` : '',
           event.ip ? `${event.ip} · ` : '',
           (() => {
             const time = h('time', { datetime: event.created_at, title: this.#dateTime(event.created_at) })

@@ -126,6 +126,7 @@ export function buildDevicesPage(options: DevicesPageOptions) {
   app.get('/', async (_request, reply) => reply.type(HTML).send(LOGIN_PAGE))
   app.get('/devices', async (_request, reply) => reply.type(HTML).send(DEVICES_PAGE))
   app.get('/page.css', async (_request, reply) => reply.type('text/css; charset=utf-8').send(PAGE_CSS))
+  app.get('/favicon.ico', async (_request, reply) => reply.code(204).send())
   app.get('/page.js', async (_request, reply) => reply.type('text/javascript; charset=utf-8').send(PAGE_JS))
 
   app.post<{ Body: Record<string, string | string[] | undefined> | undefined }>(
