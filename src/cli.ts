@@ -8,6 +8,7 @@ import { ApiKey, createApiKeyStore, SCOPES, type Scope } from './api-keys/api-ke
 import { systemClock } from './clock.ts'
 import { type Config, ConfigError, loadConfig } from './config.ts'
 import { connectDatabase } from './db/connect.ts'
+import type { Position } from './db/keyset.ts'
 import { migrate } from './db/migrate.ts'
 import { createAccessTokens } from './keys/access-tokens.ts'
 import { keyEncryptionKey, requireKeyEncryptionKey } from './keys/key-encryption.ts'
@@ -273,12 +274,12 @@ function sessionLines(view: SessionWire): string[] {
 /** Every live session of a user, newest first, page after page as the HTTP listing serves them. */
 async function allSessionsOf(sessions: SessionService, who: Tenancy, userId: string) {
   const rows = []
-  for (let after: string | null = null; ; ) {
-    const page = await sessions.listForUser(who, userId, SESSION_PAGE, after)
+  for (let after: Position | null = null; ; ) {
+    const page = await sessions.listForUser(who, userId, { limit: SESSION_PAGE, after })
     rows.push(...page)
     const last = page.at(-1)
     if (page.length < SESSION_PAGE || !last) return rows.map((row) => sessionView(row, ''))
-    after = last.id
+    after = { at: last.position_at, id: last.id }
   }
 }
 

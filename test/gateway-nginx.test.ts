@@ -194,6 +194,19 @@ test('nginx auth_request in front of an API (examples/nginx/nginx.conf)', { skip
     assert.equal(seen?.headers['x-auth-session-id'], opened.session.id)
   })
 
+  await t.test("the devices widget's API through its one route: my sessions, with my address", async () => {
+    const { token, session } = await open({ user_id: 'devices-user' })
+    const res = await get('/auth/v1/me/sessions', { cookie: `${COOKIE}=${token}` })
+    assert.equal(res.status, 200, explain(res))
+    const mine = JSON.parse(res.body) as { sessions: Array<{ id: string; current: boolean; ip: string }> }
+    assert.deepEqual(
+      mine.sessions.map((s) => [s.id, s.current, s.ip]),
+      [[session.id, true, CLIENT_IP]],
+    )
+    // The session is still active: the address judged was the end user's, not nginx's.
+    assert.equal((await getSession(app, session.id)).status, 'active')
+  })
+
   await t.test('the token in the FORWARD_AUTH_COOKIE cookie is accepted', async () => {
     const { token, session } = await open({ user_id: 'cookie-user' })
     const url = path('cookie')

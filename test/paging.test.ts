@@ -299,6 +299,8 @@ const MALFORMED = [
   '-1',
   '9999999999999999999',
   '00000000-0000-0000-0000-00000000000g',
+  // A session id: what a user's sessions took as a cursor before it was a position.
+  randomUUID(),
   b64('garbage'),
   b64(['2026-02-30T00:00:00.000000Z', 'key_0']),
   b64(['2026-01-01T00:00:00.000Z', 'key_0']),
@@ -345,6 +347,16 @@ for (const [name, list] of Object.entries(LISTS)) {
       assert.equal(res.statusCode, 400, `${JSON.stringify(cursor)}: ${res.body}`)
       assert.equal(res.json().error.code, 'VALIDATION_FAILED', res.body)
     }
+    // Only a malformed cursor is refused (as README.md says): one well made but never given, here past
+    // every item, is a position like any other.
+    const madeUp =
+      list.order === 'serial' ? '999999999999' : b64(['2999-01-01T00:00:00.000000Z', randomUUID()])
+    const fromMadeUp = await page(x.app, url, { cursor: madeUp, limit: '200' })
+    assert.equal(fromMadeUp.statusCode, 200, fromMadeUp.body)
+    assert.deepEqual(
+      (fromMadeUp.json()[list.items] as Item[]).map((item) => item[list.id]),
+      ids,
+    )
 
     const second = (await page(x.app, url, { limit: String(LIMIT) })).json().next_cursor as string
     if (list.before) {
@@ -378,18 +390,43 @@ test('signing keys: the current key is said current, whichever page it is on, an
   )
 })
 
-test('a webhook deleted between two pages: the next page still begins where the first ended', async (t) => {
-  const x = await buildTestApp(t, { webhookPollMs: 0 })
-  const list = LISTS['GET /v1/webhooks'] as List
-  const { made } = await list.make(x)
-  const first = (await page(x.app, '/v1/webhooks', { limit: String(LIMIT) })).json()
-  const last = first.webhooks.at(-1).id as string
-  const del = await x.app.inject({ method: 'DELETE', url: `/v1/webhooks/${last}`, headers: auth() })
-  assert.equal(del.statusCode, 204)
-  const { items } = await walk(x.app, '/v1/webhooks', list, LIMIT, { start: first.next_cursor })
-  const seen = [...first.webhooks, ...items].map((w: Item) => w.id)
-  assert.deepEqual(new Set(seen), new Set(made))
-  assert.equal(seen.length, made.length)
+/** Deletes an item of a list between two pages: a webhook by the API, a session as the purge does (the row gone). */
+const DELETED: Record<string, (x: TestApp, id: string) => Promise<void>> = {
+  'GET /v1/webhooks': async (x, id) => {
+    const del = await x.app.inject({ method: 'DELETE', url: `/v1/webhooks/${id}`, headers: auth() })
+    assert.equal(del.statusCode, 204)
+  },
+  'GET /v1/users/{user_id}/sessions': async (x, id) => {
+    const gone = await x.app.db.sql`delete from sessions where id = ${id}`
+    assert.equal(gone.count, 1)
+  },
+}
+
+for (const [name, remove] of Object.entries(DELETED)) {
+  test(`${name}: an item deleted between two pages, the next page still begins where the first ended`, async (t) => {
+    const x = await buildTestApp(t, { webhookPollMs: 0 })
+    const list = LISTS[name] as List
+    const { url, made } = await list.make(x)
+    const first = (await page(x.app, url, { limit: String(LIMIT) })).json()
+    await remove(x, first[list.items].at(-1)[list.id] as string)
+    const { items } = await walk(x.app, url, list, LIMIT, { start: first.next_cursor })
+    const seen = [...first[list.items], ...items].map((item: Item) => item[list.id])
+    assert.deepEqual(new Set(seen), new Set(made))
+    assert.equal(seen.length, made.length)
+  })
+}
+
+test("a user's sessions: a cursor well made but naming no session id is refused, not a 500", async (t) => {
+  const x = await buildTestApp(t)
+  await openSession(x.app, { user_id: 'paged' })
+  // Cursors the text-keyed lists (api keys, tenants) would take: a session's id is a uuid, as Postgres writes it.
+  for (const id of ['key_0', randomUUID().toUpperCase(), `${randomUUID()}x`]) {
+    const res = await page(x.app, '/v1/users/paged/sessions', {
+      cursor: b64(['2026-01-01T00:00:00.000000Z', id]),
+    })
+    assert.equal(res.statusCode, 400, `${id}: ${res.body}`)
+    assert.equal(res.json().error.code, 'VALIDATION_FAILED', res.body)
+  }
 })
 
 test('rows apart by microseconds only are neither skipped nor repeated (a cursor keeps the microseconds)', async (t) => {
@@ -454,7 +491,7 @@ test("another tenant's cursor shows only the caller's own items, and tells nothi
     assert.deepEqual(byACursor, all)
   }
 
-  // A user's sessions: B's alice is older than A's; A's session id as the cursor is an unknown one for B.
+  // A user's sessions: B's alice is older than A's, so A's cursor only says "older than A's", as above.
   const b = await x.app.inject({
     method: 'POST',
     url: '/v1/sessions',
@@ -470,11 +507,19 @@ test("another tenant's cursor shows only the caller's own items, and tells nothi
     payload: { user_id: 'alice' },
   })
   const aSession = a.json().session.id as string
-  const byA = await x.as('b', `/v1/users/alice/sessions?cursor=${aSession}`)
-  const unknown = await x.as('b', `/v1/users/alice/sessions?cursor=${randomUUID()}`)
-  // B's own alice has one session (total); A's session places nothing.
-  assert.deepEqual(byA, { sessions: [], total: 1, next_cursor: null })
-  assert.deepEqual(byA, unknown)
+  const aSecond = await x.app.inject({
+    method: 'POST',
+    url: '/v1/sessions',
+    headers: auth(x.keys.a),
+    payload: { user_id: 'alice' },
+  })
+  assert.equal(aSecond.statusCode, 201, aSecond.body)
+  const aCursor = (await x.as('a', '/v1/users/alice/sessions?limit=1')).next_cursor
+  assert.ok(aCursor)
+  const byA = await x.as('b', `/v1/users/alice/sessions?cursor=${aCursor}`)
+  const allOfB = await x.as('b', '/v1/users/alice/sessions')
+  assert.equal(allOfB.total, 1)
+  assert.deepEqual(byA, allOfB)
 
   // Events: A's event id places B's page by the id alone; nothing of A's is in it.
   const aEvents = await x.as('a', '/v1/events?limit=1')

@@ -87,6 +87,31 @@ test('my sessions: only mine, this one marked current, with device, address and 
   )
 })
 
+test('my sessions page by position: a session purged between two pages does not end the list', async (t) => {
+  const { app, clock } = await buildTestApp(t)
+  const oldest = await login(app, 'alice', SAFARI_IPHONE)
+  clock.advance(1000)
+  const purged = await login(app, 'alice')
+  clock.advance(1000)
+  const current = await login(app, 'alice')
+  const first = await asUser(app, current.token, { url: '/v1/me/sessions?limit=2' })
+  assert.deepEqual(
+    first.json().sessions.map((s: { id: string }) => s.id),
+    [current.id, purged.id],
+  )
+  // The last session of the page goes, as the purge deletes a row.
+  await app.db.sql`delete from sessions where id = ${purged.id}`
+  const next = await asUser(app, current.token, {
+    url: `/v1/me/sessions?limit=2&cursor=${first.json().next_cursor}`,
+  })
+  assert.equal(next.statusCode, 200, next.body)
+  assert.deepEqual(
+    next.json().sessions.map((s: { id: string }) => s.id),
+    [oldest.id],
+  )
+  assert.equal(next.json().next_cursor, null)
+})
+
 test('an access JWT works as well as an opaque token, and so does the forward-auth cookie', async (t) => {
   const { app, clock } = await buildTestApp(t, { forwardAuthCookie: 'sa_session' })
   const jwt = await login(app, 'alice', CHROME_WINDOWS, { token_type: 'jwt' })

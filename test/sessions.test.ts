@@ -162,6 +162,27 @@ test('GET /v1/sessions/:id returns the session; an unknown id is SESSION_NOT_FOU
   assert.equal(missing.json().error.code, 'SESSION_NOT_FOUND')
 })
 
+test('metadata comes back as it went in, whatever its keys: line breaks, U+2028, U+2029 and control characters too', async (t) => {
+  const { app } = await buildTestApp(t)
+  // Free-form JSON: any key Postgres stores is kept, and what is kept is answered (none silently dropped).
+  const metadata = {
+    plan: 'pro',
+    'a\nb': 1,
+    'c\rd': 2,
+    'e\u2028f': 3,
+    'g\u2029h': 4,
+    'tab\there': 5,
+    'bell\u0007': 6,
+  }
+  const { token, session } = await openSession(app, { metadata })
+  assert.deepEqual(session.metadata, metadata, 'the login answer')
+  const res = await app.inject({ method: 'GET', url: `/v1/sessions/${session.id}`, headers: auth() })
+  assert.deepEqual(res.json().metadata, metadata, 'the session view')
+  assert.deepEqual((await introspect(app, token)).metadata, metadata, 'introspection')
+  const users = await app.inject({ url: `/v1/users/${session.user_id}/sessions`, headers: auth() })
+  assert.deepEqual(users.json().sessions[0].metadata, metadata, "the user's sessions")
+})
+
 test('revocation is visible to the very next introspection, is idempotent and keeps its reason', async (t) => {
   const { app } = await buildTestApp(t)
   const { token, session } = await openSession(app)

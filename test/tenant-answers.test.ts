@@ -126,6 +126,21 @@ test('answers name the tenant: introspection tenant_id, the JWT tid claim (metad
   }
 })
 
+test("another tenant's access JWT is unknown, expired or not: the tenant is checked before the expiry", async (t) => {
+  const { app, clock, config } = await buildTestApp(t, { accessTokenTtlSeconds: 60 })
+  await createTenant(app, 't2')
+  await createTenant(app, 't3')
+  const [t2, t3] = [await tenantKey(app, 't2'), await tenantKey(app, 't3')]
+  const jwt = await openJwtAs(app, t2)
+  assert.deepEqual(await introspectAs(app, t3, jwt.access_token), { active: false, reason: 'unknown' })
+  // Past its exp and the tolerated skew; the session itself lives on.
+  clock.advance((config.accessTokenTtlSeconds + config.jwtClockSkewSeconds + 1) * 1000)
+  assert.deepEqual(await introspectAs(app, t3, jwt.access_token), { active: false, reason: 'unknown' })
+  // Its own tenant, and the operator, are told why.
+  assert.deepEqual(await introspectAs(app, t2, jwt.access_token), { active: false, reason: 'expired' })
+  assert.deepEqual(await introspectAs(app, ADMIN_KEY, jwt.access_token), { active: false, reason: 'expired' })
+})
+
 test('a Redis copy written before tenants (no tenant_id, a valid MAC) is a miss: the session stays active for its tenant', async (t) => {
   const settings: Partial<Config> = { ...redisSettings(), l1TtlMs: 200 }
   const prefix = settings.redisKeyPrefix as string

@@ -22,14 +22,16 @@ export type Positioned<T> = T & { position_at: string }
  * Keyset paging of a table newest first (created_at, then the id column, both
  * descending, so ties keep one order): the select column `position_at`, the
  * condition for the rows after the page's position, and the order and limit.
+ * `idType` is the id column's type; a uuid id must have been checked to be one.
  */
-export function newestFirst(sql: Sql, page: PageRequest, idColumn = 'id') {
+export function newestFirst(sql: Sql, page: PageRequest, idColumn = 'id', idType: 'text' | 'uuid' = 'text') {
   const id = sql(idColumn)
+  const asId = idType === 'uuid' ? sql`::uuid` : sql``
   // The time is sent as text: as a timestamptz parameter, postgres.js would make it a Date, dropping microseconds.
   const after =
     page.after === null
       ? sql`true`
-      : sql`(created_at, ${id}) < (${page.after.at}::text::timestamptz, ${page.after.id}::text)`
+      : sql`(created_at, ${id}) < (${page.after.at}::text::timestamptz, ${page.after.id}::text${asId})`
   return {
     positionAt: sql`to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as position_at`,
     after,

@@ -12,7 +12,16 @@ import type { SessionService } from '../sessions/service.ts'
 import type { TenantStore } from '../tenants/store.ts'
 import { EVERY_TENANT, onlyTenant, type Tenancy } from '../tenants/tenancy.ts'
 import { endUserAgent, presentedToken } from './end-user.ts'
-import { IdCursor, nextCursor, pageQuery, pageReply } from './paging.ts'
+import {
+  IdCursor,
+  nextCursor,
+  nextPositionCursor,
+  PositionCursor,
+  pageQuery,
+  pageReply,
+  positionOf,
+  UUID_ID,
+} from './paging.ts'
 
 // The self-service API: the end user's own sessions and history, authorised by the user's own session
 // token (Bearer or the forward-auth cookie), never by an API key. It only ever reaches the sessions of
@@ -60,7 +69,7 @@ const MyEvent = Type.Object(
 
 const Revoked = Type.Object({ revoked: Type.Integer({ description: 'How many sessions this call ended' }) })
 
-const ListQuery = Type.Object(pageQuery({ default: 50, maximum: 200 }, { format: 'uuid' }), {
+const ListQuery = Type.Object(pageQuery({ default: 50, maximum: 200 }, PositionCursor), {
   additionalProperties: false,
 })
 const EventsQuery = Type.Object(pageQuery({ default: 20, maximum: 100 }, IdCursor), {
@@ -191,9 +200,12 @@ const selfServiceRoutes: FastifyPluginAsyncTypebox<{
     },
     async (request) => {
       const { session, who } = me(request)
-      const limit = request.query.limit ?? 50
+      const page = {
+        limit: request.query.limit ?? 50,
+        after: positionOf(request.query.cursor ?? null, UUID_ID),
+      }
       const [rows, total] = await Promise.all([
-        sessions.listForUser(who, session.user_id, limit, request.query.cursor ?? null),
+        sessions.listForUser(who, session.user_id, page),
         sessions.countForUser(who, session.user_id),
       ])
       return {
@@ -207,7 +219,7 @@ const selfServiceRoutes: FastifyPluginAsyncTypebox<{
           expires_at: expiresAt(row),
         })),
         total,
-        next_cursor: nextCursor(rows, limit, (last) => last.id),
+        next_cursor: nextPositionCursor(rows, page, (row) => row.id),
       }
     },
   )

@@ -80,8 +80,14 @@ export function positionCursor(position: Position): string {
   return Buffer.from(JSON.stringify([position.at, position.id])).toString('base64url')
 }
 
-/** The position a cursor made by positionCursor names, or null for none; VALIDATION_FAILED for anything else. */
-export function positionOf(cursor: string | null): Position | null {
+/** The ids of a list whose rows are named by a uuid, as Postgres writes them (a user's sessions). */
+export const UUID_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+
+/**
+ * The position a cursor made by positionCursor names, or null for none; VALIDATION_FAILED for anything
+ * else, also for an id not of the shape `idShape` (the list's ids), which Postgres could not compare.
+ */
+export function positionOf(cursor: string | null, idShape?: RegExp): Position | null {
   if (cursor === null) return null
   const refuse = () =>
     new Errors.VALIDATION_FAILED('querystring.cursor: is not a next_cursor (pass it back as it came)')
@@ -96,6 +102,7 @@ export function positionOf(cursor: string | null): Position | null {
   if (typeof at !== 'string' || typeof id !== 'string') throw refuse()
   // Both go to Postgres: an id it can compare (no NUL), a real instant (no 30 February).
   if (id.length === 0 || id.length > 200 || id.includes('\u0000')) throw refuse()
+  if (idShape !== undefined && !idShape.test(id)) throw refuse()
   const ms = EXACT_TIME.test(at) ? Date.parse(at) : Number.NaN
   if (Number.isNaN(ms) || new Date(ms).toISOString().slice(0, 23) !== at.slice(0, 23)) throw refuse()
   const position = { at, id }

@@ -4,7 +4,7 @@ import { noBodyIsEmpty, Text, Uuid, withErrors } from '../schemas.ts'
 import { UserId } from '../sessions/model.ts'
 import type { SessionService } from '../sessions/service.ts'
 import { type Tenancy, userTenancy } from '../tenants/tenancy.ts'
-import { nextCursor, pageQuery, pageReply } from './paging.ts'
+import { nextPositionCursor, PositionCursor, pageQuery, pageReply, positionOf, UUID_ID } from './paging.ts'
 import {
   EventsQuery,
   EventsReply,
@@ -19,8 +19,7 @@ const UserParams = Type.Object({ user_id: UserId })
 const ListSessionsQuery = Type.Object(
   {
     current_session_id: Type.Optional(Uuid('Marks this session `current: true`')),
-    // The cursor is the id of the previous page's last session.
-    ...pageQuery({ default: 100, maximum: 500 }, { format: 'uuid' }),
+    ...pageQuery({ default: 100, maximum: 500 }, PositionCursor),
   },
   { additionalProperties: false },
 )
@@ -65,15 +64,16 @@ const userRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = asyn
     },
     async (request) => {
       const { current_session_id: current, limit = 100, cursor = null } = request.query
+      const page = { limit, after: positionOf(cursor, UUID_ID) }
       const who = userTenancy(request.tenancy)
       const [rows, total] = await Promise.all([
-        sessions.listForUser(who, request.params.user_id, limit, cursor),
+        sessions.listForUser(who, request.params.user_id, page),
         sessions.countForUser(who, request.params.user_id),
       ])
       return {
         sessions: rows.map((row) => sessionView(row, current ?? '')),
         total,
-        next_cursor: nextCursor(rows, limit, (last) => last.id),
+        next_cursor: nextPositionCursor(rows, page, (row) => row.id),
       }
     },
   )

@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks'
 import type { AccessClaims } from '../keys/access-tokens.ts'
-import { EVERY_TENANT, sees, type Tenancy } from '../tenants/tenancy.ts'
+import { DEFAULT_TENANT, EVERY_TENANT, sees, type Tenancy } from '../tenants/tenancy.ts'
 import type { SessionContext } from './context.ts'
 import { expiresAt } from './expiry.ts'
 import { sessionKey, tokenKey } from './invalidation.ts'
@@ -64,6 +64,10 @@ export function createIntrospection({
     const claims = verified instanceof Promise ? await verified : verified
     const nowMs = clock.now()
     if (!claims) return INACTIVE
+    // Another tenant's token is unknown, whatever else is true of it: its signed tid says whose it is
+    // (tokens from before tenants have none, and were the default tenant's), so no read is needed.
+    // check() compares the session's own tenant again.
+    if (!sees(who, claims.tid ?? DEFAULT_TENANT)) return INACTIVE
     // A genuine token past its exp: the session may live on, this token does not.
     if (!access.timely(claims, nowMs)) return claims.exp * 1000 <= nowMs ? EXPIRED : INACTIVE
     const load = () => repo.readForCache({ id: claims.sid })

@@ -1,3 +1,4 @@
+import type { PageRequest, Positioned } from '../db/keyset.ts'
 import { Errors } from '../errors.ts'
 import { onlyTenant, type Tenancy } from '../tenants/tenancy.ts'
 import type { SessionContext } from './context.ts'
@@ -121,14 +122,14 @@ export function createLifecycle({
     return invalidateEnded(ended)
   }
 
-  /** A page of a user's live sessions, newest first, after the session `after` (the previous page's last). */
+  /** A page of a user's live sessions, newest first; each row carries its position for the next page's cursor. */
   async function listForUser(
     who: Tenancy,
     userId: string,
-    limit: number,
-    after: string | null = null,
-  ): Promise<SessionRow[]> {
-    return (await repo.listLiveForUser(who, userId, new Date(clock.now()), limit, after)).map(withLocalUse)
+    page: PageRequest,
+  ): Promise<Positioned<SessionRow>[]> {
+    const rows = await repo.listLiveForUser(who, userId, new Date(clock.now()), page)
+    return rows.map((row) => ({ ...withLocalUse(row), position_at: row.position_at }))
   }
 
   /** How many live sessions a user has. */

@@ -17,7 +17,9 @@ export const UserAgent = Text({
   minLength: 0,
   description: "End user's User-Agent header",
 })
-export const Metadata = Type.Record(Type.String(), Type.Unknown(), {
+// Any key: TypeBox's default key pattern `^(.*)$` misses keys with a line break, U+2028 or U+2029, which
+// the serializers would then drop from every answer although the session keeps them.
+export const Metadata = Type.Record(Type.String({ pattern: '^[\\s\\S]*$' }), Type.Unknown(), {
   description: 'Free-form JSON object stored with the session (size-limited)',
 })
 

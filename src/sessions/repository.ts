@@ -1,4 +1,5 @@
 import type { Sql } from '../db/connect.ts'
+import { newestFirst, type PageRequest, type Positioned } from '../db/keyset.ts'
 import { Errors } from '../errors.ts'
 import { DEFAULT_TENANT, type Tenancy, visibleTo } from '../tenants/tenancy.ts'
 import type { ChangedSession, Client, SessionRow } from './model.ts'
@@ -189,26 +190,23 @@ export function createSessionRepository(sql: Sql) {
     return { session: session.id === null ? null : (session as SessionRow), readAt: read_at }
   }
 
-  /** Sessions that are not ended and not past either expiry, newest first. */
+  /**
+   * A page of a user's sessions that are not ended and not past either expiry, newest first. The page
+   * resumes at the position (time and id) the cursor carries, not at a row it looks up: a session purged
+   * between two pages does not end the walk, and a cursor from elsewhere only says "older than".
+   */
   async function listLiveForUser(
     who: Tenancy,
     userId: string,
     now: Date,
-    limit: number,
-    after: string | null = null,
-  ): Promise<SessionRow[]> {
-    // Keyset paging: the sessions after `after` (a session id of the previous page) in this order. The
-    // cursor is looked up among this user's sessions only: another tenant's session id, as one that does not
-    // exist, gives an empty page (rather than a page placed by, and so telling, when that session began).
-    return sql<SessionRow[]>`
-      select ${columns} from sessions
+    page: PageRequest,
+  ): Promise<Positioned<SessionRow>[]> {
+    const { positionAt, after, orderAndLimit } = newestFirst(sql, page, 'id', 'uuid')
+    return sql<Positioned<SessionRow>[]>`
+      select ${columns}, ${positionAt} from sessions
       where user_id = ${userId} and ${visibleTo(sql, who)} and ${open} and ${withinExpiries(now, now)}
-        and (${after}::uuid is null
-          or (created_at, id) < (
-            select created_at, id from sessions
-            where id = ${after}::uuid and user_id = ${userId} and ${visibleTo(sql, who)}))
-      order by created_at desc, id desc
-      limit ${limit}`
+        and ${after}
+      ${orderAndLimit}`
   }
 
   /** How many live sessions a user has (every page of listLiveForUser). */

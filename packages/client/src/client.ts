@@ -172,28 +172,28 @@ export function createClient(options: ClientOptions) {
 
   /** Newest first until there are no more, one page per request. */
   async function* eventPages(
-    get: (before: string | undefined) => Promise<{ events: SessionEvent[]; next_cursor: string | null }>,
+    get: (cursor: string | undefined) => Promise<{ events: SessionEvent[]; next_cursor: string | null }>,
   ): AsyncGenerator<SessionEvent> {
-    let before: string | undefined
+    let cursor: string | undefined
     do {
-      const page = await get(before)
+      const page = await get(cursor)
       yield* page.events
-      before = page.events.length > 0 ? (page.next_cursor ?? undefined) : undefined
-    } while (before)
+      cursor = page.events.length > 0 ? (page.next_cursor ?? undefined) : undefined
+    } while (cursor)
   }
 
-  const eventsQuery = (options: EventsOptions, before: string | undefined): EventsQuery => ({
+  const eventsQuery = (options: EventsOptions, cursor: string | undefined): EventsQuery => ({
     limit: options.limit,
     type: options.type,
     since: iso(options.since),
     until: iso(options.until),
-    before,
+    cursor,
   })
 
   /** Every event of the tenant (an admin key's), newest first, optionally of one user or type or time. */
   function events(options: EventsOptions = {}): AsyncGenerator<SessionEvent> {
-    return eventPages(async (before) => {
-      const query = { ...eventsQuery(options, before), user_id: options.userId }
+    return eventPages(async (cursor) => {
+      const query = { ...eventsQuery(options, cursor), user_id: options.userId }
       return unwrap(await raw.GET('/v1/events', { ...safe, params: { query } }))
     })
   }
@@ -203,8 +203,8 @@ export function createClient(options: ClientOptions) {
     userId: string,
     options: Omit<EventsOptions, 'userId'> = {},
   ): AsyncGenerator<SessionEvent> {
-    return eventPages(async (before) => {
-      const params = { path: { user_id: userId }, query: eventsQuery(options, before) }
+    return eventPages(async (cursor) => {
+      const params = { path: { user_id: userId }, query: eventsQuery(options, cursor) }
       return unwrap(await raw.GET('/v1/users/{user_id}/events', { ...safe, params }))
     })
   }
