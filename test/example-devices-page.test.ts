@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { type ChildProcessByStdio, spawn } from 'node:child_process'
 import { once } from 'node:events'
+import type { Readable } from 'node:stream'
 import { type TestContext, test } from 'node:test'
 import { buildDevicesPage, CONTENT_SECURITY_POLICY } from '../examples/devices-page/server.ts'
 import { buildTestApp, CHROME_WINDOWS, createKey } from './helper.ts'
@@ -130,6 +131,31 @@ test('a login from another site is refused', async (t) => {
   assert.equal(res.headers['set-cookie'], undefined)
 })
 
+/**
+ * The URL a started example prints, and all it prints (stdout and stderr). The wait is bounded
+ * (generously: a bound on hanging, not a claim about speed).
+ */
+async function printedUrl(child: ChildProcessByStdio<null, Readable, Readable>, withinMs = 120_000) {
+  let output = ''
+  child.stderr.on('data', (d) => {
+    output += d
+  })
+  let timer: NodeJS.Timeout | undefined
+  const base = await new Promise<string>((resolve, reject) => {
+    child.stdout.on('data', (d) => {
+      output += d
+      const url = /devices page example: open (http:\/\/127\.0\.0\.1:\d+)/.exec(output)?.[1]
+      if (url) resolve(url)
+    })
+    child.on('exit', (code) => reject(new Error(`the example exited (${code}): ${output}`)))
+    timer = setTimeout(
+      () => reject(new Error(`the example printed no URL in ${withinMs / 1000} s: ${output}`)),
+      withinMs,
+    )
+  }).finally(() => clearTimeout(timer))
+  return { base, output: () => output }
+}
+
 test('`npm run example:devices-page` serves the page against the service it is given', async (t) => {
   const { serviceUrl, key } = await setup(t)
   const child = spawn('npm', ['run', 'example:devices-page'], {
@@ -155,18 +181,7 @@ test('`npm run example:devices-page` serves the page against the service it is g
       await exited
     }
   })
-  let output = ''
-  child.stderr.on('data', (d) => {
-    output += d
-  })
-  const base = await new Promise<string>((resolve, reject) => {
-    child.stdout.on('data', (d) => {
-      output += d
-      const url = /devices page example: open (http:\/\/127\.0\.0\.1:\d+)/.exec(output)?.[1]
-      if (url) resolve(url)
-    })
-    child.on('exit', (code) => reject(new Error(`npm run example:devices-page exited (${code}): ${output}`)))
-  })
+  const { base } = await printedUrl(child)
 
   const page = await fetch(`${base}/devices`)
   assert.equal(page.status, 200)
@@ -191,4 +206,37 @@ test('`npm run example:devices-page` serves the page against the service it is g
 
   process.kill(-pid, 'SIGTERM')
   await exited
+})
+
+test('a stop whose close fails still ends the example, saying why, with no unhandled rejection', async (t) => {
+  const { serviceUrl, key } = await setup(t)
+  const preload = new URL('./fixtures/failing-close.mjs', import.meta.url).href
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', '--import', preload, 'examples/devices-page/start.ts'],
+    {
+      cwd: new URL('..', import.meta.url),
+      env: {
+        ...process.env,
+        SESSION_AUTHORITY_URL: serviceUrl,
+        SESSION_AUTHORITY_API_KEY: key,
+        HOST: '127.0.0.1',
+        PORT: '0',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  )
+  const exited = once(child, 'exit')
+  t.after(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL')
+      await exited
+    }
+  })
+  const { output } = await printedUrl(child)
+  child.kill('SIGTERM')
+  const [code] = await exited
+  assert.equal(code, 1, output())
+  assert.match(output(), /could not close the example: close failed \(injected\)/)
+  assert.doesNotMatch(output(), /^Node\.js v\d+/m, output())
 })

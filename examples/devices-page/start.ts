@@ -25,11 +25,19 @@ let service: ChildProcess | undefined
 let app: ReturnType<typeof buildDevicesPage> | undefined
 let stopping = false
 
-/** Closes the example, then the service it started (by its pid), and exits; a second call waits for the first. */
+/**
+ * Closes the example, then the service it started (by its pid), and exits; a second call waits for the
+ * first. An example that fails to close still stops its service, and exits 1 saying why.
+ */
 async function stop(code: number): Promise<never> {
   if (stopping) return new Promise<never>(() => {})
   stopping = true
-  await app?.close()
+  try {
+    await app?.close()
+  } catch (err) {
+    console.error(`could not close the example: ${(err as Error).message}`)
+    code = 1
+  }
   if (service?.pid && service.exitCode === null && service.signalCode === null) {
     const exited = once(service, 'exit')
     process.kill(service.pid, 'SIGTERM')
