@@ -37,6 +37,8 @@ COPY --from=build /app/dist ./dist
 # the bracket glob lets the build succeed before the file is generated.
 COPY package.json openapi.yam[l] ./
 COPY migrations ./migrations
+# The <session-devices> element, served as it is (src/routes/widget.ts reads it at start).
+COPY widget/session-devices.js ./widget/
 
 USER node
 VOLUME ["/data"]

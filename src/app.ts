@@ -37,6 +37,7 @@ import signingKeyRoutes from './routes/signing-keys.ts'
 import tenantRoutes from './routes/tenants.ts'
 import userRoutes from './routes/users.ts'
 import webhookRoutes from './routes/webhooks.ts'
+import widgetRoutes, { loadWidget } from './routes/widget.ts'
 
 export interface AppOptions {
   /** A pino logger to use instead of one built from the config (tests pass one writing to a buffer). */
@@ -131,6 +132,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const clock = options.clock ?? systemClock
   const kek = requireKeyEncryptionKey(config)
   checkAddressLists(config)
+  const widget = await loadWidget()
   const app = Fastify({
     ...serverOptions,
     loggerInstance: options.logger as FastifyBaseLogger | undefined,
@@ -232,7 +234,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         { name: 'webhooks', description: 'Session events delivered to your URLs, signed (scope admin)' },
         {
           name: 'self-service',
-          description: "The end user's own sessions, authorised by their session token (the devices widget)",
+          description:
+            'The end user\'s own sessions, authorised by their session token, and the embeddable "your devices" element',
         },
         { name: 'gateways', description: 'The sub-request of API gateways (nginx, Traefik, Caddy, Envoy)' },
         { name: 'standards', description: 'OAuth token introspection (RFC 7662) and revocation (RFC 7009)' },
@@ -285,6 +288,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(apiKeyRoutes, { keys: app.apiKeys })
   await app.register(tenantRoutes, { tenants: app.tenants })
   await app.register(signingKeyRoutes, { keys: app.signingKeys, maxAgeSeconds: config.jwksMaxAgeSeconds })
+  await app.register(widgetRoutes, { widget })
 
   app.get(
     '/openapi.json',

@@ -16,6 +16,9 @@ const ACCESS_TOKEN =
 const WEBHOOK_ID = 'wh_39f5dd1fea785113'
 const DELIVERY_ID = '42'
 
+const WIDGET_SOURCE =
+  "/**\n * <session-devices>: the signed-in user's devices, from session-authority's self-service API.\n …\n"
+
 const login = { user_id: 'alice', ip: '203.0.113.7', user_agent: CHROME, metadata: { plan: 'pro' } }
 
 const session = {
@@ -161,6 +164,8 @@ export const examples: Record<string, OperationExamples> = {
   getOpenApiDocument: {
     responses: { 200: { openapi: '3.0.3', info: { title: 'session-authority', version: '1' }, paths: {} } },
   },
+  getWidget: { responses: { 200: WIDGET_SOURCE } },
+  getVersionedWidget: { params: { version: '0.1.0' }, responses: { 200: WIDGET_SOURCE } },
   openSession: {
     request: login,
     responses: { 201: { token_type: 'opaque', token: TOKEN, session } },

@@ -21,6 +21,9 @@ const HTTP_METHODS = ['get', 'head', 'post', 'put', 'patch', 'delete', 'options'
 const GATEWAY_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
 /** The order of the walk: reads first, deletions last (a leak that destroys A's thing would hide later ones). */
 const WALK_ORDER = ['GET', 'HEAD', 'OPTIONS', 'POST', 'PUT', 'PATCH', 'DELETE']
+const PACKAGE_VERSION: string = JSON.parse(
+  await readFile(new URL('../package.json', import.meta.url), 'utf8'),
+).version
 /** What fills the wildcard of a hidden route. */
 const WILDCARD = 'orders/42'
 
@@ -522,6 +525,21 @@ const TABLE: Record<string, Entry> = {
   },
 
   'GET /openapi.json': { calls: [{ what: 'the document', auth: 'none', expect: status(200) }] },
+
+  // The widget is one public file, the same for every caller: nothing of any tenant's in it.
+  'GET /widget/session-devices.js': {
+    calls: [{ what: 'the devices element', auth: 'none', expect: status(200) }],
+  },
+  'GET /widget/{version}/session-devices.js': {
+    calls: [
+      {
+        what: "this version's devices element",
+        auth: 'none',
+        params: () => ({ version: PACKAGE_VERSION }),
+        expect: status(200),
+      },
+    ],
+  },
 }
 
 /** Routes the document hides (`schema: { hide: true }`): they get entries too. */

@@ -817,6 +817,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/widget/session-devices.js": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The "your devices" web component, this version of the service (cached for 5 minutes)
+         * @description Follows the service: after an upgrade, pages get the new element within five minutes. Sent with `Access-Control-Allow-Origin: *` and `Cross-Origin-Resource-Policy: cross-origin` (a page of another origin loads it as a module script, which needs CORS), an `ETag`, and no cookie is read.
+         */
+        get: operations["getWidget"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/widget/{version}/session-devices.js": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The "your devices" web component of one version of the service (cached for a year)
+         * @description Served `Cache-Control: public, max-age=31536000, immutable`. Only the version this replica runs is here (`version` of the package); any other is a 404, so pin a version only in pages deployed with the service. Sent with `Access-Control-Allow-Origin: *` and `Cross-Origin-Resource-Policy: cross-origin` (a page of another origin loads it as a module script, which needs CORS), an `ETag`, and no cookie is read.
+         */
+        get: operations["getVersionedWidget"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/openapi.json": {
         parameters: {
             query?: never;
@@ -5080,6 +5120,85 @@ export interface operations {
             };
             /** @description The service could not answer: `error.code` says why (503: retry) */
             "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getWidget: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The `<session-devices>` element, an ES module (widget/README.md says how to use it) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example /**
+                     *      * <session-devices>: the signed-in user's devices, from session-authority's self-service API.
+                     *      …
+                     */
+                    "text/javascript": string;
+                };
+            };
+            /** @description The copy named by If-None-Match is current */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    getVersionedWidget: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The package version of the service
+                 * @example 0.1.0
+                 */
+                version: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The `<session-devices>` element, an ES module (widget/README.md says how to use it) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example /**
+                     *      * <session-devices>: the signed-in user's devices, from session-authority's self-service API.
+                     *      …
+                     */
+                    "text/javascript": string;
+                };
+            };
+            /** @description The copy named by If-None-Match is current */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description This replica runs another version (`NOT_FOUND`) */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
