@@ -1,127 +1,29 @@
-import { type ChildProcess, spawn } from 'node:child_process'
-import { once } from 'node:events'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { runExample } from '../shared/run-example.ts'
 import { buildExample } from './server.ts'
 
-/*
- * `npm run example`: the devices example on http://127.0.0.1:3000. Without SESSION_AUTHORITY_URL and
- * SESSION_AUTHORITY_API_KEY it first starts a session-authority of its own, as the README's `npm start`
- * does (embedded Postgres, DEV_MODE, the development admin key), and stops it again on Ctrl-C.
- */
-
-// The README's development key: the service takes it only with DEV_MODE, on a loopback address.
-const DEV_ADMIN_KEY = 'dev-admin-key-change-me-0123456789abcdef'
-const ROOT = fileURLToPath(new URL('../../', import.meta.url))
-// Kept across runs (a first start makes the database: half a minute), outside the checkout.
-const DATA_DIR = join(tmpdir(), 'session-authority-devices-example')
-const env = process.env
-
-let service: ChildProcess | undefined
-let app: ReturnType<typeof buildExample> | undefined
-let stopping = false
-
-/**
- * Closes the example, then the service it started (by its pid), and exits; a second call waits for the
- * first. An example that fails to close still stops its service, and exits 1 saying why.
- */
-async function stop(code: number): Promise<never> {
-  if (stopping) return new Promise<never>(() => {})
-  stopping = true
-  try {
-    await app?.close()
-  } catch (err) {
-    console.error(`could not close the example: ${(err as Error).message}`)
-    code = 1
-  }
-  if (service?.pid && service.exitCode === null && service.signalCode === null) {
-    const exited = once(service, 'exit')
-    process.kill(service.pid, 'SIGTERM')
-    await exited
-  }
-  process.exit(code)
-}
-
-function fail(message: string): Promise<never> {
-  console.error(message)
-  return stop(1)
-}
-
-async function answers(url: string) {
-  try {
-    return (await fetch(url)).ok
-  } catch {
-    return false
-  }
-}
-
-/** Starts `session-authority serve` as a child process and waits until it is ready. */
-async function startService(port: string): Promise<string> {
-  const url = `http://127.0.0.1:${port}`
-  if (await answers(`${url}/readyz`)) {
-    return fail(
-      `something already answers on ${url}. If it is session-authority started with the README's settings, use it:\n` +
-        `  SESSION_AUTHORITY_URL=${url} SESSION_AUTHORITY_API_KEY=${DEV_ADMIN_KEY} npm run example\n` +
-        'or set SESSION_AUTHORITY_PORT to start one on another port.',
-    )
-  }
-  console.log(`starting session-authority on ${url}, embedded Postgres in ${DATA_DIR}`)
-  console.log('(the first start makes the database: about half a minute)')
-  const serviceEnv: NodeJS.ProcessEnv = {
-    ...env,
-    DEV_MODE: 'true',
-    ADMIN_API_KEY: DEV_ADMIN_KEY,
-    HOST: '127.0.0.1',
-    PORT: port,
-    DATA_DIR,
-    LOG_LEVEL: env.LOG_LEVEL ?? 'warn',
-  }
-  // The example's own setting, not the service's (which has its own meaning and format).
-  delete serviceEnv.TRUST_PROXY
-  service = spawn(process.execPath, ['bin/session-authority.mjs', 'serve'], {
-    cwd: ROOT,
-    env: serviceEnv,
-    stdio: 'inherit',
-  })
-  service.on('exit', (code) => {
-    if (!stopping) void fail(`session-authority exited (code ${code}); stopping the example`)
-  })
-  while (!(await answers(`${url}/readyz`))) {
-    if (stopping) return stop(0)
-    await new Promise((resolve) => setTimeout(resolve, 250))
-  }
-  return url
-}
+// `npm run example`: the devices example, with a development session-authority of its own unless
+// SESSION_AUTHORITY_URL and SESSION_AUTHORITY_API_KEY name one (see ../shared/run-example.ts).
 
 /** TRUST_PROXY: a hop count, or addresses and CIDRs, comma-separated. */
 const trustProxy = (value: string | undefined) =>
   value && /^\d+$/.test(value) ? Number(value) : value || undefined
 
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => void stop(0))
-
-let sessionAuthorityUrl = env.SESSION_AUTHORITY_URL
-let apiKey = env.SESSION_AUTHORITY_API_KEY
-if (!sessionAuthorityUrl !== !apiKey) {
-  await fail(
-    'set both SESSION_AUTHORITY_URL and SESSION_AUTHORITY_API_KEY, or neither (to start a service here)',
-  )
-}
-if (!sessionAuthorityUrl || !apiKey) {
-  sessionAuthorityUrl = await startService(env.SESSION_AUTHORITY_PORT ?? '8080')
-  apiKey = DEV_ADMIN_KEY
-}
-
-const example = buildExample({
-  sessionAuthorityUrl,
-  apiKey,
-  trustProxy: trustProxy(env.TRUST_PROXY),
-  logger: { level: 'warn' },
+await runExample({
+  name: 'devices example',
+  dataDir: join(tmpdir(), 'session-authority-devices-example'),
+  // TRUST_PROXY is the example's own setting, not the service's (which has its own meaning and format).
+  serviceEnv: { TRUST_PROXY: undefined },
+  alreadyRunning: (url) =>
+    `something already answers on ${url}. If it is session-authority started with the README's settings, use it:\n` +
+    `  SESSION_AUTHORITY_URL=${url} SESSION_AUTHORITY_API_KEY=dev-admin-key-change-me-0123456789abcdef npm run example\n` +
+    'or set SESSION_AUTHORITY_PORT to start one on another port.',
+  build: (sessionAuthorityUrl, apiKey) =>
+    buildExample({
+      sessionAuthorityUrl,
+      apiKey,
+      trustProxy: trustProxy(process.env.TRUST_PROXY),
+      logger: { level: 'warn' },
+    }),
 })
-app = example
-try {
-  const address = await example.listen({ host: env.HOST ?? '127.0.0.1', port: Number(env.PORT ?? 3000) })
-  console.log(`devices example: open ${address} (session-authority at ${sessionAuthorityUrl}; Ctrl-C stops)`)
-} catch (err) {
-  await fail(`the example could not listen: ${(err as Error).message} (PORT picks another port)`)
-}
