@@ -1,9 +1,7 @@
 import assert from 'node:assert/strict'
-import { type ChildProcessByStdio, spawn } from 'node:child_process'
-import { once } from 'node:events'
-import type { Readable } from 'node:stream'
 import { type TestContext, test } from 'node:test'
 import { buildDevicesPage, CONTENT_SECURITY_POLICY } from '../examples/devices-page/server.ts'
+import { npmRunExample, stopWithFailingClose } from './fixtures/example-process.ts'
 import { buildTestApp, CHROME_WINDOWS, createKey } from './helper.ts'
 
 /**
@@ -131,57 +129,11 @@ test('a login from another site is refused', async (t) => {
   assert.equal(res.headers['set-cookie'], undefined)
 })
 
-/**
- * The URL a started example prints, and all it prints (stdout and stderr). The wait is bounded
- * (generously: a bound on hanging, not a claim about speed).
- */
-async function printedUrl(child: ChildProcessByStdio<null, Readable, Readable>, withinMs = 120_000) {
-  let output = ''
-  child.stderr.on('data', (d) => {
-    output += d
-  })
-  let timer: NodeJS.Timeout | undefined
-  const base = await new Promise<string>((resolve, reject) => {
-    child.stdout.on('data', (d) => {
-      output += d
-      const url = /devices page example: open (http:\/\/127\.0\.0\.1:\d+)/.exec(output)?.[1]
-      if (url) resolve(url)
-    })
-    child.on('exit', (code) => reject(new Error(`the example exited (${code}): ${output}`)))
-    timer = setTimeout(
-      () => reject(new Error(`the example printed no URL in ${withinMs / 1000} s: ${output}`)),
-      withinMs,
-    )
-  }).finally(() => clearTimeout(timer))
-  return { base, output: () => output }
-}
-
 test('`npm run example:devices-page` serves the page against the service it is given', async (t) => {
-  const { serviceUrl, key } = await setup(t)
-  const child = spawn('npm', ['run', 'example:devices-page'], {
-    cwd: new URL('..', import.meta.url),
-    env: {
-      ...process.env,
-      SESSION_AUTHORITY_URL: serviceUrl,
-      SESSION_AUTHORITY_API_KEY: key,
-      FORWARD_AUTH_COOKIE: COOKIE,
-      HOST: '127.0.0.1',
-      PORT: '0',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    // Its own process group: npm, its shell and node stop together when the group is signalled.
-    detached: true,
+  const service = await setup(t)
+  const { base, stop } = await npmRunExample(t, 'example:devices-page', 'devices page example', service, {
+    FORWARD_AUTH_COOKIE: COOKIE,
   })
-  const pid = child.pid
-  assert.ok(pid)
-  const exited = once(child, 'exit')
-  t.after(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      process.kill(-pid, 'SIGTERM')
-      await exited
-    }
-  })
-  const { base } = await printedUrl(child)
 
   const page = await fetch(`${base}/devices`)
   assert.equal(page.status, 200)
@@ -203,40 +155,14 @@ test('`npm run example:devices-page` serves the page against the service it is g
   })
   assert.equal(list.status, 200)
   assert.equal(((await list.json()) as { sessions: unknown[] }).sessions.length, 1)
-
-  process.kill(-pid, 'SIGTERM')
-  await exited
+  await stop()
 })
 
 test('a stop whose close fails still ends the example, saying why, with no unhandled rejection', async (t) => {
-  const { serviceUrl, key } = await setup(t)
-  const preload = new URL('./fixtures/failing-close.mjs', import.meta.url).href
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', '--import', preload, 'examples/devices-page/start.ts'],
-    {
-      cwd: new URL('..', import.meta.url),
-      env: {
-        ...process.env,
-        SESSION_AUTHORITY_URL: serviceUrl,
-        SESSION_AUTHORITY_API_KEY: key,
-        HOST: '127.0.0.1',
-        PORT: '0',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  )
-  const exited = once(child, 'exit')
-  t.after(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL')
-      await exited
-    }
-  })
-  const { output } = await printedUrl(child)
-  child.kill('SIGTERM')
-  const [code] = await exited
-  assert.equal(code, 1, output())
-  assert.match(output(), /could not close the example: close failed \(injected\)/)
-  assert.doesNotMatch(output(), /^Node\.js v\d+/m, output())
+  const service = await setup(t)
+  const start = 'examples/devices-page/start.ts'
+  const { code, output } = await stopWithFailingClose(t, start, 'devices page example', service)
+  assert.equal(code, 1, output)
+  assert.match(output, /could not close the example: close failed \(injected\)/)
+  assert.doesNotMatch(output, /^Node\.js v\d+/m, output)
 })
