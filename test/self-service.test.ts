@@ -402,6 +402,8 @@ test('CORS: exact allowed origins only, with credentials, from the setting or th
   assert.equal(allowed.headers['access-control-allow-origin'], PAGE)
   assert.match(String(allowed.headers.vary), /Origin/)
   assert.equal((await read('https://evil.example')).headers['access-control-allow-origin'], undefined)
+  // Another tenant's page may not read this (default-tenant) user's sessions, though it passes a preflight.
+  assert.equal((await read(shop)).headers['access-control-allow-origin'], undefined)
 })
 
 test('rate limited per client address: past SELF_SERVICE_RATE_LIMIT a minute, 429 with Retry-After', async (t) => {

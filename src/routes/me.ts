@@ -142,8 +142,10 @@ const selfServiceRoutes: FastifyPluginAsyncTypebox<{
       origin !== undefined && result.active
         ? tenants.policy(result.session.tenant_id).selfServiceOrigins.includes(origin.toLowerCase())
         : false
+    // A session's answers are readable by its own tenant's pages only; a refusal (no session to name
+    // a tenant) by any page a preflight would have let through, so it can say "signed out".
     if (allowed && origin) allowOrigin(reply, origin)
-    else if (origin && tenants.someTenantAllowsOrigin(origin)) allowOrigin(reply, origin)
+    else if (!result.active && origin && tenants.someTenantAllowsOrigin(origin)) allowOrigin(reply, origin)
     if (!result.active) {
       reply.header('www-authenticate', token ? 'Bearer error="invalid_token"' : 'Bearer')
       const reason = result.reason ?? 'unknown'
