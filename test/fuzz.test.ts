@@ -67,10 +67,13 @@ function problemWith(status: number, body: string, headers: Record<string, unkno
       Object.keys(parsed as object).length === 1 &&
       error !== null &&
       typeof error === 'object' &&
-      Object.keys(error).sort().join() === 'code,message' &&
+      // `reason` only where the code carries one (SESSION_INACTIVE: why the user's own token is not active).
+      Object.keys(error).sort().join() ===
+        (error.code === 'SESSION_INACTIVE' ? 'code,message,reason' : 'code,message') &&
       typeof error.code === 'string' &&
       typeof error.message === 'string'
-    if (!shaped) return 'an error body not of the shape {"error":{"code","message"}}'
+    if (!shaped)
+      return 'an error body not of the shape {"error":{"code","message"}} (and reason with SESSION_INACTIVE)'
   }
   return null
 }

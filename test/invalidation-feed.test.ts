@@ -278,7 +278,9 @@ test('a feed that goes silent (connection up, nothing arrives) is reported stale
 })
 
 test('the listening connection killed in Postgres is one gap: the feed listens again and proves itself', async (t) => {
-  const settings = { ...redisSettings(), l1TtlMs: 1000 }
+  // A feed silent for 8 heartbeats (L1_TTL_MS / 4 each) reconnects, which is a gap too: a long TTL keeps
+  // a loaded machine's stalls from passing for one.
+  const settings = { ...redisSettings(), l1TtlMs: 4000 }
   const { app, config } = await buildTestApp(t, settings)
   await feedLive(app)
   assert.equal(await metric(app, 'invalidation_feed_gaps_total'), 1)
