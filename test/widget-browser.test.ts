@@ -10,7 +10,7 @@ import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
 import { createRequire } from 'node:module'
-import { type TestContext, test } from 'node:test'
+import { after, type TestContext, test } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { type Browser, type BrowserContext, chromium, type Locator, type Page } from 'playwright-core'
 import { buildDevicesPage } from '../examples/devices-page/server.ts'
@@ -37,14 +37,14 @@ interface World {
   clock: Awaited<ReturnType<typeof buildTestApp>>['clock']
   base: string
   browser: Browser
+  /** Closed after the test, before the page and the service. */
+  contexts: BrowserContext[]
 }
 
-/** A service, the devices page in front of it, and a browser; all closed after the test. */
-async function setUp(
-  t: TestContext,
-  options: { selfServiceOrigins?: string; port?: number } = {},
-): Promise<World> {
-  const browser = await chromium.launch({
+// One browser for the file (a launch costs a second of CPU on a busy CI machine); a context per test.
+let launched: Promise<Browser> | undefined
+const browser = () => {
+  launched ??= chromium.launch({
     executablePath: CHROMIUM,
     args: [
       '--headless',
@@ -55,9 +55,21 @@ async function setUp(
       '--no-first-run',
     ],
   })
-  // After hooks run in the order they are added: the browser goes first, then the page, then the
-  // service (added by buildTestApp), so that nothing is still talking to what closes.
-  t.after(() => browser.close())
+  return launched
+}
+after(async () => {
+  await (await launched)?.close()
+})
+
+/** A service, the devices page in front of it, and the browser; the test's contexts, page and service closed after it. */
+async function setUp(
+  t: TestContext,
+  options: { selfServiceOrigins?: string; port?: number } = {},
+): Promise<World> {
+  // After hooks run in the order they are added: the browser's contexts go first, then the page, then
+  // the service (added by buildTestApp), so that nothing is still talking to what closes.
+  const contexts: BrowserContext[] = []
+  t.after(() => Promise.all(contexts.map((context) => context.close())))
   let example: ReturnType<typeof buildDevicesPage> | undefined
   t.after(() => example?.close())
   const { app: service, clock } = await buildTestApp(t, {
@@ -71,7 +83,7 @@ async function setUp(
   const { key } = await createKey(service, ['sessions:write', 'introspect'])
   example = buildDevicesPage({ sessionAuthorityUrl: serviceUrl, apiKey: key, cookieName: COOKIE })
   const base = await example.listen({ host: '127.0.0.1', port: options.port ?? 0 })
-  return { service, serviceUrl, clock, base, browser }
+  return { service, serviceUrl, clock, base, browser: await browser(), contexts }
 }
 
 /**
@@ -84,6 +96,7 @@ async function newContext(world: World, options: { bypassCSP?: boolean } = {}) {
     viewport: { width: 820, height: 760 },
     bypassCSP: options.bypassCSP ?? false,
   })
+  world.contexts.push(context)
   await context.route(/^(?!https?:\/\/127\.0\.0\.1[:/])/, (route) => route.abort())
   // Runs before any script of the page, through the browser's debugging protocol (no CSP applies to it).
   await context.addInitScript(`
