@@ -90,3 +90,15 @@ export function addressMatcher(list: string): (address: string | undefined) => b
     return inList
   }
 }
+
+/** The network an address is in, as a CIDR of its family's prefix length (`203.0.113.0/24`); null when not an address. */
+export function networkOf(text: string | null | undefined, v4Bits: number, v6Bits: number): string | null {
+  const address = parseAddress(text)
+  if (!address) return null
+  const bits = address.kind() === 'ipv4' ? v4Bits : v6Bits
+  const network =
+    address.kind() === 'ipv4'
+      ? ipaddr.IPv4.networkAddressFromCIDR(`${address.toString()}/${bits}`)
+      : ipaddr.IPv6.networkAddressFromCIDR(`${address.toString()}/${bits}`)
+  return `${canonical(network)}/${bits}`
+}

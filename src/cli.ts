@@ -439,7 +439,7 @@ async function main(argv: string[]): Promise<number> {
       purgeSessions(createSessionRepository(db.sql), { clock: systemClock, config, invalidate }, true),
     )
     console.log(
-      `expired ${counts?.expired ?? 0}, deleted ${counts?.sessions_deleted ?? 0} sessions, deleted ${counts?.events_deleted ?? 0} events`,
+      `expired ${counts?.expired ?? 0}, deleted ${counts?.sessions_deleted ?? 0} sessions, deleted ${counts?.events_deleted ?? 0} events, forgot ${counts?.devices_forgotten ?? 0} devices`,
     )
     return 0
   }

@@ -245,6 +245,20 @@ export const ConfigSchema = Type.Object({
       default: false,
     }),
   ),
+  newDeviceWindowDays: Type.Integer(
+    env(
+      'NEW_DEVICE_WINDOW_DAYS',
+      'A sign-in from a device the user has not signed in from for this many days emits session.new_device; 0 = never',
+      { default: 90, minimum: 0, maximum: 365 },
+    ),
+  ),
+  newDeviceByNetwork: Type.Boolean(
+    env(
+      'NEW_DEVICE_BY_NETWORK',
+      'A known device on a network (IPV4_DRIFT_PREFIX / IPV6_DRIFT_PREFIX) it has not signed in from is new too',
+      { default: false },
+    ),
+  ),
   purgeIntervalMs: Type.Integer(
     env(
       'PURGE_INTERVAL_MS',

@@ -214,7 +214,9 @@ export const examples: Record<string, OperationExamples> = {
     request: { all_users_except: ['admin-1', 'admin-2'], reason: 'security_incident' },
     responses: { 200: { revoked: 1317 } },
   },
-  purge: { responses: { 200: { expired: 12, sessions_deleted: 340, events_deleted: 2211 } } },
+  purge: {
+    responses: { 200: { expired: 12, sessions_deleted: 340, events_deleted: 2211, devices_forgotten: 15 } },
+  },
   oauthIntrospect: {
     request: { token: TOKEN, token_type_hint: 'access_token' },
     responses: {

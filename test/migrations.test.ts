@@ -15,6 +15,7 @@ const MIGRATIONS = [
   '004_webhooks.sql',
   '005_invalidation_feed.sql',
   '006_tenants.sql',
+  '007_user_devices.sql',
 ]
 
 function connect(schema: string) {
@@ -42,6 +43,7 @@ test('migrations create the schema, are recorded, and a second run applies nothi
       'sessions',
       'signing_keys',
       'tenants',
+      'user_devices',
       'webhook_deliveries',
       'webhook_subscriptions',
     ],
@@ -102,10 +104,11 @@ test('a migration blocked by a long transaction gives way: the tables it already
     await dropSchema(schema)
   })
   await migrate(sql, schema, log, dir)
+  await copyFile(`${migrationsDir}/006_tenants.sql`, `${dir}/006_tenants.sql`)
 
   // A long transaction (a report, a stuck client) holds session_events, which 006 alters after api_keys.
   const lock = await holdTableLock(blocker, 'session_events')
-  const migrating = migrate(sql, schema, log)
+  const migrating = migrate(sql, schema, log, dir)
   // Until the migration has locked api_keys and waits for session_events.
   await eventually(
     async () => {

@@ -84,7 +84,7 @@ function post(app: FastifyInstance, url: string, payload?: unknown, key?: string
 
 async function purge(
   app: FastifyInstance,
-): Promise<{ expired: number; sessions_deleted: number; events_deleted: number }> {
+): Promise<{ expired: number; sessions_deleted: number; events_deleted: number; devices_forgotten: number }> {
   const res = await post(app, '/v1/admin/purge')
   assert.equal(res.statusCode, 200, res.body)
   return res.json()
@@ -576,7 +576,12 @@ test('purge expires what ran out, deletes long-ended sessions, keeps their event
   assert.equal((await introspect(app, l2.token)).active, true)
   const liveBefore = [...(await sql`select * from sessions where user_id = 'live' order by id`)]
 
-  assert.deepEqual(await purge(app), { expired: 3, sessions_deleted: 3, events_deleted: 0 })
+  assert.deepEqual(await purge(app), {
+    expired: 3,
+    sessions_deleted: 3,
+    events_deleted: 0,
+    devices_forgotten: 0,
+  })
 
   for (const id of [r1.session.id, r2.session.id, x1.session.id]) {
     const res = await app.inject({ method: 'GET', url: `/v1/sessions/${id}`, headers: auth() })
@@ -603,13 +608,23 @@ test('purge expires what ran out, deletes long-ended sessions, keeps their event
   const history = await events(app, 'old')
   assert.equal(history.length, 8)
   assert.equal(history.filter((e) => e.session_id === r1.session.id).length, 2)
-  assert.deepEqual(await purge(app), { expired: 0, sessions_deleted: 0, events_deleted: 0 })
+  assert.deepEqual(await purge(app), {
+    expired: 0,
+    sessions_deleted: 0,
+    events_deleted: 0,
+    devices_forgotten: 0,
+  })
 
   // Day 100: events before day 10 go (7 of them: old's six from day 0 and l1's created, a live
   // session's event too); sessions ended on days 30-31 are past 30 days now.
   await revokeSession(app, l2.session.id) // ended day 31: deleted with the rest
   clock.advance(69 * DAY)
-  assert.deepEqual(await purge(app), { expired: 0, sessions_deleted: 5, events_deleted: 7 })
+  assert.deepEqual(await purge(app), {
+    expired: 0,
+    sessions_deleted: 5,
+    events_deleted: 7,
+    devices_forgotten: 0,
+  })
   assert.deepEqual(
     (await events(app, 'old')).map((e) => e.type),
     ['session.revoked', 'session.created'],
@@ -723,7 +738,7 @@ test('the CLI `session-authority purge` purges by the real clock and prints the 
   }
   const purged = await cli()
   assert.equal(purged.code, 0, purged.output)
-  assert.match(purged.output, /^expired 2, deleted 3 sessions, deleted 6 events$/m)
+  assert.match(purged.output, /^expired 2, deleted 3 sessions, deleted 6 events, forgot 0 devices$/m)
 
   for (const s of stale) assert.equal((await session(app, s.session.id)).status, 'expired')
   assert.equal((await events(app, 'stale', 'session.expired')).length, 2)
@@ -733,5 +748,5 @@ test('the CLI `session-authority purge` purges by the real clock and prints the 
 
   const again = await cli()
   assert.equal(again.code, 0, again.output)
-  assert.match(again.output, /^expired 0, deleted 0 sessions, deleted 0 events$/m)
+  assert.match(again.output, /^expired 0, deleted 0 sessions, deleted 0 events, forgot 0 devices$/m)
 })

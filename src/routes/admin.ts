@@ -25,6 +25,10 @@ const PurgeReply = Type.Object({
   expired: Type.Integer({ description: 'Sessions found past their expiry and marked expired' }),
   sessions_deleted: Type.Integer({ description: 'Ended sessions deleted (older than PURGE_RETENTION_DAYS)' }),
   events_deleted: Type.Integer({ description: 'Events deleted (older than EVENT_RETENTION_DAYS)' }),
+  devices_forgotten: Type.Integer({
+    description:
+      'Devices of users forgotten (not signed in from for a year: longer than any new-device window)',
+  }),
 })
 
 const tags = ['admin']
@@ -68,7 +72,13 @@ const adminRoutes: FastifyPluginAsyncTypebox<{ sessions: SessionService }> = asy
         response: withErrors({ 200: PurgeReply }),
       },
     },
-    async () => (await sessions.purge(true)) ?? { expired: 0, sessions_deleted: 0, events_deleted: 0 },
+    async () =>
+      (await sessions.purge(true)) ?? {
+        expired: 0,
+        sessions_deleted: 0,
+        events_deleted: 0,
+        devices_forgotten: 0,
+      },
   )
 }
 

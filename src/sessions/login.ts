@@ -6,6 +6,7 @@ import { onlyTenant, type Tenancy } from '../tenants/tenancy.ts'
 import type { SessionContext } from './context.ts'
 import { parseDevice } from './device.ts'
 import type { ChangedSession, Issued, OpenSessionInput, SessionRow } from './model.ts'
+import { type Sighting, sightingOf } from './new-device.ts'
 import { address } from './presented-client.ts'
 import type { SessionRepository } from './repository.ts'
 import { generateOpaqueToken, generateRefreshToken, hashTokenBytes } from './tokens.ts'
@@ -45,6 +46,8 @@ export function createLogin({
 
     const ip = address(input.ip)
     const now = clock.now()
+    const device = parseDevice(input.user_agent)
+    const sighting = sightingOf(device, ip, defaults, now)
     const idle = input.idle_timeout ?? defaults.idleTimeoutSeconds
     const absolute = input.absolute_lifetime ?? defaults.absoluteLifetimeSeconds
     const absoluteExpires = new Date(now + absolute * 1000)
@@ -60,7 +63,7 @@ export function createLogin({
       ip,
       bound_ip: ip,
       user_agent: input.user_agent ?? null,
-      device: parseDevice(input.user_agent),
+      device,
       metadata,
       access_claims: claims,
       client_id: clientId,
@@ -80,7 +83,8 @@ export function createLogin({
       max: input.max_sessions ?? defaults.maxSessionsPerUser,
       action: input.on_limit ?? defaults.sessionLimitAction,
     }
-    if (token) return { token_type: 'opaque', token, session: await store(session, null, limit, now) }
+    if (token)
+      return { token_type: 'opaque', token, session: await store(session, null, sighting, limit, now) }
 
     // Signed before the session is stored: a signing failure leaves nothing behind.
     const refreshToken = generateRefreshToken()
@@ -94,7 +98,7 @@ export function createLogin({
       access_kid: kid,
       access_expires_at: grant.expiresAt,
     }
-    const stored = await store(session, refreshRow, limit, now)
+    const stored = await store(session, refreshRow, sighting, limit, now)
     return {
       token_type: 'jwt',
       access_token: accessToken,
@@ -113,10 +117,11 @@ export function createLogin({
   async function store(
     session: Parameters<SessionRepository['insert']>[0],
     refreshRow: Parameters<SessionRepository['insert']>[1],
+    sighting: Sighting | null,
     limit: { max: number; action: Config['sessionLimitAction'] },
     nowMs: number,
   ): Promise<SessionRow> {
-    if (limit.max <= 0) return repo.insert(session, refreshRow)
+    if (limit.max <= 0) return repo.insert(session, refreshRow, sighting)
     const outcome = await repo.transaction(async (tx) => {
       await tx.lockUser(session.tenant_id, session.user_id)
       const now = new Date(nowMs)
@@ -135,7 +140,7 @@ export function createLogin({
         const ids = order.slice(0, excess).map((s) => s.id)
         evicted = await tx.end(onlyTenant(session.tenant_id), { ids }, 'revoked', 'session_limit', now)
       }
-      return { rejected: false as const, stored: await tx.insert(session, refreshRow), evicted }
+      return { rejected: false as const, stored: await tx.insert(session, refreshRow, sighting), evicted }
     })
     if (outcome.rejected) throw new Errors.SESSION_LIMIT_REACHED(session.user_id, limit.max)
     await invalidateEnded(outcome.evicted)

@@ -1,6 +1,7 @@
 import type { Clock } from '../clock.ts'
 import type { Config } from '../config.ts'
 import type { ChangedSession } from './model.ts'
+import { DEVICE_MEMORY_DAYS } from './new-device.ts'
 import type { SessionRepository } from './repository.ts'
 
 const BATCH = 1000
@@ -10,6 +11,7 @@ export interface PurgeCounts {
   expired: number
   sessions_deleted: number
   events_deleted: number
+  devices_forgotten: number
 }
 
 interface Deps {
@@ -32,7 +34,7 @@ export function purgeSessions(repo: SessionRepository, { clock, config, invalida
     const now = new Date(nowMs)
     // A use another replica has not written yet may have kept a session alive.
     const idleBefore = new Date(nowMs - config.writeBehindIntervalMs)
-    const counts = { expired: 0, sessions_deleted: 0, events_deleted: 0 }
+    const counts = { expired: 0, sessions_deleted: 0, events_deleted: 0, devices_forgotten: 0 }
     for (let n = BATCH; n === BATCH; ) {
       const ended = await locked.expireOverdue(now, idleBefore, BATCH)
       await invalidate(ended)
@@ -48,6 +50,11 @@ export function purgeSessions(repo: SessionRepository, { clock, config, invalida
     for (let n = BATCH; n === BATCH; ) {
       n = await locked.deleteEvents(eventsBefore, BATCH)
       counts.events_deleted += n
+    }
+    const devicesBefore = new Date(nowMs - DEVICE_MEMORY_DAYS * DAY_MS)
+    for (let n = BATCH; n === BATCH; ) {
+      n = await locked.deleteDevicesUnseenSince(devicesBefore, BATCH)
+      counts.devices_forgotten += n
     }
     return counts
   })

@@ -3,6 +3,7 @@ import { newestFirst, type PageRequest, type Positioned } from '../db/keyset.ts'
 import { Errors } from '../errors.ts'
 import { DEFAULT_TENANT, type Tenancy, visibleTo } from '../tenants/tenancy.ts'
 import type { ChangedSession, Client, SessionRow } from './model.ts'
+import type { Sighting } from './new-device.ts'
 
 export interface NewSession
   extends Omit<SessionRow, 'status' | 'ended_at' | 'end_reason' | 'suspended_at' | 'suspension_reason'> {
@@ -35,6 +36,7 @@ export interface EventRow {
 
 export type EventType =
   | 'session.created'
+  | 'session.new_device'
   | 'session.refreshed'
   | 'session.client_changed'
   | 'session.suspended'
@@ -115,12 +117,20 @@ export function createSessionRepository(sql: Sql) {
     sql`least(${at} + make_interval(secs => idle_timeout_seconds), absolute_expires_at)`
 
   /**
-   * Stores a new session, its `session.created` event and (JWT sessions) its
-   * first refresh token in one statement (one round trip, atomic).
+   * Stores a new session, its `session.created` event, (JWT sessions) its
+   * first refresh token and (with a sighting) the device's sign-in, with a
+   * `session.new_device` event when the user has signed in before but not
+   * from that device since `knownSince`: in one statement (one round trip,
+   * atomic). Racing sign-ins from one new device announce it once: the upsert
+   * of the device's row takes turns on its key, and says which one announced.
    */
-  async function insert(session: NewSession, refresh: NewRefreshToken | null = null): Promise<SessionRow> {
+  async function insert(
+    session: NewSession,
+    refresh: NewRefreshToken | null = null,
+    sighting: Sighting | null = null,
+  ): Promise<SessionRow> {
     try {
-      return await insertRow(session, refresh)
+      return await insertRow(session, refresh, sighting)
     } catch (err) {
       // A platform key naming a tenant that does not exist (or no longer does).
       if ((err as { constraint_name?: string }).constraint_name === 'sessions_tenant_fk') {
@@ -130,12 +140,22 @@ export function createSessionRepository(sql: Sql) {
     }
   }
 
-  async function insertRow(session: NewSession, refresh: NewRefreshToken | null): Promise<SessionRow> {
+  async function insertRow(
+    session: NewSession,
+    refresh: NewRefreshToken | null,
+    sighting: Sighting | null,
+  ): Promise<SessionRow> {
     const event = {
       ip: session.ip,
       user_agent: session.user_agent,
       device: session.device,
       token_type: session.token_type,
+    }
+    const newDevice = {
+      ip: session.ip,
+      user_agent: session.user_agent,
+      device: session.device,
+      network: sighting?.network ?? null,
     }
     const [row] = await sql<SessionRow[]>`
       with created as (
@@ -157,6 +177,22 @@ export function createSessionRepository(sql: Sql) {
         select ${refresh?.token_hash ?? null}::bytea, id, ${refresh?.issued_at ?? null}::timestamptz,
           ${refresh?.access_jti ?? null}::uuid, ${refresh?.access_kid ?? null}, ${refresh?.access_expires_at ?? null}::timestamptz
         from created where ${refresh !== null}
+      ), sighted as (
+        insert into user_devices as d (tenant_id, user_id, device_key, first_seen_at, last_seen_at, announced_session)
+        select tenant_id, user_id, ${sighting?.key ?? null}::text, created_at, created_at, id
+        from created where ${sighting !== null}
+        on conflict (tenant_id, user_id, device_key) do update set
+          last_seen_at = greatest(d.last_seen_at, excluded.last_seen_at),
+          announced_session = case when d.last_seen_at < ${sighting?.knownSince ?? null}::timestamptz
+            then excluded.announced_session else d.announced_session end
+        returning announced_session, xmax = 0 as first_time
+      ), announced as (
+        insert into session_events (session_id, tenant_id, user_id, type, data, created_at)
+        select c.id, c.tenant_id, c.user_id, 'session.new_device', ${sql.json(newDevice as never)}, c.created_at
+        from created c join sighted s on s.announced_session = c.id
+        -- A user's first sign-in we know of is not "new": it has nothing to be new against.
+        where not s.first_time
+          or exists (select 1 from user_devices where tenant_id = c.tenant_id and user_id = c.user_id)
       )
       select ${columns} from created`
     return row as SessionRow
@@ -496,6 +532,15 @@ export function createSessionRepository(sql: Sql) {
     return result.count
   }
 
+  /** Forgets devices not signed in from since `cutoff`, at most `limit` of them. */
+  async function deleteDevicesUnseenSince(cutoff: Date, limit: number): Promise<number> {
+    const result = await sql`
+      delete from user_devices where (tenant_id, user_id, device_key) in (
+        select tenant_id, user_id, device_key from user_devices where last_seen_at < ${cutoff}
+        limit ${limit} for update skip locked)`
+    return result.count
+  }
+
   async function deleteEvents(cutoff: Date, limit: number): Promise<number> {
     const result = await sql`
       delete from session_events where id in (
@@ -540,6 +585,7 @@ export function createSessionRepository(sql: Sql) {
     expireOverdue,
     deleteEnded,
     deleteEvents,
+    deleteDevicesUnseenSince,
     withPurgeLock,
     insert,
     findByTokenHash,

@@ -20,6 +20,8 @@ const OVERRIDES = {
   max_sessions_per_user: 'maxSessionsPerUser',
   session_limit_action: 'sessionLimitAction',
   logout_all_on_logout: 'logoutAllOnLogout',
+  new_device_window_days: 'newDeviceWindowDays',
+  new_device_by_network: 'newDeviceByNetwork',
 } as const satisfies Record<string, keyof Config>
 
 /**
@@ -51,6 +53,8 @@ export const TenantSettings = Type.Object(
     max_sessions_per_user: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000 })),
     session_limit_action: Type.Optional(LimitAction),
     logout_all_on_logout: Type.Optional(Type.Boolean()),
+    new_device_window_days: Type.Optional(Type.Integer({ minimum: 0, maximum: 365 })),
+    new_device_by_network: Type.Optional(Type.Boolean()),
     self_service_origins: Type.Optional(
       Type.Array(Origin, {
         maxItems: 50,
@@ -61,7 +65,7 @@ export const TenantSettings = Type.Object(
   {
     additionalProperties: false,
     description:
-      'Overrides of IDLE_TIMEOUT_SECONDS, ABSOLUTE_LIFETIME_SECONDS, UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX, MAX_SESSIONS_PER_USER, SESSION_LIMIT_ACTION and LOGOUT_ALL_ON_LOGOUT for this tenant, and origins added to SELF_SERVICE_ORIGINS',
+      'Overrides of IDLE_TIMEOUT_SECONDS, ABSOLUTE_LIFETIME_SECONDS, UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX, MAX_SESSIONS_PER_USER, SESSION_LIMIT_ACTION, LOGOUT_ALL_ON_LOGOUT, NEW_DEVICE_WINDOW_DAYS and NEW_DEVICE_BY_NETWORK for this tenant, and origins added to SELF_SERVICE_ORIGINS',
   },
 )
 export type TenantSettings = Static<typeof TenantSettings>

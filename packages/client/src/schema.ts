@@ -1133,7 +1133,7 @@ export interface components {
             /** @description Lower case, digits, - and _ */
             id: string;
             name: string;
-            /** @description Overrides of IDLE_TIMEOUT_SECONDS, ABSOLUTE_LIFETIME_SECONDS, UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX, MAX_SESSIONS_PER_USER, SESSION_LIMIT_ACTION and LOGOUT_ALL_ON_LOGOUT for this tenant, and origins added to SELF_SERVICE_ORIGINS */
+            /** @description Overrides of IDLE_TIMEOUT_SECONDS, ABSOLUTE_LIFETIME_SECONDS, UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX, MAX_SESSIONS_PER_USER, SESSION_LIMIT_ACTION, LOGOUT_ALL_ON_LOGOUT, NEW_DEVICE_WINDOW_DAYS and NEW_DEVICE_BY_NETWORK for this tenant, and origins added to SELF_SERVICE_ORIGINS */
             settings: {
                 idle_timeout?: number;
                 absolute_lifetime?: number;
@@ -1144,6 +1144,8 @@ export interface components {
                 max_sessions_per_user?: number;
                 session_limit_action?: "evict_oldest" | "evict_least_recently_used" | "reject";
                 logout_all_on_logout?: boolean;
+                new_device_window_days?: number;
+                new_device_by_network?: boolean;
                 /** @description Origins whose pages may call /v1/me from the browser, besides SELF_SERVICE_ORIGINS */
                 self_service_origins?: string[];
             };
@@ -2339,7 +2341,8 @@ export interface operations {
                      * @example {
                      *       "expired": 12,
                      *       "sessions_deleted": 340,
-                     *       "events_deleted": 2211
+                     *       "events_deleted": 2211,
+                     *       "devices_forgotten": 15
                      *     }
                      */
                     "application/json": {
@@ -2349,6 +2352,8 @@ export interface operations {
                         sessions_deleted: number;
                         /** @description Events deleted (older than EVENT_RETENTION_DAYS) */
                         events_deleted: number;
+                        /** @description Devices of users forgotten (not signed in from for a year: longer than any new-device window) */
+                        devices_forgotten: number;
                     };
                 };
             };
@@ -4728,7 +4733,7 @@ export interface operations {
                     id: string;
                     /** Format: text */
                     name: string;
-                    /** @description Overrides of IDLE_TIMEOUT_SECONDS, ABSOLUTE_LIFETIME_SECONDS, UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX, MAX_SESSIONS_PER_USER, SESSION_LIMIT_ACTION and LOGOUT_ALL_ON_LOGOUT for this tenant, and origins added to SELF_SERVICE_ORIGINS */
+                    /** @description Overrides of IDLE_TIMEOUT_SECONDS, ABSOLUTE_LIFETIME_SECONDS, UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX, MAX_SESSIONS_PER_USER, SESSION_LIMIT_ACTION, LOGOUT_ALL_ON_LOGOUT, NEW_DEVICE_WINDOW_DAYS and NEW_DEVICE_BY_NETWORK for this tenant, and origins added to SELF_SERVICE_ORIGINS */
                     settings?: {
                         idle_timeout?: number;
                         absolute_lifetime?: number;
@@ -4739,6 +4744,8 @@ export interface operations {
                         max_sessions_per_user?: number;
                         session_limit_action?: "evict_oldest" | "evict_least_recently_used" | "reject";
                         logout_all_on_logout?: boolean;
+                        new_device_window_days?: number;
+                        new_device_by_network?: boolean;
                         /** @description Origins whose pages may call /v1/me from the browser, besides SELF_SERVICE_ORIGINS */
                         self_service_origins?: string[];
                     };
@@ -4892,7 +4899,7 @@ export interface operations {
                 "application/json": {
                     /** Format: text */
                     name?: string;
-                    /** @description Overrides of IDLE_TIMEOUT_SECONDS, ABSOLUTE_LIFETIME_SECONDS, UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX, MAX_SESSIONS_PER_USER, SESSION_LIMIT_ACTION and LOGOUT_ALL_ON_LOGOUT for this tenant, and origins added to SELF_SERVICE_ORIGINS */
+                    /** @description Overrides of IDLE_TIMEOUT_SECONDS, ABSOLUTE_LIFETIME_SECONDS, UA_DRIFT_POLICY, IP_DRIFT_POLICY, IPV4_DRIFT_PREFIX, IPV6_DRIFT_PREFIX, MAX_SESSIONS_PER_USER, SESSION_LIMIT_ACTION, LOGOUT_ALL_ON_LOGOUT, NEW_DEVICE_WINDOW_DAYS and NEW_DEVICE_BY_NETWORK for this tenant, and origins added to SELF_SERVICE_ORIGINS */
                     settings?: {
                         idle_timeout?: number;
                         absolute_lifetime?: number;
@@ -4903,6 +4910,8 @@ export interface operations {
                         max_sessions_per_user?: number;
                         session_limit_action?: "evict_oldest" | "evict_least_recently_used" | "reject";
                         logout_all_on_logout?: boolean;
+                        new_device_window_days?: number;
+                        new_device_by_network?: boolean;
                         /** @description Origins whose pages may call /v1/me from the browser, besides SELF_SERVICE_ORIGINS */
                         self_service_origins?: string[];
                     };
