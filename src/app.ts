@@ -7,6 +7,7 @@ import type { Logger } from 'pino'
 import { addressMatcher } from './addresses.ts'
 import { type Clock, systemClock } from './clock.ts'
 import { type Config, ConfigError } from './config.ts'
+import adminConsole from './console/index.ts'
 import { Errors } from './errors.ts'
 import { createHealth } from './health.ts'
 import { requireKeyEncryptionKey } from './keys/key-encryption.ts'
@@ -289,6 +290,21 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(tenantRoutes, { tenants: app.tenants })
   await app.register(signingKeyRoutes, { keys: app.signingKeys, maxAgeSeconds: config.jwksMaxAgeSeconds })
   await app.register(widgetRoutes, { widget })
+  if (config.consoleEnabled) {
+    await app.register(adminConsole, {
+      sessions: app.sessions,
+      apiKeys: app.apiKeys,
+      webhooks: app.webhooks,
+      signingKeys: app.signingKeys,
+      tenants: app.tenants,
+      metrics,
+      health,
+      redis: app.redis,
+      config,
+      clock,
+      kek,
+    })
+  }
 
   app.get(
     '/openapi.json',

@@ -259,6 +259,29 @@ export const ConfigSchema = Type.Object({
       { default: false },
     ),
   ),
+  consoleEnabled: Type.Boolean(
+    env('CONSOLE_ENABLED', 'Serve the admin console at /admin (operators sign in with an admin API key)', {
+      default: false,
+    }),
+  ),
+  consoleIdleTimeoutSeconds: Type.Integer(
+    env('CONSOLE_IDLE_TIMEOUT_SECONDS', "An operator's console session ends after this long unused", {
+      default: 900,
+      minimum: 60,
+      maximum: 86_400,
+    }),
+  ),
+  consoleLifetimeSeconds: Type.Integer(
+    env(
+      'CONSOLE_LIFETIME_SECONDS',
+      "An operator's console session ends this long after sign-in, used or not",
+      {
+        default: 28_800,
+        minimum: 300,
+        maximum: 604_800,
+      },
+    ),
+  ),
   purgeIntervalMs: Type.Integer(
     env(
       'PURGE_INTERVAL_MS',

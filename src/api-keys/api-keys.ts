@@ -181,7 +181,14 @@ export function createApiKeyStore({
     return caller
   }
 
-  return { create, seedEnvAdmin, list, listPage, revoke, recall, verify, loadValid, seenAsValid }
+  /** The caller of a key by its id, as Postgres says now: null once it is revoked (the admin console's check). */
+  async function findLive(id: string): Promise<(Caller & { name: string }) | null> {
+    const [row] = await sql<{ id: string; name: string; scopes: Scope[]; tenant_id: string }[]>`
+      select id, name, scopes, tenant_id from api_keys where id = ${id} and revoked_at is null`
+    return row ? { keyId: row.id, name: row.name, scopes: row.scopes, tenantId: row.tenant_id } : null
+  }
+
+  return { create, seedEnvAdmin, list, listPage, revoke, recall, verify, findLive, loadValid, seenAsValid }
 }
 
 export type ApiKeyStore = ReturnType<typeof createApiKeyStore>

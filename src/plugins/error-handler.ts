@@ -55,7 +55,7 @@ const errorBody = ({ code, message, reason }: { code: string; message: string; r
  * refusals are answered as they are; anything else is logged and becomes a
  * bare 500 or 503 without internals.
  */
-function toReply(error: FastifyError | Coded, request: FastifyRequest): Reply {
+export function toReply(error: FastifyError | Coded, request: FastifyRequest): Reply {
   const { code = '', statusCode = 500 } = error
   if (code in Errors) {
     const { reason } = error as { reason?: unknown }

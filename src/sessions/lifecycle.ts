@@ -1,6 +1,6 @@
 import type { PageRequest, Positioned } from '../db/keyset.ts'
 import { Errors } from '../errors.ts'
-import { onlyTenant, type Tenancy } from '../tenants/tenancy.ts'
+import { actorOf, onlyTenant, type Tenancy } from '../tenants/tenancy.ts'
 import type { SessionContext } from './context.ts'
 import { parseDevice } from './device.ts'
 import type { ClientInfo, SessionRow } from './model.ts'
@@ -47,7 +47,12 @@ export function createLifecycle({
     const session = await get(who, id, ownedBy)
     if ((scope ?? (policy(session.tenant_id).logoutAllOnLogout ? 'user' : 'session')) === 'user') {
       // The user of that session: user ids are per tenant, so within its tenant whoever asks.
-      await revokeAllForUser(onlyTenant(session.tenant_id), session.user_id, null, reason)
+      await revokeAllForUser(
+        { ...onlyTenant(session.tenant_id), ...actorOf(who) },
+        session.user_id,
+        null,
+        reason,
+      )
       return get(who, id)
     }
     const ended = await repo.end(who, { ids: [id] }, 'revoked', reason, new Date(clock.now()))
@@ -132,6 +137,11 @@ export function createLifecycle({
     return rows.map((row) => ({ ...withLocalUse(row), position_at: row.position_at }))
   }
 
+  /** How many live sessions `who` sees, up to `cap`. */
+  function countLive(who: Tenancy, cap: number): Promise<number> {
+    return repo.countLive(who, new Date(clock.now()), cap)
+  }
+
   /** How many live sessions a user has. */
   function countForUser(who: Tenancy, userId: string): Promise<number> {
     return repo.countLiveForUser(who, userId, new Date(clock.now()))
@@ -206,5 +216,6 @@ export function createLifecycle({
     purge,
     listForUser,
     countForUser,
+    countLive,
   }
 }

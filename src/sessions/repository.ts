@@ -1,7 +1,7 @@
 import type { Sql } from '../db/connect.ts'
 import { newestFirst, type PageRequest, type Positioned } from '../db/keyset.ts'
 import { Errors } from '../errors.ts'
-import { DEFAULT_TENANT, type Tenancy, visibleTo } from '../tenants/tenancy.ts'
+import { actorOf, DEFAULT_TENANT, type Tenancy, visibleTo } from '../tenants/tenancy.ts'
 import type { ChangedSession, Client, SessionRow } from './model.ts'
 import type { Sighting } from './new-device.ts'
 
@@ -34,16 +34,20 @@ export interface EventRow {
   created_at: Date
 }
 
-export type EventType =
-  | 'session.created'
-  | 'session.new_device'
-  | 'session.refreshed'
-  | 'session.client_changed'
-  | 'session.suspended'
-  | 'session.resumed'
-  | 'session.revoked'
-  | 'session.expired'
-  | 'refresh_token.reused'
+/** Every kind of event the service records. */
+export const EVENT_TYPES = [
+  'session.created',
+  'session.new_device',
+  'session.refreshed',
+  'session.client_changed',
+  'session.suspended',
+  'session.resumed',
+  'session.revoked',
+  'session.expired',
+  'refresh_token.reused',
+] as const
+
+export type EventType = (typeof EVENT_TYPES)[number]
 
 /** A session (or none) as read from Postgres, and the Postgres time (ms) the read began. */
 export interface CacheRead {
@@ -253,6 +257,15 @@ export function createSessionRepository(sql: Sql) {
     return row?.count ?? 0
   }
 
+  /** How many live sessions `who` sees, counted up to `cap` (counting millions would read them all). */
+  async function countLive(who: Tenancy, now: Date, cap: number): Promise<number> {
+    const [row] = await sql<{ count: number }[]>`
+      select count(*)::int as count from (
+        select 1 from sessions where ${visibleTo(sql, who)} and ${open} and ${withinExpiries(now, now)} limit ${cap}
+      ) live`
+    return row?.count ?? 0
+  }
+
   /**
    * Ends the given sessions (those still open) with a status and reason, and
    * records one event each, in one statement (atomic). Returns what it ended.
@@ -276,7 +289,7 @@ export function createSessionRepository(sql: Sql) {
         returning id, user_id, token_hash
       ), recorded as (
         insert into session_events (session_id, user_id, type, data, created_at)
-        select id, user_id, ${type}, ${sql.json({ reason } as never)}, ${now} from ended
+        select id, user_id, ${type}, ${sql.json({ reason, ...actorOf(who) } as never)}, ${now} from ended
       )
       select id, user_id, token_hash from ended`
     return [...ended]
@@ -305,6 +318,8 @@ export function createSessionRepository(sql: Sql) {
     who: Tenancy,
     page: {
       userId: string | null
+      /** Only this session's events (its history). */
+      sessionId?: string | null
       type: string | null
       /** Only events of these types (with `type`, both must hold). */
       types?: readonly string[] | null
@@ -317,6 +332,7 @@ export function createSessionRepository(sql: Sql) {
     return sql<EventRow[]>`
       select id::text as id, session_id, user_id, type, data, created_at from session_events
       where ${visibleTo(sql, who)} and (${page.userId}::text is null or user_id = ${page.userId}::text)
+        and (${page.sessionId ?? null}::uuid is null or session_id = ${page.sessionId ?? null}::uuid)
         and (${page.before}::bigint is null or id < ${page.before}::bigint)
         and (${page.type}::text is null or type = ${page.type}::text)
         and (${page.types ?? null}::text[] is null or type = any(${page.types ?? null}::text[]))
@@ -411,7 +427,7 @@ export function createSessionRepository(sql: Sql) {
         returning id, user_id, token_hash
       ), recorded as (
         insert into session_events (session_id, user_id, type, data, created_at)
-        select id, user_id, 'session.suspended', ${sql.json({ reason, ...data } as never)}, ${now} from changed
+        select id, user_id, 'session.suspended', ${sql.json({ reason, ...data, ...actorOf(who) } as never)}, ${now} from changed
       )
       select id, user_id, token_hash from changed`
     return row
@@ -442,7 +458,8 @@ export function createSessionRepository(sql: Sql) {
         insert into session_events (session_id, user_id, type, data, created_at)
         select id, user_id, 'session.resumed', jsonb_build_object(
           'previous', jsonb_build_object('ip', previous_ip, 'user_agent', previous_user_agent, 'device', previous_device),
-          'current', jsonb_build_object('ip', ip, 'user_agent', user_agent, 'device', device)), ${now}
+          'current', jsonb_build_object('ip', ip, 'user_agent', user_agent, 'device', device))
+          || ${sql.json(actorOf(who) as never)}::jsonb, ${now}
         from changed
       )
       select id, user_id, token_hash from changed`
@@ -577,6 +594,7 @@ export function createSessionRepository(sql: Sql) {
   }
 
   return {
+    countLive,
     suspend,
     resume,
     updateClient,

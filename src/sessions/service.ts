@@ -60,6 +60,7 @@ export function createSessionService(deps: SessionDeps) {
     purge: lifecycle.purge,
     listForUser: lifecycle.listForUser,
     countForUser: lifecycle.countForUser,
+    countLive: lifecycle.countLive,
     listEvents: deps.repo.listEvents,
     /** The policy a tenant's sessions follow. */
     policy: deps.policy,

@@ -10,6 +10,21 @@ export interface Tenancy {
   tenant: string
   /** The tenants whose data it may see and change: its own (or a gateway's list), or every one. */
   sees: readonly string[] | '*'
+  /** Who acts, recorded with the events the call leaves (an operator in the admin console). */
+  actor?: Actor
+}
+
+/** An operator of the admin console: the name they gave, the admin key they signed in with, their console session. */
+export interface Actor {
+  via: 'console'
+  operator: string
+  key_id: string
+  session_id: string
+}
+
+/** What an event records of who acted: nothing for an API key's call (its key is not recorded yet). */
+export function actorOf(who: Tenancy): { actor?: Actor } {
+  return who.actor ? { actor: who.actor } : {}
 }
 
 /** The tenant every install starts with; existing data belongs to it. */

@@ -1,0 +1,212 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { consoleBrowser, OPERATOR_UA, signIn } from './fixtures/console.ts'
+import { createTenant, openAs, tenantKey } from './fixtures/tenants.ts'
+import { ADMIN_KEY, auth, buildTestApp, createKey, introspect, openSession } from './helper.ts'
+
+// The admin console, through inject: who may sign in, what the console session is, and what its forms
+// refuse. test/console-browser.test.ts drives the same pages in a real browser.
+
+const enabled = { consoleEnabled: true }
+
+test('the console is off unless CONSOLE_ENABLED; on, a page asks the signed-out browser to sign in', async (t) => {
+  const off = await buildTestApp(t)
+  assert.equal((await off.app.inject({ url: '/admin' })).statusCode, 404)
+  const { app } = await buildTestApp(t, enabled)
+  const res = await app.inject({ url: '/admin' })
+  assert.equal(res.statusCode, 303)
+  assert.equal(res.headers.location, '/admin/sign-in')
+  const form = await app.inject({ url: '/admin/sign-in' })
+  assert.equal(form.statusCode, 200)
+  assert.match(
+    String(form.headers['content-security-policy']),
+    /default-src 'none'.*form-action 'self'.*frame-ancestors 'none'/,
+  )
+  assert.doesNotMatch(form.body, /<script/i, 'no script at all')
+})
+
+test('signing in opens a console session of this service: HttpOnly, SameSite=Strict, shown in the events; keys without admin are refused', async (t) => {
+  const { app } = await buildTestApp(t, enabled)
+  const { key: reader } = await createKey(app, ['sessions:read', 'sessions:write'])
+  const refused = consoleBrowser(app)
+  await refused.get('/admin/sign-in')
+  const res = await refused.post('/admin/sign-in', { name: 'Mallory', api_key: reader })
+  assert.equal(res.statusCode, 401)
+  assert.match(res.body, /admin or platform scope/)
+  assert.equal(refused.cookies.has('sa_console'), false)
+  const wrong = await refused.post('/admin/sign-in', { name: 'Mallory', api_key: 'sak_not-a-key' })
+  assert.equal(wrong.statusCode, 401)
+
+  const browser = consoleBrowser(app)
+  await browser.get('/admin/sign-in')
+  const signedIn = await browser.post('/admin/sign-in', { name: 'Ada', api_key: ADMIN_KEY })
+  assert.equal(signedIn.statusCode, 303)
+  const cookie = String(
+    [signedIn.headers['set-cookie']].flat().find((c) => String(c).startsWith('sa_console=')),
+  )
+  assert.match(cookie, /HttpOnly/i)
+  assert.match(cookie, /SameSite=Strict/i)
+  assert.match(cookie, /Path=\/admin/i)
+  assert.doesNotMatch(cookie, new RegExp(ADMIN_KEY), 'the cookie is not the key')
+  // Plain HTTP on loopback: not Secure here. Anywhere else the sign-in is refused (below).
+  const sessions = await app.inject({ url: '/v1/users/console:env-admin/sessions', headers: auth() })
+  const [session] = sessions.json().sessions
+  assert.equal(session.client_id, 'console')
+  assert.equal(session.metadata.operator, 'Ada')
+  assert.equal(session.binding.user_agent, 'suspend')
+  const page = await browser.get('/admin')
+  assert.match(page.body, /Signed in as <strong>Ada<\/strong>/)
+
+  // The console cookie is not an API key, and /v1 does not take it.
+  const token = browser.cookies.get('sa_console') as string
+  for (const headers of [{ authorization: `Bearer ${token}` }, { cookie: `sa_console=${token}` }]) {
+    const api = await app.inject({ url: '/v1/users/alice/sessions', headers })
+    assert.equal(api.statusCode, 401, JSON.stringify(headers))
+  }
+})
+
+test('outside loopback the console needs HTTPS', async (t) => {
+  const { app } = await buildTestApp(t, enabled)
+  const form = await app.inject({ url: '/admin/sign-in', remoteAddress: '198.51.100.9' })
+  const csrf = /name="_csrf" value="([^"]+)"/.exec(form.body)?.[1] as string
+  const cookie = [form.headers['set-cookie']]
+    .flat()
+    .map((c) => String(c).split(';')[0])
+    .join('; ')
+  const res = await app.inject({
+    method: 'POST',
+    url: '/admin/sign-in',
+    remoteAddress: '198.51.100.9',
+    headers: { cookie, 'content-type': 'application/x-www-form-urlencoded', 'user-agent': OPERATOR_UA },
+    payload: new URLSearchParams({ _csrf: csrf, name: 'Ada', api_key: ADMIN_KEY }).toString(),
+  })
+  assert.equal(res.statusCode, 401)
+  assert.match(res.body, /needs HTTPS/)
+})
+
+test('the operator session ends like any other: revoked, idle, another browser, or its key revoked', async (t) => {
+  const { app, clock, config } = await buildTestApp(t, enabled)
+  // Revoked through the API, as support would revoke anyone's.
+  const one = await signIn(app, ADMIN_KEY)
+  await app.inject({ method: 'DELETE', url: '/v1/users/console:env-admin/sessions', headers: auth() })
+  assert.equal((await one.get('/admin')).headers.location, '/admin/sign-in')
+
+  // Idle past CONSOLE_IDLE_TIMEOUT_SECONDS.
+  const two = await signIn(app, ADMIN_KEY)
+  clock.advance((config.consoleIdleTimeoutSeconds + 1) * 1000)
+  assert.equal((await two.get('/admin')).headers.location, '/admin/sign-in')
+
+  // The cookie carried to another browser: the session is suspended, in both.
+  const three = await signIn(app, ADMIN_KEY)
+  const thief = consoleBrowser(app, 'curl/8.5.0')
+  thief.cookies.set('sa_console', three.cookies.get('sa_console') as string)
+  assert.equal((await thief.get('/admin')).headers.location, '/admin/sign-in')
+  assert.equal((await three.get('/admin')).headers.location, '/admin/sign-in')
+
+  // The key it signed in with revoked.
+  const {
+    key,
+    api_key: { id },
+  } = await createKey(app, ['admin'])
+  const four = await signIn(app, key)
+  const revoked = await app.inject({ method: 'DELETE', url: `/v1/api-keys/${id}`, headers: auth() })
+  assert.equal(revoked.statusCode, 200)
+  assert.equal((await four.get('/admin')).headers.location, '/admin/sign-in')
+})
+
+test('every form needs its token and the console origin: a cross-site post or a stale token does nothing', async (t) => {
+  const { app } = await buildTestApp(t, enabled)
+  const alice = await openSession(app)
+  const browser = await signIn(app, ADMIN_KEY)
+  await browser.get(`/admin/users/alice`)
+  const crossSite = await browser.post(
+    `/admin/sessions/${alice.session.id}/revoke`,
+    {},
+    { origin: 'https://evil.example', 'sec-fetch-site': 'cross-site' },
+  )
+  assert.equal(crossSite.statusCode, 403)
+  const noToken = await browser.post(`/admin/sessions/${alice.session.id}/revoke`, { _csrf: 'forged' })
+  assert.equal(noToken.statusCode, 403)
+  assert.equal((await introspect(app, alice.token)).active, true, 'nothing was revoked')
+  // A token of another console session (the operator signed in elsewhere) is refused too.
+  const other = await signIn(app, ADMIN_KEY, 'Bob')
+  await other.get('/admin/users/alice')
+  await browser.get('/admin/users/alice')
+  const swapped = await browser.post(`/admin/sessions/${alice.session.id}/revoke`, { _csrf: other.csrf() })
+  assert.equal(swapped.statusCode, 403)
+  assert.equal((await introspect(app, alice.token)).active, true)
+})
+
+test('actions go through the domain: revoke, suspend, resume with rebind, sign out all but one; the operator is the actor', async (t) => {
+  const { app } = await buildTestApp(t, enabled)
+  const first = await openSession(app)
+  const second = await openSession(app, { ip: '198.51.100.4' })
+  const third = await openSession(app, { ip: '192.0.2.55' })
+  const browser = await signIn(app, ADMIN_KEY, 'Grace')
+  const page = await browser.get('/admin/users/alice')
+  assert.match(page.body, /Live sessions \(3\)/)
+  assert.match(page.body, /198\.51\.100\.4/)
+
+  const revoked = await browser.post(`/admin/sessions/${first.session.id}/revoke?back=user`)
+  assert.equal(revoked.statusCode, 303)
+  assert.equal(revoked.headers.location, '/admin/users/alice?notice=revoked')
+  assert.equal((await introspect(app, first.token)).active, false)
+  const events = await app.inject({ url: '/v1/users/alice/events?type=session.revoked', headers: auth() })
+  const [event] = events.json().events
+  assert.equal(event.data.actor.operator, 'Grace')
+  assert.equal(event.data.actor.key_id, 'env-admin')
+
+  await browser.get(`/admin/sessions/${second.session.id}`)
+  await browser.post(`/admin/sessions/${second.session.id}/suspend`)
+  assert.equal((await introspect(app, second.token)).active, false)
+  await browser.get(`/admin/sessions/${second.session.id}`)
+  const resumed = await browser.post(`/admin/sessions/${second.session.id}/resume`, { rebind: 'no' })
+  assert.equal(resumed.statusCode, 303)
+  assert.equal((await introspect(app, second.token)).active, true)
+
+  await browser.get('/admin/users/alice')
+  await browser.post('/admin/users/alice/sign-out', { except: third.session.id })
+  assert.equal((await introspect(app, second.token)).active, false)
+  assert.equal((await introspect(app, third.token)).active, true)
+})
+
+test('bulk sign-out needs the typed confirmation, spares the listed users and the operator', async (t) => {
+  const { app } = await buildTestApp(t, enabled)
+  const alice = await openSession(app)
+  const bob = await openSession(app, { user_id: 'bob' })
+  const root = await openSession(app, { user_id: 'root' })
+  const browser = await signIn(app, ADMIN_KEY)
+  await browser.get('/admin/sign-out-everyone')
+  const unconfirmed = await browser.post('/admin/sign-out-everyone', { except: 'root', confirm: 'yes' })
+  assert.equal(unconfirmed.statusCode, 400)
+  assert.equal((await introspect(app, alice.token)).active, true)
+  const done = await browser.post('/admin/sign-out-everyone', {
+    except: 'root\n',
+    confirm: 'sign out everyone',
+  })
+  assert.equal(done.statusCode, 200)
+  assert.match(done.body, /Revoked 2 sessions, sparing 1 listed user/)
+  assert.equal((await introspect(app, alice.token)).active, false)
+  assert.equal((await introspect(app, bob.token)).active, false)
+  assert.equal((await introspect(app, root.token)).active, true)
+  assert.equal((await browser.get('/admin')).statusCode, 200, 'the operator is still signed in')
+})
+
+test("a tenant's operator sees and acts on its own tenant only", async (t) => {
+  const { app } = await buildTestApp(t, enabled)
+  await createTenant(app, 'acme')
+  await createTenant(app, 'globex')
+  const acmeAdmin = await tenantKey(app, 'acme', ['admin'])
+  const globexSession = await openAs(app, await tenantKey(app, 'globex'), { user_id: 'carol' })
+  const browser = await signIn(app, acmeAdmin)
+  const user = await browser.get('/admin/users/carol')
+  assert.match(user.body, /This user has no live session/)
+  const session = await browser.get(`/admin/sessions/${globexSession.session.id}`)
+  assert.equal(session.statusCode, 404)
+  await browser.get('/admin/users/carol')
+  const revoke = await browser.post(`/admin/sessions/${globexSession.session.id}/revoke`)
+  assert.equal(revoke.statusCode, 404)
+  assert.equal((await browser.get('/admin/tenants')).statusCode, 403)
+  const events = await browser.get('/admin/events')
+  assert.doesNotMatch(events.body, /carol/)
+})
