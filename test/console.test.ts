@@ -210,3 +210,17 @@ test("a tenant's operator sees and acts on its own tenant only", async (t) => {
   const events = await browser.get('/admin/events')
   assert.doesNotMatch(events.body, /carol/)
 })
+
+test('the log of a console visit holds neither the key signed in with, nor the console token, nor the form token', async (t) => {
+  const { app, logs } = await buildTestApp(t, { ...enabled, logLevel: 'debug' })
+  const browser = await signIn(app, ADMIN_KEY)
+  const csrf = browser.csrf()
+  await openSession(app)
+  await browser.get('/admin/users/alice')
+  await browser.post('/admin/sign-in', { name: 'x', api_key: `${ADMIN_KEY}-wrong` })
+  const text = logs.text()
+  assert.ok(text.includes('/admin/users/alice'), 'the requests are logged')
+  for (const secret of [ADMIN_KEY, browser.cookies.get('sa_console') as string, csrf]) {
+    assert.equal(text.includes(secret), false, `the log holds ${secret.slice(0, 6)}…`)
+  }
+})
