@@ -224,3 +224,21 @@ test('the log of a console visit holds neither the key signed in with, nor the c
     assert.equal(text.includes(secret), false, `the log holds ${secret.slice(0, 6)}…`)
   }
 })
+
+test('a session is opened by its id; a token, or anything else, is not a session id', async (t) => {
+  const { app } = await buildTestApp(t, enabled)
+  const alice = await openSession(app)
+  const browser = await signIn(app, ADMIN_KEY)
+  const found = await browser.get(`/admin/sessions?id=${alice.session.id.toUpperCase()}`)
+  assert.equal(found.headers.location, `/admin/sessions/${alice.session.id}`)
+  const page = await browser.get(`/admin/sessions/${alice.session.id}`)
+  assert.match(page.body, /session\.created/)
+  const byToken = await browser.get(`/admin/sessions?id=${encodeURIComponent(alice.token.slice(0, 12))}`)
+  assert.equal(byToken.statusCode, 400)
+  assert.match(byToken.body, /a session id is a UUID/)
+  for (const url of ['/admin/sessions/not-a-uuid', `/admin/users/${'x'.repeat(300)}`, '/admin/events?since=yesterday']) {
+    const res = await browser.get(url)
+    assert.equal(res.statusCode, 400, url)
+    assert.match(String(res.headers['content-type']), /text\/html/)
+  }
+})

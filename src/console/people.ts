@@ -74,7 +74,12 @@ export function userSearchForm(userId = '', tenant = '', operator?: Operator): s
 !${tenantField}
 <button type="submit">Find</button>
 </form>
-<p class="hint">Sessions are found by user id, or opened by session id from an event. A token cannot be looked up: the service keeps only its hash.</p>`
+<form method="get" action="/admin/sessions" class="search" role="search">
+<label for="session_id">Session id</label>
+<input id="session_id" name="id" required maxlength="36" autocomplete="off">
+<button type="submit">Open</button>
+</form>
+<p class="hint">A session cannot be found by its token, nor by a prefix of it: the service keeps only a hash of each token.</p>`
 }
 
 async function userPage(
@@ -270,6 +275,7 @@ function bulkPage(view: View, operator: Operator, message = '', kind: 'status' |
   return page(view, 'Sign out everyone', body)
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 const IdParams = Type.Object({ id: Type.String({ format: 'uuid' }) })
 const UserParams = Type.Object({ userId: Type.String({ minLength: 1, maxLength: 256 }) })
 const TenantQuery = Type.Object(
@@ -324,6 +330,22 @@ export function peopleRoutes(
       const { notice: code, tenant } = request.query as { notice?: string; tenant?: string }
       const view = withNotice(viewOf(request), code)
       return reply.type('text/html').send(await userPage(view, sessions, operatorOf(view), userId, tenant))
+    },
+  )
+
+  app.get(
+    '/admin/sessions',
+    {
+      schema: {
+        hide: true,
+        querystring: Type.Object({ id: Type.String({ maxLength: 64 }) }, { additionalProperties: false }),
+      },
+    },
+    async (request, reply) => {
+      const id = (request.query as { id: string }).id.trim().toLowerCase()
+      if (!UUID.test(id))
+        throw new Errors.VALIDATION_FAILED('a session id is a UUID, as events and the API show it')
+      return reply.redirect(`/admin/sessions/${id}`, 303)
     },
   )
 
