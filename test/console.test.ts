@@ -236,7 +236,11 @@ test('a session is opened by its id; a token, or anything else, is not a session
   const byToken = await browser.get(`/admin/sessions?id=${encodeURIComponent(alice.token.slice(0, 12))}`)
   assert.equal(byToken.statusCode, 400)
   assert.match(byToken.body, /a session id is a UUID/)
-  for (const url of ['/admin/sessions/not-a-uuid', `/admin/users/${'x'.repeat(300)}`, '/admin/events?since=yesterday']) {
+  for (const url of [
+    '/admin/sessions/not-a-uuid',
+    `/admin/users/${'x'.repeat(300)}`,
+    '/admin/events?since=yesterday',
+  ]) {
     const res = await browser.get(url)
     assert.equal(res.statusCode, 400, url)
     assert.match(String(res.headers['content-type']), /text\/html/)
