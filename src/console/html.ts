@@ -45,7 +45,7 @@ export function page(view: View, title: string, body: string): string {
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
+<meta name="referrer" content="same-origin">
 <title>${title} · session-authority console</title>
 <link rel="stylesheet" href="/admin/console.css">
 </head>
@@ -65,9 +65,18 @@ export function csrfField(view: View): string {
   return html`<input type="hidden" name="_csrf" value="${view.csrf}">`
 }
 
-/** A form of one button that posts to `action` (an action on one thing), with optional fields before it. */
-export function actionForm(view: View, action: string, label: string, fields = '', danger = false): string {
-  return html`<form method="post" action="${action}" class="inline">!${csrfField(view)}!${fields}<button type="submit"!${danger ? ' class="danger"' : ''}>${label}</button></form>`
+/**
+ * A form of one button that posts to `action` (an action on one thing). `name` is the button's
+ * accessible name where the label alone does not say which thing (a row's "Revoke" among others):
+ * it starts with the label, so what is seen is what a screen reader or voice control hears.
+ */
+export function actionForm(
+  view: View,
+  action: string,
+  label: string,
+  { danger = false, name }: { danger?: boolean; name?: string } = {},
+): string {
+  return html`<form method="post" action="${action}" class="inline">!${csrfField(view)}<button type="submit"!${danger ? ' class="danger"' : ''}!${name ? html` aria-label="${name}"` : ''}>${label}</button></form>`
 }
 
 /** A message at the top of a page: what an action did (status) or why it failed (alert). */

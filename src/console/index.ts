@@ -54,21 +54,27 @@ const CSP =
   "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 const CSRF_COOKIE = 'sa_console_csrf'
 
-/** Is a form post from the console's own pages? (Browsers say so in Sec-Fetch-Site and Origin.) */
+/**
+ * Is a form post from the console's own pages? A browser says so in Sec-Fetch-Site, which no page can
+ * set; one too old to send it says so in Origin (only clients that are no browser send neither).
+ */
 function sameOrigin(request: FastifyRequest): boolean {
   const site = request.headers['sec-fetch-site']
-  if (site !== undefined && site !== 'same-origin') return false
+  // Not Origin as well: a browser may send "null" for a post from the console itself (under
+  // Referrer-Policy: no-referrer, Chromium does for every form).
+  if (site !== undefined) return site === 'same-origin'
   const origin = request.headers.origin
   if (origin === undefined) return true
   return origin === `${request.protocol}://${request.host}`
 }
 
-function signInPage(view: View, message = ''): string {
+/** The sign-in form; after a refusal, with the name given back (never the key) and why. */
+function signInPage(view: View, message = '', name = ''): string {
   const body = html`!${notice(message, 'alert')}
 <form method="post" action="/admin/sign-in" class="stack sign-in">
 !${csrfField(view)}
 <label for="name">Your name (recorded with everything you do)</label>
-<input id="name" name="name" required maxlength="100" autocomplete="name">
+<input id="name" name="name" required maxlength="100" autocomplete="name" value="${name}">
 <label for="api_key">An admin API key (scope admin or platform)</label>
 <input id="api_key" name="api_key" type="password" required maxlength="512" autocomplete="off">
 <button type="submit">Sign in</button>
@@ -116,7 +122,9 @@ export default async function adminConsole(app: FastifyInstance, options: Consol
   app.addHook('onRequest', async (_request, reply) => {
     reply.header('content-security-policy', CSP)
     reply.header('x-frame-options', 'DENY')
-    reply.header('referrer-policy', 'no-referrer')
+    // Not no-referrer: under it a browser without Sec-Fetch-Site sends Origin: null on the console's own
+    // forms, which sameOrigin() must refuse. same-origin still tells other sites nothing.
+    reply.header('referrer-policy', 'same-origin')
     reply.header('cross-origin-opener-policy', 'same-origin')
     reply.header('cross-origin-resource-policy', 'same-origin')
   })
@@ -227,7 +235,7 @@ export default async function adminConsole(app: FastifyInstance, options: Consol
         return reply
           .code(err.retryAfterSeconds ? 429 : 401)
           .type('text/html')
-          .send(signInPage(viewOf(request), err.message))
+          .send(signInPage(viewOf(request), err.message, name))
       }
       return reply.redirect('/admin', 303)
     },

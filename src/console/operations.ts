@@ -102,9 +102,11 @@ export function operationsRoutes(
       })
       const rows = deliveries.map(
         (d) =>
-          html`<tr><td>${d.id}</td><td>${d.event_type}</td><td>${d.status}</td><td>${d.attempts}</td><td>${d.last_status ?? '—'}${d.last_error ? `: ${d.last_error}` : ''}</td><td>!${when(d.created_at)}</td><td>!${
+          html`<tr><td>${d.id}</td><td>${d.event_type}</td><td>${d.status}</td><td>${d.attempts}</td><td>${d.last_error ?? d.last_status ?? '—'}</td><td>!${when(d.created_at)}</td><td>!${
             d.status === 'dead'
-              ? actionForm(view, `/admin/webhooks/${webhook.id}/deliveries/${d.id}/retry`, 'Retry')
+              ? actionForm(view, `/admin/webhooks/${webhook.id}/deliveries/${d.id}/retry`, 'Retry', {
+                  name: `Retry delivery ${d.id}`,
+                })
               : d.status === 'pending'
                 ? html`next !${when(d.next_attempt_at)}`
                 : ''
@@ -160,7 +162,10 @@ export function operationsRoutes(
             ? html`revoked !${when(k.revoked_at)}`
             : k.id === operator.keyId
               ? 'your key'
-              : actionForm(view, `/admin/api-keys/${k.id}/revoke`, 'Revoke', '', true)
+              : actionForm(view, `/admin/api-keys/${k.id}/revoke`, 'Revoke', {
+                  danger: true,
+                  name: `Revoke key ${k.name} (${k.id})`,
+                })
         }</td></tr>`,
     )
     const scopes = SCOPES.filter((s) => s !== 'platform' || operator.platform).map(
@@ -270,7 +275,7 @@ export function operationsRoutes(
       (t) =>
         html`<tr><td>${t.id}</td><td>${t.name}</td><td><code>${JSON.stringify(t.settings)}</code></td><td>!${when(t.created_at)}</td><td><a href="/admin/users${query({ tenant: t.id })}">Find a user</a></td></tr>`,
     )
-    const body = table('Tenants', ['Id', 'Name', 'Settings', 'Created', ''], rows, 'No tenants.')
+    const body = table('Tenants', ['Id', 'Name', 'Settings', 'Created', 'Users'], rows, 'No tenants.')
     return send(reply, page(view, 'Tenants', body))
   })
 }

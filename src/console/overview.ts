@@ -126,7 +126,7 @@ export async function overviewPage(
   const body = html`<p>This replica, as of this page load. Reload for fresh figures; Prometheus has the history at <code>/metrics</code>.</p>
 <dl class="tiles">!${tiles.join('')}</dl>
 <h2>Find a user</h2>
-<form method="get" action="/admin/users" class="search" role="search">
+<form method="get" action="/admin/users" class="search" role="search" aria-label="Find a user">
 <label for="user_id">User id</label>
 <input id="user_id" name="user_id" required maxlength="256" autocomplete="off">
 <button type="submit">Find</button>

@@ -66,17 +66,17 @@ const EVENT_HEADERS = ['When', 'Event', 'Session', 'Details']
 
 export function userSearchForm(userId = '', tenant = '', operator?: Operator): string {
   const tenantField = operator?.platform
-    ? html`<label for="tenant">Tenant</label><input id="tenant" name="tenant" value="${tenant || operator.tenant}" maxlength="63" autocomplete="off">`
+    ? html`<span class="field"><label for="tenant">Tenant</label><input id="tenant" name="tenant" value="${tenant || operator.tenant}" maxlength="63" autocomplete="off"></span>`
     : ''
-  return html`<form method="get" action="/admin/users" class="search" role="search">
-<label for="user_id">User id</label>
-<input id="user_id" name="user_id" value="${userId}" required maxlength="256" autocomplete="off">
+  return html`<form method="get" action="/admin/users" class="search" role="search" aria-label="Find a user">
+<span class="field"><label for="user_id">User id</label>
+<input id="user_id" name="user_id" value="${userId}" required maxlength="256" autocomplete="off"></span>
 !${tenantField}
 <button type="submit">Find</button>
 </form>
-<form method="get" action="/admin/sessions" class="search" role="search">
-<label for="session_id">Session id</label>
-<input id="session_id" name="id" required maxlength="36" autocomplete="off">
+<form method="get" action="/admin/sessions" class="search" role="search" aria-label="Open a session">
+<span class="field"><label for="session_id">Session id</label>
+<input id="session_id" name="id" required maxlength="36" autocomplete="off"></span>
 <button type="submit">Open</button>
 </form>
 <p class="hint">A session cannot be found by its token, nor by a prefix of it: the service keeps only a hash of each token.</p>`
@@ -99,11 +99,13 @@ async function userPage(
   const rowAction = (s: SessionRow, what: string) =>
     `/admin/sessions/${s.id}/${what}${query({ back: 'user', tenant: operator.platform ? tenant : undefined })}`
   const rows = live.map((s) => {
+    // Which session each button acts on, for whoever cannot see the row it is in.
+    const which = `${describeDevice(s)}, ${s.ip ?? 'no address'}`
     const actions = [
-      actionForm(view, rowAction(s, 'revoke'), 'Revoke', '', true),
+      actionForm(view, rowAction(s, 'revoke'), 'Revoke', { danger: true, name: `Revoke ${which}` }),
       s.status === 'active'
-        ? actionForm(view, rowAction(s, 'suspend'), 'Suspend')
-        : html`<a class="button" href="/admin/sessions/${s.id}">Resume…</a>`,
+        ? actionForm(view, rowAction(s, 'suspend'), 'Suspend', { name: `Suspend ${which}` })
+        : html`<a class="button" href="/admin/sessions/${s.id}" aria-label="Resume ${which}">Resume…</a>`,
     ].join(' ')
     return html`<tr><td><a href="/admin/sessions/${s.id}">${describeDevice(s)}</a><br><small>${s.user_agent ?? 'no User-Agent'}</small></td><td>${s.ip ?? '—'}</td><td>!${when(s.created_at)}</td><td>!${when(s.last_seen_at)}</td><td>${statusText(s)}</td><td class="actions">!${actions}</td></tr>`
   })
@@ -116,7 +118,7 @@ async function userPage(
       ? ''
       : html`<h2>Sign this user out</h2>
 <div class="row">
-!${actionForm(view, `/admin/users/${encodeURIComponent(userId)}/sign-out${tenantQuery}`, `Sign out all ${count} sessions`, '', true)}
+!${actionForm(view, `/admin/users/${encodeURIComponent(userId)}/sign-out${tenantQuery}`, `Sign out all ${count} sessions`, { danger: true })}
 <form method="post" action="/admin/users/${encodeURIComponent(userId)}/sign-out${tenantQuery}" class="inline">
 !${csrfField(view)}
 <label for="except">Keep</label>
@@ -169,7 +171,7 @@ async function sessionPage(view: View, sessions: SessionService, operator: Opera
 </form>`
       : ''
   const actions = open
-    ? html`<h2>Actions</h2><div class="row">!${actionForm(view, `/admin/sessions/${session.id}/revoke`, 'Revoke', '', true)}
+    ? html`<h2>Actions</h2><div class="row">!${actionForm(view, `/admin/sessions/${session.id}/revoke`, 'Revoke', { danger: true })}
 !${session.status === 'active' ? actionForm(view, `/admin/sessions/${session.id}/suspend`, 'Suspend') : ''}</div>!${resume}`
     : ''
   const facts: Array<[string, string]> = [
@@ -244,10 +246,10 @@ async function eventsPage(
       ? html`<p><a href="/admin/events${query({ ...filters, cursor: last.id })}" rel="next">Older events</a></p>`
       : ''
   const body = html`<form method="get" action="/admin/events" class="filters">
-<label for="type">Type</label><select id="type" name="type">!${options.join('')}</select>
-<label for="user">User id</label><input id="user" name="user_id" value="${filters.user_id ?? ''}" maxlength="256" autocomplete="off">
-<label for="since">Since (UTC)</label><input id="since" name="since" type="datetime-local" value="${filters.since ?? ''}">
-<label for="until">Until (UTC)</label><input id="until" name="until" type="datetime-local" value="${filters.until ?? ''}">
+<span class="field"><label for="type">Type</label><select id="type" name="type">!${options.join('')}</select></span>
+<span class="field"><label for="user">User id</label><input id="user" name="user_id" value="${filters.user_id ?? ''}" maxlength="256" autocomplete="off"></span>
+<span class="field"><label for="since">Since (UTC)</label><input id="since" name="since" type="datetime-local" value="${filters.since ?? ''}"></span>
+<span class="field"><label for="until">Until (UTC)</label><input id="until" name="until" type="datetime-local" value="${filters.until ?? ''}"></span>
 <button type="submit">Filter</button>
 </form>
 !${table('Events, newest first', ['When', 'Event', 'User', 'Session', 'Details'], eventRows(events, true), 'No events match.')}
@@ -258,16 +260,25 @@ async function eventsPage(
 /** The words an operator types to sign everyone out: a slip of the mouse cannot do it. */
 export const BULK_CONFIRMATION = 'sign out everyone'
 
-function bulkPage(view: View, operator: Operator, message = '', kind: 'status' | 'alert' = 'status') {
+/** What the operator typed, given back with a refusal: resubmitting must not drop the users to spare. */
+const UNTYPED = { except: '', reason: 'signed out by an operator' }
+
+function bulkPage(
+  view: View,
+  operator: Operator,
+  message = '',
+  kind: 'status' | 'alert' = 'status',
+  typed: { except: string; reason: string } = UNTYPED,
+) {
   const scope = operator.platform ? 'every user of every tenant' : `every user of tenant ${operator.tenant}`
   const body = html`!${notice(message, kind)}
 <p>Revokes the sessions of ${scope}, except the users you list. Your own console session is kept.</p>
 <form method="post" action="/admin/sign-out-everyone" class="stack">
 !${csrfField(view)}
 <label for="except">Except these users (one user id per line)</label>
-<textarea id="except" name="except" rows="5" maxlength="100000"></textarea>
+<textarea id="except" name="except" rows="5" maxlength="100000">${typed.except}</textarea>
 <label for="reason">Reason (recorded with each revocation)</label>
-<input id="reason" name="reason" maxlength="200" value="signed out by an operator">
+<input id="reason" name="reason" maxlength="200" value="${typed.reason}">
 <label for="confirm">Type <strong>${BULK_CONFIRMATION}</strong> to confirm</label>
 <input id="confirm" name="confirm" required autocomplete="off">
 <button type="submit" class="danger">Sign out everyone</button>
@@ -487,12 +498,19 @@ export function peopleRoutes(
       const view = viewOf(request)
       const operator = operatorOf(view)
       const body = request.body as { except?: string; reason?: string; confirm: string }
+      const typed = { except: body.except ?? '', reason: body.reason ?? '' }
       if (body.confirm.trim().toLowerCase() !== BULK_CONFIRMATION) {
         return reply
           .code(400)
           .type('text/html')
           .send(
-            bulkPage(view, operator, `Nothing was done: type "${BULK_CONFIRMATION}" to confirm.`, 'alert'),
+            bulkPage(
+              view,
+              operator,
+              `Nothing was done: type "${BULK_CONFIRMATION}" to confirm.`,
+              'alert',
+              typed,
+            ),
           )
       }
       const except = (body.except ?? '')
@@ -509,6 +527,7 @@ export function peopleRoutes(
               operator,
               'Nothing was done: at most 10,000 user ids of at most 256 characters.',
               'alert',
+              typed,
             ),
           )
       }
