@@ -189,7 +189,7 @@ test('an upgrade to tenants while a replica of the previous version keeps servin
     lock.release()
     await lock.held
   }
-  assert.deepEqual(await migrating, ['006_tenants.sql'])
+  assert.deepEqual(await migrating, ['006_tenants.sql', '007_user_devices.sql'])
   upgrade.committed = true
   const [mark] = await admin<{ id: string }[]>`
     select coalesce(max(id), 0)::text as id from ${admin(schema)}.session_events`

@@ -695,7 +695,9 @@ async function openMany(apps: FastifyInstance[], count: number): Promise<string[
 
 test('two dispatchers, 200 events, a prompt receiver: each event delivered exactly once', async (t) => {
   const hooks = await receiver(t)
-  const [a, b] = await twoReplicas(t, HOOKS)
+  // A lease (twice the timeout and a second) far longer than a busy machine may take to send and
+  // record a prompt delivery: a second send here would be a real duplicate, not a lease run out.
+  const [a, b] = await twoReplicas(t, { ...HOOKS, webhookTimeoutMs: 20_000 })
   hooks.respond(() => ({ status: 200, delayMs: 2 }))
   const { webhook } = await createWebhook(a.app, { url: hooks.url('/all') })
   const started = Date.now()
