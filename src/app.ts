@@ -27,6 +27,7 @@ import sessions from './plugins/sessions.ts'
 import signingKeys from './plugins/signing-keys.ts'
 import tenants from './plugins/tenants.ts'
 import webhooks from './plugins/webhooks.ts'
+import { lazyRequestLogger } from './request-logger.ts'
 import adminRoutes from './routes/admin.ts'
 import apiKeyRoutes from './routes/api-keys.ts'
 import forwardAuthRoutes from './routes/forward-auth.ts'
@@ -155,6 +156,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     // Starting the embedded Postgres (WebAssembly) can take a while on a small, busy machine.
     pluginTimeout: 180_000,
     requestIdHeader: false,
+    // A request's logger is made when it first writes (see request-logger.ts).
+    childLoggerFactory: lazyRequestLogger,
     // X-Forwarded-For is believed from these peers only (request.ip); none by default.
     ...(config.trustProxy ? { trustProxy: config.trustProxy } : {}),
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH },

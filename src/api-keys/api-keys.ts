@@ -75,6 +75,8 @@ export function createApiKeyStore({
   // Hashes of keys this replica has seen valid (at start or since): only real keys get in, so a
   // guesser never does. Their holders pass a block on failed authentications (see caller-auth).
   const seenValid = new Set<string>()
+  // Good keys by their text (see recall): a guesser's keys never get in, so it stays small.
+  const recentlyGood = cacheTtlMs > 0 ? new LRUCache<string, Caller>({ max: 1000, ttl: cacheTtlMs }) : null
 
   const columns = sql.unsafe(KEY_COLUMNS)
 
@@ -156,11 +158,18 @@ export function createApiKeyStore({
       returning ${columns}`
     if (!row) throw new Errors.API_KEY_NOT_FOUND(id)
     verified?.clear()
+    recentlyGood?.clear()
     return row
   }
 
-  /** What a recent verify() said of this key, without asking Postgres; undefined when it does not know. */
+  /**
+   * What a recent verify() said of this key, without asking Postgres; undefined when it does not know.
+   * A good key is recalled by its own text, not hashed again on every request: the callers' few keys
+   * are held here, as they arrive in every request anyway, for at most the cache's lifetime.
+   */
   function recall(key: string): Caller | null | undefined {
+    const good = recentlyGood?.get(key)
+    if (good) return good
     return verified?.get(hashKey(key).toString('base64'))?.caller
   }
 
@@ -176,6 +185,7 @@ export function createApiKeyStore({
         ? { keyId: row.id, scopes: row.scopes, tenantId: row.tenant_id }
         : null
     verified?.set(hash.toString('base64'), { caller })
+    if (caller) recentlyGood?.set(key, caller)
     if (caller) seenValid.add(hash.toString('base64'))
     else seenValid.delete(hash.toString('base64'))
     return caller
