@@ -8,15 +8,15 @@
  * page are also written to docs/ for the README: a plain run leaves the tracked images alone.
  */
 import assert from 'node:assert/strict'
-import { existsSync } from 'node:fs'
 import { copyFile, mkdir } from 'node:fs/promises'
 import { createServer, type Server } from 'node:http'
 import { createRequire } from 'node:module'
 import type { AddressInfo } from 'node:net'
-import { after, type TestContext, test } from 'node:test'
+import { type TestContext, test } from 'node:test'
 import { fileURLToPath } from 'node:url'
-import { type Browser, type BrowserContext, chromium, type Locator, type Page } from 'playwright-core'
+import type { Browser, BrowserContext, Locator, Page } from 'playwright-core'
 import type { Config } from '../src/config.ts'
+import { sharedBrowser, skipWithoutChromium } from './fixtures/chromium.ts'
 import { OPERATOR_UA, signIn as signInByInject } from './fixtures/console.ts'
 import { freePort } from './fixtures/process.ts'
 import {
@@ -30,11 +30,7 @@ import {
   SAFARI_IPHONE,
 } from './helper.ts'
 
-const CHROMIUM = '/usr/bin/chromium'
-const skip =
-  existsSync(CHROMIUM) || process.env.CI === 'true'
-    ? false
-    : 'chromium is not installed: apt-get install chromium (Debian); .ci/run installs it on CI'
+const skip = skipWithoutChromium
 
 const FIREFOX_MAC = 'Mozilla/5.0 (Macintosh; Intel Mac OS X 14.4; rv:125.0) Gecko/20100101 Firefox/125.0'
 const ARTIFACTS = new URL('../test-artifacts/', import.meta.url)
@@ -53,25 +49,7 @@ interface World {
   contexts: BrowserContext[]
 }
 
-// One browser for the file (a launch costs a second of CPU on a busy CI machine); a context per test.
-let launched: Promise<Browser> | undefined
-const browser = () => {
-  launched ??= chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--no-first-run',
-    ],
-  })
-  return launched
-}
-after(async () => {
-  await (await launched)?.close()
-})
+const browser = sharedBrowser
 
 /** A service with the console on, listening on a port of 127.0.0.1, and the browser. */
 async function setUp(t: TestContext, overrides: Partial<Config> = {}): Promise<World> {

@@ -7,21 +7,17 @@
  * Screenshots go to test-artifacts/ (ignored by git).
  */
 import assert from 'node:assert/strict'
-import { existsSync } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
 import { createRequire } from 'node:module'
-import { after, type TestContext, test } from 'node:test'
+import { type TestContext, test } from 'node:test'
 import { fileURLToPath } from 'node:url'
-import { type Browser, type BrowserContext, chromium, type Locator, type Page } from 'playwright-core'
+import type { Browser, BrowserContext, Locator, Page } from 'playwright-core'
 import { buildDevicesPage } from '../examples/devices-page/server.ts'
+import { sharedBrowser, skipWithoutChromium } from './fixtures/chromium.ts'
 import { freePort } from './fixtures/process.ts'
 import { auth, buildTestApp, CHROME_WINDOWS, createKey, introspect, SAFARI_IPHONE } from './helper.ts'
 
-const CHROMIUM = '/usr/bin/chromium'
-const skip =
-  existsSync(CHROMIUM) || process.env.CI === 'true'
-    ? false
-    : 'chromium is not installed: apt-get install chromium (Debian); .ci/run installs it on CI'
+const skip = skipWithoutChromium
 
 const COOKIE = 'sa_session'
 /** The browser's own User-Agent: what its session is bound to, and what the widget's calls send. */
@@ -41,25 +37,7 @@ interface World {
   contexts: BrowserContext[]
 }
 
-// One browser for the file (a launch costs a second of CPU on a busy CI machine); a context per test.
-let launched: Promise<Browser> | undefined
-const browser = () => {
-  launched ??= chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--no-first-run',
-    ],
-  })
-  return launched
-}
-after(async () => {
-  await (await launched)?.close()
-})
+const browser = sharedBrowser
 
 /** A service, the devices page in front of it, and the browser; the test's contexts, page and service closed after it. */
 async function setUp(
