@@ -5,6 +5,7 @@ import { type TypeBoxTypeProvider, TypeBoxValidatorCompiler } from '@fastify/typ
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { addressMatcher } from './addresses.ts'
+import { authFailureLimiterFor } from './api-keys/auth-failures.ts'
 import { type Clock, systemClock } from './clock.ts'
 import { type Config, ConfigError } from './config.ts'
 import adminConsole from './console/index.ts'
@@ -276,7 +277,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const health = createHealth({ sql: app.db.sql, redis: app.redis, feed: app.invalidationFeed, metrics })
 
   await app.register(metricsPlugin, { metrics, probe: health.check, token: config.metricsToken })
-  await app.register(callerAuth, { keys: app.apiKeys, redis: app.redis, config })
+  // One budget of failed authentications per replica: the API's keys and the console's sign-in.
+  const failures = authFailureLimiterFor(config, app.redis, app.log)
+  await app.register(callerAuth, { keys: app.apiKeys, failures, config })
   await app.register(healthRoutes, { health })
   await app.register(sessionRoutes, {
     sessions: app.sessions,
@@ -302,7 +305,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       tenants: app.tenants,
       metrics,
       health,
-      redis: app.redis,
+      failures,
       config,
       clock,
       kek,

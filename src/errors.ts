@@ -45,6 +45,11 @@ export const Errors = {
     409,
   ),
   SESSION_ENDED: createError('SESSION_ENDED', 'session %s is %s; it cannot be suspended or resumed', 409),
+  SESSION_NOT_RESUMABLE: createError(
+    'SESSION_NOT_RESUMABLE',
+    "session %s is an operator's admin console session; it is never resumed: its operator signs in again",
+    409,
+  ),
   TENANT_EXISTS: createError('TENANT_EXISTS', 'tenant %s already exists', 409),
   // 429
   RATE_LIMITED: createError(

@@ -246,3 +246,124 @@ test('a session is opened by its id; a token, or anything else, is not a session
     assert.match(String(res.headers['content-type']), /text\/html/)
   }
 })
+
+test('a replaced ADMIN_API_KEY ends the console sessions of the old one, though the id stays env-admin', async (t) => {
+  const { app } = await buildTestApp(t, enabled)
+  const old = await signIn(app, ADMIN_KEY)
+  // What a restart with a new ADMIN_API_KEY does: the old key is retired, the new one takes its id.
+  const replacement = 'test-admin-key-replacement-0123456789abcdef'
+  assert.equal(await app.apiKeys.seedEnvAdmin(replacement), 'seeded')
+  const refused = await old.get('/admin')
+  assert.equal(refused.headers.location, '/admin/sign-in')
+  assert.equal(old.cookies.has('sa_console'), false, 'the dead cookie is cleared')
+  const live = await app.inject({ url: '/v1/users/console:env-admin/sessions', headers: auth(replacement) })
+  assert.deepEqual(live.json().sessions, [], 'the old session is ended, not merely refused')
+  const ended = await app.inject({
+    url: '/v1/users/console:env-admin/events?type=session.revoked',
+    headers: auth(replacement),
+  })
+  assert.equal(ended.json().events[0].data.reason, 'operator key revoked or replaced')
+  // The new key signs in as before.
+  await signIn(app, replacement)
+})
+
+test("no API key resumes an operator's console session: it could rebind it to another browser", async (t) => {
+  const { app } = await buildTestApp(t, enabled)
+  const { key: writer } = await createKey(app, ['sessions:read', 'sessions:write'])
+  const operator = await signIn(app, ADMIN_KEY)
+  const thief = consoleBrowser(app, 'curl/8.5.0')
+  thief.cookies.set('sa_console', operator.cookies.get('sa_console') as string)
+  await thief.get('/admin') // drift: the session is suspended
+  const listed = await app.inject({ url: '/v1/users/console:env-admin/sessions', headers: auth(writer) })
+  const [session] = listed.json().sessions
+  assert.equal(session.status, 'suspended')
+  for (const key of [writer, ADMIN_KEY]) {
+    const resumed = await app.inject({
+      method: 'POST',
+      url: `/v1/sessions/${session.id}/resume`,
+      headers: auth(key),
+      payload: { user_agent: 'curl/8.5.0', ip: '127.0.0.1' },
+    })
+    assert.equal(resumed.statusCode, 409, resumed.body)
+    assert.equal(resumed.json().error.code, 'SESSION_NOT_RESUMABLE')
+  }
+  assert.equal((await thief.get('/admin')).headers.location, '/admin/sign-in')
+  // The console's own page of that session offers no resume either.
+  const other = await signIn(app, ADMIN_KEY, 'Bob')
+  const page = await other.get(`/admin/sessions/${session.id}`)
+  assert.doesNotMatch(page.body, /\/resume"/)
+  assert.match(page.body, /never resumed/)
+})
+
+test('sign-in: a good key passes a block of its address; behind a proxy not trusted, plain HTTP is refused', async (t) => {
+  const { app } = await buildTestApp(t, { ...enabled, authFailureLimit: 2, authFailureWindowSeconds: 600 })
+  const guesser = consoleBrowser(app)
+  await guesser.get('/admin/sign-in')
+  await guesser.post('/admin/sign-in', { name: 'Mallory', api_key: 'sak_guess-1' })
+  await guesser.post('/admin/sign-in', { name: 'Mallory', api_key: 'sak_guess-2' })
+  const blocked = await guesser.post('/admin/sign-in', { name: 'Mallory', api_key: 'sak_guess-3' })
+  assert.equal(blocked.statusCode, 429)
+  assert.ok(Number(blocked.headers['retry-after']) > 0)
+  // The operator on the same address (a shared NAT) is not locked out.
+  await signIn(app, ADMIN_KEY)
+
+  // A proxy on this machine forwarding a remote browser: the peer is loopback, the browser is not.
+  const proxied = consoleBrowser(app)
+  await proxied.get('/admin/sign-in')
+  const res = await proxied.post(
+    '/admin/sign-in',
+    { name: 'Ada', api_key: ADMIN_KEY },
+    { 'x-forwarded-for': '203.0.113.7', 'x-forwarded-proto': 'http' },
+  )
+  assert.equal(res.statusCode, 401)
+  assert.match(res.body, /needs HTTPS/)
+})
+
+test('signing in again ends the console session held until then; the key signed in with cannot be revoked from it', async (t) => {
+  const { app } = await buildTestApp(t, enabled)
+  const {
+    key,
+    api_key: { id },
+  } = await createKey(app, ['admin'])
+  const browser = await signIn(app, key, 'Ada')
+  const first = browser.cookies.get('sa_console') as string
+  await browser.get('/admin/sign-in') // a signed-in browser is sent on to the overview
+  const form = await browser.get('/admin/api-keys')
+  assert.equal(form.statusCode, 200)
+  const own = await browser.post(`/admin/api-keys/${id}/revoke`)
+  assert.equal(own.statusCode, 400)
+  assert.match(own.body, /signed in with this key/)
+  const keys = await app.inject({ url: '/v1/api-keys', headers: auth() })
+  assert.equal(keys.json().api_keys.find((k: { id: string }) => k.id === id).revoked_at, null)
+
+  await browser.get('/admin/sign-in')
+  const again = await browser.post('/admin/sign-in', { name: 'Ada', api_key: ADMIN_KEY })
+  assert.equal(again.statusCode, 303)
+  const listed = await app.inject({ url: `/v1/users/console:${id}/sessions`, headers: auth() })
+  assert.deepEqual(listed.json().sessions, [], 'the first session is not left behind')
+  const ended = await app.inject({
+    url: `/v1/users/console:${id}/events?type=session.revoked`,
+    headers: auth(),
+  })
+  assert.equal(ended.json().events[0].data.reason, 'signed in again')
+  assert.notEqual(browser.cookies.get('sa_console'), first)
+})
+
+test("a platform operator's events page links each user in its own tenant, and filters by tenant", async (t) => {
+  const { app } = await buildTestApp(t, enabled)
+  await createTenant(app, 'acme')
+  await openAs(app, await tenantKey(app, 'acme'), { user_id: 'carol' })
+  await openSession(app, { user_id: 'carol' })
+  const browser = await signIn(app, ADMIN_KEY)
+  // Attribute values as a browser reads them (the pages escape = and & in attributes).
+  const read = async (url: string) =>
+    (await browser.get(url)).body.replaceAll('&#61;', '=').replaceAll('&#38;', '&')
+  const all = { body: await read('/admin/events?type=session.created') }
+  assert.match(all.body, /href="\/admin\/users\/carol\?tenant=acme"/)
+  assert.match(all.body, /href="\/admin\/users\/carol\?tenant=default"/)
+  const acme = { body: await read('/admin/events?type=session.created&tenant=acme') }
+  assert.match(acme.body, /tenant=acme/)
+  assert.doesNotMatch(acme.body, /\/admin\/users\/carol\?tenant=default/)
+  const user = { body: await read('/admin/users/carol?tenant=acme') }
+  assert.match(user.body, /href="\/admin\/events\?user_id=carol&tenant=acme"/)
+})

@@ -44,6 +44,18 @@ function hashKey(key: string): Buffer {
 }
 
 /**
+ * Names one key's secret, not its id: a replaced ADMIN_API_KEY keeps the id `env-admin`, but not this.
+ * A hash of the stored hash, so it can be shown (console sessions keep it in their metadata).
+ */
+export function fingerprintOf(key: string): string {
+  return fingerprintOfHash(hashKey(key))
+}
+
+function fingerprintOfHash(keyHash: Buffer): string {
+  return hash('sha256', keyHash, 'base64url').slice(0, 22)
+}
+
+/**
  * Does a caller with these scopes pass a route that needs `scope`? A tenant's
  * admin passes every route of its tenant; platform passes every route, the
  * tenants' own included.
@@ -192,10 +204,20 @@ export function createApiKeyStore({
   }
 
   /** The caller of a key by its id, as Postgres says now: null once it is revoked (the admin console's check). */
-  async function findLive(id: string): Promise<(Caller & { name: string }) | null> {
-    const [row] = await sql<{ id: string; name: string; scopes: Scope[]; tenant_id: string }[]>`
-      select id, name, scopes, tenant_id from api_keys where id = ${id} and revoked_at is null`
-    return row ? { keyId: row.id, name: row.name, scopes: row.scopes, tenantId: row.tenant_id } : null
+  async function findLive(id: string): Promise<(Caller & { name: string; fingerprint: string }) | null> {
+    const [row] = await sql<
+      { id: string; name: string; scopes: Scope[]; tenant_id: string; key_hash: Buffer }[]
+    >`
+      select id, name, scopes, tenant_id, key_hash from api_keys where id = ${id} and revoked_at is null`
+    return row
+      ? {
+          keyId: row.id,
+          name: row.name,
+          scopes: row.scopes,
+          tenantId: row.tenant_id,
+          fingerprint: fingerprintOfHash(row.key_hash),
+        }
+      : null
   }
 
   return { create, seedEnvAdmin, list, listPage, revoke, recall, verify, findLive, loadValid, seenAsValid }

@@ -2,6 +2,7 @@ import { hash } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible'
 import { parseAddress } from '../addresses.ts'
+import type { Config } from '../config.ts'
 import type { Log } from '../logger.ts'
 import type { RedisConnection } from '../redis.ts'
 
@@ -141,3 +142,26 @@ export function createAuthFailureLimiter({
 }
 
 export type AuthFailureLimiter = ReturnType<typeof createAuthFailureLimiter>
+
+/**
+ * The one limiter of failed authentications of a replica, as configured (null when AUTH_FAILURE_LIMIT
+ * is 0): the API and the console's sign-in count against the same budget.
+ */
+export function authFailureLimiterFor(
+  config: Pick<
+    Config,
+    'authFailureLimit' | 'authFailureWindowSeconds' | 'authFailureBlockSeconds' | 'redisKeyPrefix'
+  >,
+  redis: RedisConnection | null,
+  log: Log,
+): AuthFailureLimiter | null {
+  if (config.authFailureLimit <= 0) return null
+  return createAuthFailureLimiter({
+    limit: config.authFailureLimit,
+    windowSeconds: config.authFailureWindowSeconds,
+    blockSeconds: config.authFailureBlockSeconds,
+    redis,
+    keyPrefix: config.redisKeyPrefix,
+    log,
+  })
+}

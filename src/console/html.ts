@@ -1,3 +1,4 @@
+import { Type } from '@sinclair/typebox'
 import { html } from 'ghtml'
 import type { Operator } from './operator.ts'
 
@@ -108,3 +109,7 @@ export function query(values: Record<string, string | number | null | undefined>
   const text = params.toString()
   return text ? `?${text}` : ''
 }
+
+/** The body schema of a console form: its fields, and the CSRF token every form carries. */
+export const Form = (properties: Parameters<typeof Type.Object>[0]) =>
+  Type.Object({ _csrf: Type.Optional(Type.String()), ...properties }, { additionalProperties: false })

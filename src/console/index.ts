@@ -5,7 +5,7 @@ import { Type } from '@sinclair/typebox'
 import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify'
 import { html } from 'ghtml'
 import type { ApiKeyStore } from '../api-keys/api-keys.ts'
-import { createAuthFailureLimiter } from '../api-keys/auth-failures.ts'
+import type { AuthFailureLimiter } from '../api-keys/auth-failures.ts'
 import type { Clock } from '../clock.ts'
 import type { Config } from '../config.ts'
 import type { Health } from '../health.ts'
@@ -13,13 +13,12 @@ import type { KeyEncryptionKey } from '../keys/key-encryption.ts'
 import type { SigningKeys } from '../keys/signing-keys.ts'
 import type { Metrics } from '../metrics.ts'
 import { toReply } from '../plugins/error-handler.ts'
-import type { RedisConnection } from '../redis.ts'
 import type { SessionService } from '../sessions/service.ts'
 import type { TenantStore } from '../tenants/store.ts'
 import type { WebhookStore } from '../webhooks/store.ts'
 import { csrfField, notice, page, type View } from './html.ts'
 import { operationsRoutes } from './operations.ts'
-import { createOperators, type Operator, SignInRefused } from './operator.ts'
+import { CONSOLE_COOKIE, createOperators, type Operator, SignInRefused } from './operator.ts'
 import { createRateSampler, overviewPage } from './overview.ts'
 import { peopleRoutes } from './people.ts'
 import { CONSOLE_CSS } from './styles.ts'
@@ -43,7 +42,8 @@ export interface ConsoleOptions {
   tenants: TenantStore
   metrics: Metrics
   health: Health
-  redis: RedisConnection | null
+  /** The replica's limiter of failed authentications, shared with the API (null: no limit). */
+  failures: AuthFailureLimiter | null
   config: Config
   clock: Clock
   kek: KeyEncryptionKey
@@ -100,18 +100,7 @@ export default async function adminConsole(app: FastifyInstance, options: Consol
     getToken: (request: FastifyRequest) => (request.body as { _csrf?: string } | undefined)?._csrf,
     csrfOpts: { hmacKey: kek.derive('console csrf').toString('base64') },
   })
-  const failures =
-    config.authFailureLimit > 0
-      ? createAuthFailureLimiter({
-          limit: config.authFailureLimit,
-          windowSeconds: config.authFailureWindowSeconds,
-          blockSeconds: config.authFailureBlockSeconds,
-          redis: options.redis,
-          keyPrefix: config.redisKeyPrefix,
-          log: app.log,
-        })
-      : null
-  const operators = createOperators({ sessions, keys: options.apiKeys, failures, config })
+  const operators = createOperators({ sessions, keys: options.apiKeys, failures: options.failures, config })
   const rate = createRateSampler(metrics)
   app.addHook('onClose', async () => rate.stop())
 
@@ -132,6 +121,8 @@ export default async function adminConsole(app: FastifyInstance, options: Consol
   app.addHook('preHandler', async (request, reply) => {
     if (request.routeOptions.url === '/admin/console.css') return
     request.operator = await operators.current(request)
+    // A cookie of a session that ended (or drifted, or whose key went) is dropped from the browser.
+    if (!request.operator && request.cookies[CONSOLE_COOKIE] !== undefined) operators.clearCookie(reply)
     const csrfToken = reply.generateCsrf({ userInfo: request.operator?.session.id ?? 'signed-out' })
     request.consoleView = {
       operator: request.operator,
@@ -151,9 +142,12 @@ export default async function adminConsole(app: FastifyInstance, options: Consol
             ),
           )
       }
-      await new Promise<void>((resolve, reject) => {
-        app.csrfProtection.call(app, request, reply, (err?: Error) => (err ? reject(err) : resolve()))
+      // Synchronous: it either calls back (a good token) or answers the request with its error.
+      let passed = false
+      app.csrfProtection.call(app, request, reply, () => {
+        passed = true
       })
+      if (!passed) return reply
     }
     if (request.routeOptions.config.signedOut || request.operator) return
     if (request.method === 'GET' || request.method === 'HEAD') return reply.redirect('/admin/sign-in', 303)
@@ -228,7 +222,7 @@ export default async function adminConsole(app: FastifyInstance, options: Consol
     async (request, reply) => {
       const { name, api_key: key } = request.body as { name: string; api_key: string }
       try {
-        await operators.signIn(request, reply, name.trim() || 'operator', key.trim())
+        await operators.signIn(request, reply, name.trim() || 'operator', key.trim(), request.operator)
       } catch (err) {
         if (!(err instanceof SignInRefused)) throw err
         if (err.retryAfterSeconds) reply.header('retry-after', String(err.retryAfterSeconds))

@@ -7,7 +7,7 @@ import { Errors } from '../errors.ts'
 import type { SigningKeys } from '../keys/signing-keys.ts'
 import type { TenantStore } from '../tenants/store.ts'
 import type { WebhookStore } from '../webhooks/store.ts'
-import { actionForm, csrfField, notice, page, query, table, type View, when } from './html.ts'
+import { actionForm, csrfField, Form, notice, page, query, table, type View, when } from './html.ts'
 import type { Operator } from './operator.ts'
 
 // Operating the service: webhooks and their deliveries, API keys, signing keys, tenants. Each action
@@ -20,8 +20,6 @@ const NOTICES: Record<string, string> = {
 }
 
 const operatorOf = (view: View) => view.operator as Operator
-const Form = (properties: Parameters<typeof Type.Object>[0]) =>
-  Type.Object({ _csrf: Type.Optional(Type.String()), ...properties }, { additionalProperties: false })
 const NoticeQuery = Type.Object(
   { notice: Type.Optional(Type.String({ maxLength: 32 })) },
   { additionalProperties: false },
@@ -233,7 +231,14 @@ export function operationsRoutes(
     { schema: { hide: true, params: Type.Object({ id: Type.String({ maxLength: 100 }) }), body: Form({}) } },
     async (request, reply) => {
       const { id } = request.params as { id: string }
-      await apiKeys.revoke(operatorOf(viewOf(request)).tenancy, id)
+      const operator = operatorOf(viewOf(request))
+      // The page offers no button for it; a hand-made post must not saw off the branch either.
+      if (id === operator.keyId) {
+        throw new Errors.VALIDATION_FAILED(
+          'you are signed in with this key: revoke it from another key, or with the API',
+        )
+      }
+      await apiKeys.revoke(operator.tenancy, id)
       return reply.redirect(`/admin/api-keys${query({ notice: 'key-revoked' })}`, 303)
     },
   )

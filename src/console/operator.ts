@@ -1,10 +1,10 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import ipaddr from 'ipaddr.js'
-import { type ApiKeyStore, allows, type Scope } from '../api-keys/api-keys.ts'
+import { type ApiKeyStore, allows, fingerprintOf, type Scope } from '../api-keys/api-keys.ts'
 import type { AuthFailureLimiter } from '../api-keys/auth-failures.ts'
 import type { Config } from '../config.ts'
 import { endUserAgent } from '../routes/end-user.ts'
-import type { SessionRow } from '../sessions/model.ts'
+import { CONSOLE_CLIENT, type SessionRow } from '../sessions/model.ts'
 import type { SessionService } from '../sessions/service.ts'
 import { EVERY_TENANT, onlyTenant, type Tenancy } from '../tenants/tenancy.ts'
 
@@ -13,8 +13,6 @@ import { EVERY_TENANT, onlyTenant, type Tenancy } from '../tenants/tenancy.ts'
 // it like a gateway would, drift checks included. The cookie carries that session's opaque token,
 // never the key: the key is checked once, at sign-in, and by id (still live, still admin) after.
 
-/** The client_id of console sessions: no API key has this id, so no backend can open one. */
-export const CONSOLE_CLIENT = 'console'
 const USER_PREFIX = 'console:'
 /** The cookie, sent to /admin only: /v1 never even receives it. */
 export const CONSOLE_COOKIE = 'sa_console'
@@ -41,9 +39,17 @@ export class SignInRefused extends Error {
   }
 }
 
-/** Loopback peers may use plain HTTP (a developer's machine); anywhere else the cookie must be Secure. */
+/**
+ * Loopback peers may use plain HTTP (a developer's machine); anywhere else the cookie must be Secure.
+ * A request a proxy forwarded is not the developer's own, even when the proxy runs on this machine:
+ * without TRUST_PROXY its peer looks like loopback, so forwarding headers alone rule it out.
+ */
 function fromLoopback(request: FastifyRequest): boolean {
-  return ipaddr.isValid(request.ip) && ipaddr.process(request.ip).range() === 'loopback'
+  const forwarded =
+    request.headers['x-forwarded-for'] !== undefined ||
+    request.headers['x-forwarded-proto'] !== undefined ||
+    request.headers.forwarded !== undefined
+  return !forwarded && ipaddr.isValid(request.ip) && ipaddr.process(request.ip).range() === 'loopback'
 }
 
 export function createOperators({
@@ -73,7 +79,17 @@ export function createOperators({
     // Only a session the console itself opened: a backend cannot open one with client_id "console".
     if (session.client_id !== CONSOLE_CLIENT || !session.user_id.startsWith(USER_PREFIX)) return null
     const key = await keys.findLive(session.user_id.slice(USER_PREFIX.length))
-    if (!key || key.tenantId !== session.tenant_id || !allows(key.scopes, 'admin')) return null
+    // The very key signed in with, not one that took its id since (a replaced ADMIN_API_KEY keeps the id).
+    const sameKey = key !== null && key.fingerprint === session.metadata.key_fingerprint
+    if (!key || !sameKey || key.tenantId !== session.tenant_id || !allows(key.scopes, 'admin')) {
+      await sessions.revoke(
+        onlyTenant(session.tenant_id),
+        session.id,
+        'operator key revoked or replaced',
+        'session',
+      )
+      return null
+    }
     const platform = key.scopes.includes('platform')
     const name = typeof session.metadata.operator === 'string' ? session.metadata.operator : key.name
     return {
@@ -94,7 +110,13 @@ export function createOperators({
    * Signs an operator in with an admin API key: opens their console session and sets its cookie.
    * Failed attempts count against the same budget as the API's failed authentications.
    */
-  async function signIn(request: FastifyRequest, reply: FastifyReply, name: string, key: string) {
+  async function signIn(
+    request: FastifyRequest,
+    reply: FastifyReply,
+    name: string,
+    key: string,
+    signedIn: Operator | null,
+  ) {
     const secure = request.protocol === 'https'
     if (!secure && !fromLoopback(request)) {
       throw new SignInRefused(
@@ -102,7 +124,9 @@ export function createOperators({
       )
     }
     const claimant = { ip: request.ip, keyId: null }
-    const wait = failures ? await failures.retryAfter(claimant) : 0
+    // As for the API: a key this replica has seen valid passes a block, so a guesser on the same
+    // network cannot lock the operators out.
+    const wait = failures && !keys.seenAsValid(key) ? await failures.retryAfter(claimant) : 0
     if (wait) throw new SignInRefused(`Too many failed sign-ins from this address; retry in ${wait} s.`, wait)
     const caller = key.length > 512 ? null : await keys.verify(key)
     if (!caller || !allows(caller.scopes, 'admin')) {
@@ -114,6 +138,8 @@ export function createOperators({
           : 'Unknown or revoked API key.',
       )
     }
+    // Signing in again (another key, another name) ends the session held until now: none is left behind.
+    if (signedIn) await sessions.revoke(signedIn.tenancy, signedIn.session.id, 'signed in again', 'session')
     const issued = await sessions.open(
       onlyTenant(caller.tenantId),
       {
@@ -121,7 +147,12 @@ export function createOperators({
         token_type: 'opaque',
         ip: request.ip,
         user_agent: endUserAgent(request),
-        metadata: { operator: name, key_id: caller.keyId, console: true },
+        metadata: {
+          operator: name,
+          key_id: caller.keyId,
+          key_fingerprint: fingerprintOf(key),
+          console: true,
+        },
         idle_timeout: config.consoleIdleTimeoutSeconds,
         absolute_lifetime: config.consoleLifetimeSeconds,
         // An operator's cookie used from another browser or network is suspended at once.

@@ -49,15 +49,16 @@ export function createRateSampler(metrics: Metrics, now: () => number = Date.now
     samples.push({ at: now(), count: await introspectionsSoFar(metrics) })
     if (samples.length > SAMPLES_KEPT) samples.shift()
   }
-  void take()
-  const timer = setInterval(() => void take().catch(() => {}), SAMPLE_EVERY_MS)
+  const sample = () => void take().catch(() => {})
+  sample()
+  const timer = setInterval(sample, SAMPLE_EVERY_MS)
   timer.unref()
   return {
+    /** From the oldest sample kept to now; a page load reads the counter but keeps no sample of its own. */
     async perSecond(): Promise<number | null> {
-      await take()
       const first = samples[0]
-      const last = samples[samples.length - 1]
-      if (!first || !last || last.at - first.at < 1000) return null
+      const last = { at: now(), count: await introspectionsSoFar(metrics) }
+      if (!first || last.at - first.at < 1000) return null
       return (last.count - first.count) / ((last.at - first.at) / 1000)
     },
     stop: () => clearInterval(timer),

@@ -2,11 +2,11 @@ import { Type } from '@sinclair/typebox'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { html } from 'ghtml'
 import { Errors } from '../errors.ts'
-import type { SessionRow } from '../sessions/model.ts'
+import { CONSOLE_CLIENT, type SessionRow } from '../sessions/model.ts'
 import { EVENT_TYPES, type EventRow } from '../sessions/repository.ts'
 import type { SessionService } from '../sessions/service.ts'
 import { onlyTenant, type Tenancy, userTenancy } from '../tenants/tenancy.ts'
-import { actionForm, csrfField, notice, page, query, table, type View, when } from './html.ts'
+import { actionForm, csrfField, Form, notice, page, query, table, type View, when } from './html.ts'
 import type { Operator } from './operator.ts'
 
 // Users, their sessions and history, and signing people out: one at a time or everyone at once.
@@ -51,12 +51,13 @@ function describeEvent(event: EventRow): string {
   return parts.join('; ')
 }
 
-function eventRows(events: EventRow[], withUser: boolean): string[] {
+/** Rows of events; with `userOf`, a column linking each event's user (in the event's tenant, for a platform operator). */
+function eventRows(events: EventRow[], userOf?: Operator): string[] {
   return events.map(
     (e) =>
       html`<tr><td>!${when(e.created_at)}</td><td>${e.type}</td>!${
-        withUser
-          ? html`<td><a href="/admin/users/${encodeURIComponent(e.user_id)}">${e.user_id}</a></td>`
+        userOf
+          ? html`<td><a href="/admin/users/${encodeURIComponent(e.user_id)}${userOf.platform ? query({ tenant: e.tenant_id }) : ''}">${e.user_id}</a></td>`
           : ''
       }<td><a href="/admin/sessions/${e.session_id}">${e.session_id.slice(0, 8)}…</a></td><td>${describeEvent(e)}</td></tr>`,
   )
@@ -134,8 +135,8 @@ async function userPage(
 !${table(`Live sessions of ${userId}`, ['Device', 'Address', 'Signed in', 'Last seen', 'Status', 'Actions'], rows, 'This user has no live session.')}
 !${bulk}
 <h2>Recent history</h2>
-!${table(`Recent events of ${userId}`, EVENT_HEADERS, eventRows(events, false), 'No events recorded for this user.')}
-<p><a href="/admin/events${query({ user_id: userId })}">All events of this user</a></p>`
+!${table(`Recent events of ${userId}`, EVENT_HEADERS, eventRows(events), 'No events recorded for this user.')}
+<p><a href="/admin/events${query({ user_id: userId, tenant: operator.platform ? (tenant ?? operator.tenant) : undefined })}">All events of this user</a></p>`
   return page(view, `User ${userId}`, body)
 }
 
@@ -155,21 +156,24 @@ async function sessionPage(view: View, sessions: SessionService, operator: Opera
     | { ip?: string | null; user_agent?: string | null }
     | undefined
   const open = session.status === 'active' || session.status === 'suspended'
+  // An operator's own console session is never resumed (the service refuses): they sign in again.
   const resume =
-    session.status === 'suspended'
-      ? html`<form method="post" action="/admin/sessions/${session.id}/resume" class="stack">
+    session.status === 'suspended' && session.client_id === CONSOLE_CLIENT
+      ? html`<p class="hint">An operator's console session is never resumed: its operator signs in again.</p>`
+      : session.status === 'suspended'
+        ? html`<form method="post" action="/admin/sessions/${session.id}/resume" class="stack">
 !${csrfField(view)}
 <fieldset><legend>Resume, bound to</legend>
 <label><input type="radio" name="rebind" value="no" checked> the client it is bound to now (${session.bound_ip ?? 'no address'})</label>
 !${
-          refused?.ip || refused?.user_agent
-            ? html`<label><input type="radio" name="rebind" value="yes"> the client that was refused: ${refused.ip ?? 'same address'}, ${refused.user_agent ?? 'same browser'}</label>`
-            : ''
-        }
+            refused?.ip || refused?.user_agent
+              ? html`<label><input type="radio" name="rebind" value="yes"> the client that was refused: ${refused.ip ?? 'same address'}, ${refused.user_agent ?? 'same browser'}</label>`
+              : ''
+          }
 </fieldset>
 <button type="submit">Resume</button>
 </form>`
-      : ''
+        : ''
   const actions = open
     ? html`<h2>Actions</h2><div class="row">!${actionForm(view, `/admin/sessions/${session.id}/revoke`, 'Revoke', { danger: true })}
 !${session.status === 'active' ? actionForm(view, `/admin/sessions/${session.id}/suspend`, 'Suspend') : ''}</div>!${resume}`
@@ -197,7 +201,7 @@ async function sessionPage(view: View, sessions: SessionService, operator: Opera
 <dl class="facts">!${facts.map(([k, v]) => html`<dt>${k}</dt><dd>!${v}</dd>`).join('')}</dl>
 !${actions}
 <h2>History</h2>
-!${table('Events of this session, newest first', ['When', 'Event', 'Session', 'Details'], eventRows(history, false), 'No events recorded.')}`
+!${table('Events of this session, newest first', ['When', 'Event', 'Session', 'Details'], eventRows(history), 'No events recorded.')}`
   return page(view, `Session ${session.id}`, body)
 }
 
@@ -208,6 +212,8 @@ const EventFilters = Type.Object(
     since: Type.Optional(Type.String({ maxLength: 32 })),
     until: Type.Optional(Type.String({ maxLength: 32 })),
     cursor: Type.Optional(Type.String({ pattern: '^[0-9]{1,18}$' })),
+    /** A platform operator's: only this tenant's events (a user id names a user of one tenant). */
+    tenant: Type.Optional(Type.String({ maxLength: 63 })),
   },
   { additionalProperties: false },
 )
@@ -226,9 +232,17 @@ async function eventsPage(
   view: View,
   sessions: SessionService,
   operator: Operator,
-  filters: { type?: string; user_id?: string; since?: string; until?: string; cursor?: string },
+  filters: {
+    type?: string
+    user_id?: string
+    since?: string
+    until?: string
+    cursor?: string
+    tenant?: string
+  },
 ) {
-  const events = await sessions.listEvents(operator.tenancy, {
+  const who = filters.tenant && operator.platform ? userScope(operator, filters.tenant) : operator.tenancy
+  const events = await sessions.listEvents(who, {
     userId: filters.user_id || null,
     type: filters.type || null,
     since: instant(filters.since, 'since'),
@@ -248,11 +262,16 @@ async function eventsPage(
   const body = html`<form method="get" action="/admin/events" class="filters">
 <span class="field"><label for="type">Type</label><select id="type" name="type">!${options.join('')}</select></span>
 <span class="field"><label for="user">User id</label><input id="user" name="user_id" value="${filters.user_id ?? ''}" maxlength="256" autocomplete="off"></span>
+!${
+    operator.platform
+      ? html`<span class="field"><label for="tenant">Tenant (empty: all)</label><input id="tenant" name="tenant" value="${filters.tenant ?? ''}" maxlength="63" autocomplete="off"></span>`
+      : ''
+  }
 <span class="field"><label for="since">Since (UTC)</label><input id="since" name="since" type="datetime-local" value="${filters.since ?? ''}"></span>
 <span class="field"><label for="until">Until (UTC)</label><input id="until" name="until" type="datetime-local" value="${filters.until ?? ''}"></span>
 <button type="submit">Filter</button>
 </form>
-!${table('Events, newest first', ['When', 'Event', 'User', 'Session', 'Details'], eventRows(events, true), 'No events match.')}
+!${table('Events, newest first', ['When', 'Event', 'User', 'Session', 'Details'], eventRows(events, operator), 'No events match.')}
 !${next}`
   return page(view, 'Events', body)
 }
@@ -300,8 +319,6 @@ const NoticeQuery = Type.Object(
   },
   { additionalProperties: false },
 )
-const Form = (properties: Parameters<typeof Type.Object>[0]) =>
-  Type.Object({ _csrf: Type.Optional(Type.String()), ...properties }, { additionalProperties: false })
 
 /** Registers the pages about people; `guard` runs before every form post (operator and CSRF checks). */
 export function peopleRoutes(

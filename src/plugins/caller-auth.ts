@@ -1,10 +1,9 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { type ApiKeyStore, allows, type Caller, type Scope } from '../api-keys/api-keys.ts'
-import { createAuthFailureLimiter } from '../api-keys/auth-failures.ts'
+import type { AuthFailureLimiter } from '../api-keys/auth-failures.ts'
 import type { Config } from '../config.ts'
 import { Errors } from '../errors.ts'
-import type { RedisConnection } from '../redis.ts'
 import { ErrorReply } from '../schemas.ts'
 import { onlyTenant, type Tenancy } from '../tenants/tenancy.ts'
 
@@ -68,7 +67,7 @@ const unknownKey = () => new Errors.UNAUTHORIZED('unknown or revoked API key')
 export default fp(
   async (
     app,
-    { keys, redis, config }: { keys: ApiKeyStore; redis: RedisConnection | null; config: Config },
+    { keys, failures, config }: { keys: ApiKeyStore; failures: AuthFailureLimiter | null; config: Config },
   ) => {
     app.decorateRequest('caller', null)
     app.decorateRequest('tenancy', null as unknown as Tenancy)
@@ -100,17 +99,6 @@ export default fp(
       }
       return tenancy
     }
-    const failures =
-      config.authFailureLimit > 0
-        ? createAuthFailureLimiter({
-            limit: config.authFailureLimit,
-            windowSeconds: config.authFailureWindowSeconds,
-            blockSeconds: config.authFailureBlockSeconds,
-            redis,
-            keyPrefix: config.redisKeyPrefix,
-            log: app.log,
-          })
-        : null
     if (failures) await keys.loadValid()
 
     function authenticate(

@@ -110,5 +110,7 @@ export async function eventsPage(
     before: cursorOf(query),
     limit,
   })
-  return { events, next_cursor: nextCursor(events, limit, (last) => last.id) }
+  // An event is shown as the API's sessions are: without its tenant (the caller's, or the one it named).
+  const shown = events.map(({ tenant_id: _tenant, ...event }) => event)
+  return { events: shown, next_cursor: nextCursor(events, limit, (last) => last.id) }
 }

@@ -3,7 +3,7 @@ import { Errors } from '../errors.ts'
 import { actorOf, onlyTenant, type Tenancy } from '../tenants/tenancy.ts'
 import type { SessionContext } from './context.ts'
 import { parseDevice } from './device.ts'
-import type { ClientInfo, SessionRow } from './model.ts'
+import { type ClientInfo, CONSOLE_CLIENT, type SessionRow } from './model.ts'
 import { address } from './presented-client.ts'
 import { purgeSessions } from './purge.ts'
 import { hashTokenBytes, tokenKind } from './tokens.ts'
@@ -64,12 +64,12 @@ export function createLifecycle({
    * A session that ran out is ended as expired here if no check has done so
    * yet: suspending or resuming it must not bring it back.
    */
-  async function refuseIfExpired(who: Tenancy, id: string): Promise<void> {
+  async function refuseIfExpired(who: Tenancy, id: string): Promise<SessionRow> {
     const session = await get(who, id)
-    if (session.status !== 'active' && session.status !== 'suspended') return
+    if (session.status !== 'active' && session.status !== 'suspended') return session
     const now = new Date(clock.now())
     const reason = ranOut(session, now)
-    if (!reason) return
+    if (!reason) return session
     await invalidateEnded(await repo.end(who, { ids: [id] }, 'expired', reason, now))
     throw new Errors.SESSION_ENDED(id, 'expired')
   }
@@ -94,7 +94,9 @@ export function createLifecycle({
             device: parseDevice(client.user_agent),
           }
         : null
-    await refuseIfExpired(who, id)
+    // Resuming would let whoever holds a key rebind an operator's session to their own browser.
+    if ((await refuseIfExpired(who, id)).client_id === CONSOLE_CLIENT)
+      throw new Errors.SESSION_NOT_RESUMABLE(id)
     const resumed = await repo.resume(who, id, rebind, new Date(clock.now()))
     if (resumed) await invalidateChanged([resumed])
     const session = await get(who, id)

@@ -10,6 +10,12 @@ export const Ip = Type.String({
   maxLength: 64,
   description: "End user's IP address: IPv4 as a dotted quad (`192.0.2.1`), or IPv6 without a zone id",
 })
+/**
+ * The client_id of the admin console's own sessions (an operator signed in). No API key has this id,
+ * so no backend can open one; and such a session is never resumed: its operator signs in again.
+ */
+export const CONSOLE_CLIENT = 'console'
+
 /** The longest User-Agent kept: the API refuses longer ones, forward-auth keeps their first this many characters. */
 export const USER_AGENT_MAX_LENGTH = 1024
 export const UserAgent = Text({

@@ -28,6 +28,7 @@ export type NewRefreshToken = Omit<RefreshTokenRow, 'spent_at' | 'successor_hash
 export interface EventRow {
   id: string
   session_id: string
+  tenant_id: string
   user_id: string
   type: string
   data: Record<string, unknown>
@@ -330,7 +331,7 @@ export function createSessionRepository(sql: Sql) {
     },
   ): Promise<EventRow[]> {
     return sql<EventRow[]>`
-      select id::text as id, session_id, user_id, type, data, created_at from session_events
+      select id::text as id, session_id, tenant_id, user_id, type, data, created_at from session_events
       where ${visibleTo(sql, who)} and (${page.userId}::text is null or user_id = ${page.userId}::text)
         and (${page.sessionId ?? null}::uuid is null or session_id = ${page.sessionId ?? null}::uuid)
         and (${page.before}::bigint is null or id < ${page.before}::bigint)

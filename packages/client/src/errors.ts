@@ -30,6 +30,7 @@ export const ERROR_CODES = Object.keys({
   TENANT_NOT_FOUND: true,
   SESSION_LIMIT_REACHED: true,
   SESSION_ENDED: true,
+  SESSION_NOT_RESUMABLE: true,
   TENANT_EXISTS: true,
   RATE_LIMITED: true,
   METHOD_NOT_ALLOWED: true,
