@@ -24,7 +24,6 @@ import {
   sessionView,
 } from './routes/session-views.ts'
 import { Text, Uuid } from './schemas.ts'
-import { serve } from './server.ts'
 import { createSessionCache } from './sessions/cache.ts'
 import { offFeed } from './sessions/invalidation-feed.ts'
 import { UserId } from './sessions/model.ts'
@@ -417,6 +416,8 @@ async function main(argv: string[]): Promise<number> {
     return endOrShow(command, sub, arg, values)
   if (command === 'events' && positionals.length === 1) return listEvents(values)
   if (command === 'serve') {
+    // Loaded only here: the other commands start faster without the HTTP server and its routes.
+    const { serve } = await import('./server.ts')
     await serve(loadConfig())
     return -1
   }
