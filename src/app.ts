@@ -279,7 +279,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(metricsPlugin, { metrics, probe: health.check, token: config.metricsToken })
   // One budget of failed authentications per replica: the API's keys and the console's sign-in.
   const failures = authFailureLimiterFor(config, app.redis, app.log)
-  await app.register(callerAuth, { keys: app.apiKeys, failures, config })
+  await app.register(callerAuth, { keys: app.apiKeys, failures })
   await app.register(healthRoutes, { health })
   await app.register(sessionRoutes, {
     sessions: app.sessions,

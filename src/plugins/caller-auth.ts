@@ -2,7 +2,6 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { type ApiKeyStore, allows, type Caller, type Scope } from '../api-keys/api-keys.ts'
 import type { AuthFailureLimiter } from '../api-keys/auth-failures.ts'
-import type { Config } from '../config.ts'
 import { Errors } from '../errors.ts'
 import { ErrorReply } from '../schemas.ts'
 import { onlyTenant, type Tenancy } from '../tenants/tenancy.ts'
@@ -65,10 +64,7 @@ const unknownKey = () => new Errors.UNAUTHORIZED('unknown or revoked API key')
  * address (a NAT, a proxy) or a key id with a guesser.
  */
 export default fp(
-  async (
-    app,
-    { keys, failures, config }: { keys: ApiKeyStore; failures: AuthFailureLimiter | null; config: Config },
-  ) => {
+  async (app, { keys, failures }: { keys: ApiKeyStore; failures: AuthFailureLimiter | null }) => {
     app.decorateRequest('caller', null)
     app.decorateRequest('tenancy', null as unknown as Tenancy)
     // One Tenancy per key and per tenant a platform key names, not one per request.
