@@ -209,6 +209,13 @@ test("a tenant's operator sees and acts on its own tenant only", async (t) => {
   assert.equal((await browser.get('/admin/tenants')).statusCode, 403)
   const events = await browser.get('/admin/events')
   assert.doesNotMatch(events.body, /carol/)
+  // The overview counts its sessions and shows the service's health, not every tenant's traffic.
+  const overview = await browser.get('/admin')
+  assert.match(overview.body, /Live sessions \(tenant acme\)/)
+  assert.match(overview.body, /Postgres/)
+  assert.doesNotMatch(overview.body, /Introspections per second|hit rate|Webhook deliveries waiting/)
+  const platform = await signIn(app, ADMIN_KEY)
+  assert.match((await platform.get('/admin')).body, /Introspections per second/)
 })
 
 test('the log of a console visit holds neither the key signed in with, nor the console token, nor the form token', async (t) => {

@@ -14,7 +14,7 @@ const INTROSPECTION_ROUTES = new Set([
   '/v1/forward-auth',
   '/v1/forward-auth/*',
 ])
-const LIVE_COUNT_CAP = 1_000_000
+const LIVE_COUNT_CAP = 100_000
 const SAMPLE_EVERY_MS = 5_000
 const SAMPLES_KEPT = 13
 
@@ -90,25 +90,19 @@ export async function overviewPage(
   const [live, report, perSecond, json] = await Promise.all([
     deps.sessions.countLive(operator.tenancy, LIVE_COUNT_CAP),
     deps.health.check(),
-    deps.rate.perSecond(),
-    deps.metrics.registry.getMetricsAsJSON(),
+    operator.platform ? deps.rate.perSecond() : null,
+    operator.platform ? deps.metrics.registry.getMetricsAsJSON() : [],
   ])
   const hits = samplesOf(json, 'session_cache_hits_total')
   const misses = samplesOf(json, 'session_cache_misses_total')
   const level = (name: string) => (labels: Sample['labels']) => labels.level === name
   const queue = sum(samplesOf(json, 'write_behind_queue_size'))
   const lag = report.invalidation_feed_lag_ms
-  const tiles = [
-    tile(
-      operator.platform ? 'Live sessions (every tenant)' : `Live sessions (tenant ${operator.tenant})`,
-      live >= LIVE_COUNT_CAP ? `${LIVE_COUNT_CAP.toLocaleString('en')}+` : live.toLocaleString('en'),
-    ),
-    tile(
-      'Introspections per second (this replica, last minute)',
-      perSecond === null ? 'measuring…' : perSecond.toFixed(1),
-    ),
-    tile('L1 cache hit rate', ratio(sum(hits, level('l1')), sum(misses, level('l1')))),
-    tile('Redis cache hit rate', ratio(sum(hits, level('l2')), sum(misses, level('l2')))),
+  const liveTile = tile(
+    operator.platform ? 'Live sessions (every tenant)' : `Live sessions (tenant ${operator.tenant})`,
+    live >= LIVE_COUNT_CAP ? `${LIVE_COUNT_CAP.toLocaleString('en')}+` : live.toLocaleString('en'),
+  )
+  const health = [
     tile('Postgres', report.postgres, report.postgres === 'up' ? 'good' : 'bad'),
     tile('Redis', report.redis, report.redis === 'degraded' ? 'bad' : 'good'),
     tile(
@@ -116,8 +110,21 @@ export async function overviewPage(
       `${report.invalidation_feed}${lag === null ? '' : `, lag ${(lag / 1000).toFixed(1)} s`}`,
       report.invalidation_feed === 'live' ? 'good' : 'bad',
     ),
-    tile('Last-seen writes waiting', String(queue)),
   ]
+  // Traffic and cache figures count every tenant's requests: a tenant's operator sees its sessions and
+  // the service's health, not the other tenants' traffic.
+  const traffic = operator.platform
+    ? [
+        tile(
+          'Introspections per second (this replica, last minute)',
+          perSecond === null ? 'measuring…' : perSecond.toFixed(1),
+        ),
+        tile('L1 cache hit rate', ratio(sum(hits, level('l1')), sum(misses, level('l1')))),
+        tile('Redis cache hit rate', ratio(sum(hits, level('l2')), sum(misses, level('l2')))),
+        tile('Last-seen writes waiting', String(queue)),
+      ]
+    : []
+  const tiles = [liveTile, ...traffic, ...health]
   // The backlog spans every tenant: only a platform operator sees it (a tenant's are on its webhooks page).
   if (operator.platform) {
     const backlog = await deps.webhooks.backlog()
