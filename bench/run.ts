@@ -21,6 +21,23 @@ import { SCENARIOS } from './scenarios.ts'
 import { count, markdown, problems, type Row } from './table.ts'
 import { measureVerification, verificationTable } from './verify.ts'
 
+// Entries the L1 memory row fills (BENCH_MEMORY_ENTRIES); 0 leaves the row out.
+const MEMORY_ENTRIES = Number(process.env.BENCH_MEMORY_ENTRIES ?? 200_000)
+
+/** Bytes per cached session, measured in a child of its own (it needs --expose-gc, and a clean heap). */
+function measureL1Memory(): { heapBytesPerEntry: number; rssBytesPerEntry: number; rssMb: number } | null {
+  if (MEMORY_ENTRIES <= 0) return null
+  const script = new URL('./memory.ts', import.meta.url).pathname
+  const out = execFileSync(
+    process.execPath,
+    ['--expose-gc', '--import', 'tsx', script, String(MEMORY_ENTRIES)],
+    {
+      encoding: 'utf8',
+    },
+  )
+  return JSON.parse(out.trim().split('\n').pop() as string)
+}
+
 // The machine's Postgres and Redis, as the tests use them (same overrides).
 const DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
@@ -149,12 +166,15 @@ async function main(): Promise<number> {
   const loadBefore = os.loadavg()[0] ?? 0
   let result: Awaited<ReturnType<typeof runScenarios>>
   let verification: ReturnType<typeof measureVerification>
+  let memory: ReturnType<typeof measureL1Memory> = null
   let clean = false
   try {
     // First, while nothing else runs: it uses this process's one core.
     console.error('… signature verification on one core')
     verification = measureVerification(ONLY ? 1 : 3)
     result = await runScenarios()
+    console.error(`… L1 memory with ${count(MEMORY_ENTRIES)} cached sessions`)
+    memory = ONLY ? null : measureL1Memory()
   } finally {
     clean = await cleanUp()
   }
@@ -190,6 +210,13 @@ async function main(): Promise<number> {
     '',
     verificationTable(verification),
     '',
+    ...(memory
+      ? [
+          `L1 memory: ${count(MEMORY_ENTRIES)} sessions cached (typical metadata, as a Redis hit delivers them) cost`,
+          `${count(memory.heapBytesPerEntry)} bytes of heap each, ${count(memory.rssBytesPerEntry)} of RSS; the process held ${count(memory.rssMb)} MB.`,
+          '',
+        ]
+      : []),
     `Total run time: ${seconds.toFixed(0)} s.`,
   ].join('\n')
   console.log(`\n${report}`)

@@ -6,6 +6,7 @@ import type { Metrics } from '../metrics.ts'
 import type { RedisConnection } from '../redis.ts'
 import type { FeedHandlers, InvalidationFeed } from './invalidation-feed.ts'
 import type { SessionRow } from './model.ts'
+import { PackedSession } from './packed-session.ts'
 import type { CacheRead } from './repository.ts'
 
 /**
@@ -48,12 +49,6 @@ export interface CacheOptions {
   macKey: Buffer
   metrics: Metrics
   log: Log
-}
-
-/** An L1 entry: the row, and whether it came from Redis (trusted only while the feed is live). */
-interface Local {
-  row: SessionRow
-  shared: boolean
 }
 
 const NO_SESSION = '-'
@@ -140,7 +135,7 @@ export function createSessionCache(options: CacheOptions): SessionCache {
   const { seal, open } = sealer(options.macKey)
   const l1 =
     options.l1TtlMs > 0
-      ? new LRUCache<string, Local>({ max: options.l1MaxEntries, ttl: options.l1TtlMs })
+      ? new LRUCache<string, PackedSession>({ max: options.l1MaxEntries, ttl: options.l1TtlMs })
       : null
   // Unknown tokens get an LRU of their own: a flood of garbage cannot evict
   // live sessions, and "unknown" never goes stale (tokens are never guessed into existence).
@@ -228,11 +223,11 @@ export function createSessionCache(options: CacheOptions): SessionCache {
     }
     if (!l1) return
     if (readStartedAt === null) {
-      l1.set(key, { row: session, shared: true })
+      l1.set(key, new PackedSession(session, true))
       return
     }
     const ttl = Math.floor(options.l1TtlMs - (performance.now() - readStartedAt))
-    if (ttl > 0) l1.set(key, { row: session, shared: false }, { ttl })
+    if (ttl > 0) l1.set(key, new PackedSession(session, false), { ttl })
   }
 
   function fill(key: string, read: CacheRead, startedAt: number, now: number, seen: number) {
@@ -257,7 +252,7 @@ export function createSessionCache(options: CacheOptions): SessionCache {
     if (hit) {
       if (!hit.shared || feed.live()) {
         l1Positive.inc()
-        return hit.row
+        return hit.unpack()
       }
       l1?.delete(key)
     }
