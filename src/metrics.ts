@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { LatencyHistogram } from './latency-histogram.ts'
 
 /**
  * The service's Prometheus metrics, on a registry of its own (several apps can
@@ -10,6 +11,26 @@ export function createMetrics() {
   // Read when scraped, not pushed per request (the queue changes on every introspection).
   let queueSize = () => 0
   let feed = (): { feed: string; lagMs: number | null } => ({ feed: 'off', lagMs: null })
+  // Counts bumped on every introspection are kept as plain numbers and handed to their counters when
+  // the registry is read: prom-client hashes the labels of every inc(), even through a bound child.
+  const tallies: Array<{ child: { inc(by: number): void }; pending: number }> = []
+  function flushTallies() {
+    for (const t of tallies) {
+      if (t.pending === 0) continue
+      t.child.inc(t.pending)
+      t.pending = 0
+    }
+  }
+  /** A counter series counted here and reported when scraped (exact, only later). Its counter must flushTallies. */
+  function tally(counter: Counter<string>, ...labels: string[]): { inc(): void } {
+    const t = { child: counter.labels(...labels), pending: 0 }
+    tallies.push(t)
+    return {
+      inc() {
+        t.pending++
+      },
+    }
+  }
   return {
     /** Where the invalidation feed gauges read their values. */
     watchFeed(state: typeof feed) {
@@ -20,24 +41,28 @@ export function createMetrics() {
       queueSize = size
     },
     registry,
-    httpDuration: new Histogram({
-      name: 'http_request_duration_seconds',
-      help: 'Request latency by route',
-      labelNames: ['method', 'route', 'status'],
-      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    /** Tallies, for counters bumped on every request. */
+    tally,
+    httpDuration: new LatencyHistogram(
+      'http_request_duration_seconds',
+      'Request latency by route',
+      ['method', 'route', 'status'],
+      [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
       registers,
-    }),
+    ),
     cacheHits: new Counter({
       name: 'session_cache_hits_total',
       help: 'Introspection cache hits by level (l1, l2) and kind (positive, negative)',
       labelNames: ['level', 'kind'],
       registers,
+      collect: flushTallies,
     }),
     cacheMisses: new Counter({
       name: 'session_cache_misses_total',
       help: 'Introspection cache misses by level',
       labelNames: ['level'],
       registers,
+      collect: flushTallies,
     }),
     invalidationsSent: new Counter({
       name: 'session_cache_invalidations_sent_total',

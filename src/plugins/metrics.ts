@@ -21,15 +21,15 @@ export default fp(
       token,
     }: { metrics: Metrics; probe: () => Promise<unknown>; token?: string | undefined },
   ) => {
-    // Label lookups hash their labels on every call; bind each combination once.
-    const series = new Map<string, ReturnType<typeof metrics.httpDuration.labels>>()
+    // Each combination of labels is found once, then observed without looking its labels up again.
+    const series = new Map<string, ReturnType<typeof metrics.httpDuration.series>>()
     app.addHook('onResponse', (request, reply, done) => {
       const route = request.routeOptions.url
       if (route !== undefined) {
         const id = `${request.method} ${route} ${reply.statusCode}`
         let timer = series.get(id)
         if (!timer) {
-          timer = metrics.httpDuration.labels(request.method, route, String(reply.statusCode))
+          timer = metrics.httpDuration.series(request.method, route, String(reply.statusCode))
           series.set(id, timer)
         }
         timer.observe(reply.elapsedTime / 1000)

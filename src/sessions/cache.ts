@@ -156,9 +156,9 @@ export function createSessionCache(options: CacheOptions): SessionCache {
     },
   })
   // Counters bound once: looking labels up costs more than the L1 hit itself.
-  const l1Positive = metrics.cacheHits.labels('l1', 'positive')
-  const l1Negative = metrics.cacheHits.labels('l1', 'negative')
-  const l1Miss = metrics.cacheMisses.labels('l1')
+  const l1Positive = metrics.tally(metrics.cacheHits, 'l1', 'positive')
+  const l1Negative = metrics.tally(metrics.cacheHits, 'l1', 'negative')
+  const l1Miss = metrics.tally(metrics.cacheMisses, 'l1')
   // One Redis/Postgres read per token at a time; concurrent misses share it,
   // but never across an invalidation: a read begun before a change could
   // return the row as it was.
