@@ -35,8 +35,12 @@ export function adminSql() {
 
 export async function dropSchema(schema: string) {
   const sql = adminSql()
-  await sql`drop schema if exists ${sql(schema)} cascade`
-  await sql.end()
+  try {
+    await sql`drop schema if exists ${sql(schema)} cascade`
+  } finally {
+    // Even when the drop fails: an open connection would keep the test file's process alive.
+    await sql.end()
+  }
 }
 
 /** Captures log lines, so a test can read what the service logged. */

@@ -1,19 +1,21 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
-import { type TestContext, test } from 'node:test'
+import { after, type TestContext, test } from 'node:test'
+import { isDeepStrictEqual } from 'node:util'
 import type { FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
-import { type PrivateRedis, startRedisServer } from './fixtures/redis-server.ts'
+import { type PrivateRedis, startRedisServer, stopAllRedisServers } from './fixtures/redis-server.ts'
 import {
   appBehindPostgresProxy,
   auth,
   buildTestApp,
-  eventually,
   introspect,
   openSession,
   redisSettings,
   revokeSession,
+  twoReplicas,
+  eventually as waitUntil,
 } from './helper.ts'
 
 /**
@@ -34,6 +36,42 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const now = () => performance.now()
 const ms = (x: number) => `${Math.round(x)} ms`
 
+/**
+ * Every wait in this file is bounded, so that what goes wrong fails a test instead of hanging the
+ * file: `promise`, or a rejection saying `what` did not happen within `timeoutMs`.
+ */
+async function within<T>(promise: Promise<T>, timeoutMs: number, what: string | (() => string)): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<never>((_, reject) => {
+    const said = () => (typeof what === 'string' ? what : what())
+    timer = setTimeout(() => reject(new Error(`${said()}: no answer within ${ms(timeoutMs)}`)), timeoutMs)
+  })
+  try {
+    return await Promise.race([promise, late])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** The helper's `eventually`, with each check bounded too (it waits for a check before it looks at the time). */
+const eventually = (check: () => boolean | Promise<boolean>, timeoutMs = 5000, what = 'condition') =>
+  waitUntil(() => within(Promise.resolve(check()), timeoutMs, `${what} (one check)`), timeoutMs, what)
+
+// What each test starts is closed by its t.after hooks; closed again here, after the file's last test,
+// because a t.after hook that fails (a schema that cannot be dropped…) skips the ones after it, and an
+// app, proxy or redis-server left open would keep the file's process from ever exiting. Closing twice
+// is harmless (a closed app resolves at once, a stopped server returns).
+const leftovers: Array<() => unknown> = []
+after(async () => {
+  for (const close of leftovers.reverse()) {
+    await within(Promise.resolve().then(close), 15_000, 'closing what a test left open').catch(() => {})
+  }
+  await stopAllRedisServers()
+})
+const closeApps = (...apps: FastifyInstance[]) => {
+  for (const app of apps) leftovers.push(() => app.close())
+}
+
 async function privateRedis(t: TestContext, options: { start?: boolean } = {}): Promise<PrivateRedis> {
   const server = await startRedisServer(options)
   t.after(() => server.stop())
@@ -42,9 +80,11 @@ async function privateRedis(t: TestContext, options: { start?: boolean } = {}): 
 
 /** A plain client to look inside the private Redis (never the apps' connections). */
 function inspector(t: TestContext, server: PrivateRedis) {
-  const client = new Redis(server.url, { lazyConnect: true, maxRetriesPerRequest: 1 })
+  // Bounded commands: a check that asks a stalled server fails instead of waiting for ever.
+  const client = new Redis(server.url, { lazyConnect: true, maxRetriesPerRequest: 1, commandTimeout: 5000 })
   client.on('error', () => {})
   t.after(() => client.disconnect())
+  leftovers.push(() => client.disconnect())
   return client
 }
 
@@ -71,6 +111,45 @@ async function readiness(app: FastifyInstance) {
   return { status, postgres, redis }
 }
 
+/** Waits until every app's readiness is `expected` (a snapshot can flip back: the breaker opens on slow commands). */
+async function readinessBecomes(
+  apps: Record<string, FastifyInstance>,
+  expected: Awaited<ReturnType<typeof readiness>>,
+  timeoutMs: number,
+) {
+  for (const [name, app] of Object.entries(apps)) {
+    await eventually(
+      async () => isDeepStrictEqual(await readiness(app), expected),
+      timeoutMs,
+      `${name} readiness ${JSON.stringify(expected)}`,
+    )
+  }
+}
+
+/**
+ * Waits until Redis holds an active copy of every token, introspecting them on every app at each
+ * look: a fill is sent without waiting, only on an L1 miss, and on a busy machine may miss the
+ * command timeout (then it is simply not there until the next miss fills it).
+ */
+async function cachedInRedis(
+  peek: Redis,
+  prefix: string,
+  apps: FastifyInstance[],
+  tokens: string[],
+  timeoutMs = 10_000,
+) {
+  await eventually(
+    async () => {
+      for (const app of apps)
+        for (const token of tokens) assert.equal((await introspect(app, token)).active, true)
+      const values = await peek.mget(...tokens.map((tok) => cacheKey(prefix, tok)))
+      return values.every(activeInRedis)
+    },
+    timeoutMs,
+    `${tokens.length} tokens cached in Redis`,
+  )
+}
+
 /** Sum of a Prometheus counter's samples whose labels include all of `labels`. */
 async function counter(app: FastifyInstance, name: string, labels: Record<string, string>): Promise<number> {
   const res = await app.inject({ method: 'GET', url: '/metrics' })
@@ -95,24 +174,33 @@ interface Answer {
   code: string | undefined
 }
 
+/** How long stopping a stream may wait for the introspections under way (each takes milliseconds). */
+const STREAM_STOP_MS = 30_000
+
 /**
  * Introspects every token on every app, again and again (a pause of `everyMs`
  * between rounds), recording each answer with its real start and end times.
+ * `stop()` ends it (once; later calls get the same outcome) and fails if the
+ * introspections under way do not all answer within STREAM_STOP_MS.
  */
 function introspectionStream(apps: Record<string, FastifyInstance>, tokens: string[], everyMs = 5) {
   const answers: Answer[] = []
   let running = true
+  let unanswered = 0
+  let stopping: Promise<Answer[]> | null = null
   const loops = Object.entries(apps).map(async ([name, app]) => {
     while (running) {
       await Promise.all(
         tokens.map(async (token) => {
           const start = now()
+          unanswered++
           const res = await app.inject({
             method: 'POST',
             url: '/v1/sessions/introspect',
             headers: auth(),
             payload: { token },
           })
+          unanswered--
           const body = res.json() as { active?: boolean; error?: { code: string } }
           answers.push({
             app: name,
@@ -128,14 +216,29 @@ function introspectionStream(apps: Record<string, FastifyInstance>, tokens: stri
       await sleep(everyMs)
     }
   })
+  // A loop that fails (an answer that is not JSON) ends; its error is reported by stop().
+  for (const loop of loops) loop.catch(() => {})
   return {
     answers,
-    async stop() {
+    stop(): Promise<Answer[]> {
       running = false
-      await Promise.all(loops)
-      return answers
+      stopping ??= within(
+        Promise.all(loops),
+        STREAM_STOP_MS,
+        () => `the introspection stream stopping (${unanswered} introspections unanswered)`,
+      ).then(() => answers)
+      return stopping
     },
   }
+}
+
+/**
+ * For a `finally`: stops the stream without hiding the test's own failure (a
+ * stream that would not stop is a diagnostic then; on the way that passes, the
+ * test awaited stop() itself).
+ */
+async function halt(t: TestContext, stream: ReturnType<typeof introspectionStream>) {
+  await stream.stop().catch((err: Error) => t.diagnostic(err.message))
 }
 
 test('Redis crashes during a stream of introspections and comes back: no 5xx, revocation holds, cache resumes', async (t) => {
@@ -143,22 +246,18 @@ test('Redis crashes during a stream of introspections and comes back: no 5xx, re
   const peek = inspector(t, redis)
   const settings = { ...redisSettings(), redisUrl: redis.url, l1TtlMs: L1_TTL_MS }
   const prefix = settings.redisKeyPrefix as string
-  const first = await buildTestApp(t, settings)
-  const second = await buildTestApp(t, { ...settings, dbSchema: first.config.dbSchema })
+  // One schema, dropped only once both have closed: dropping it under a replica still running can
+  // deadlock with that replica's queries, and the failed hook would skip the ones after it.
+  const [first, second] = await twoReplicas(t, settings)
   const A = first.app
   const B = second.app
+  closeApps(A, B)
 
   const live = [await openSession(A), await openSession(A, { user_id: 'bob' })]
   const victim = await openSession(A, { user_id: 'carol' })
   const liveTokens = new Set(live.map((s) => s.token))
   const tokens = [...liveTokens, victim.token]
-  for (const app of [A, B])
-    for (const token of tokens) assert.equal((await introspect(app, token)).active, true)
-  await eventually(
-    async () => (await peek.exists(...tokens.map((tok) => cacheKey(prefix, tok)))) === tokens.length,
-    2000,
-    'every token cached in Redis',
-  )
+  await cachedInRedis(peek, prefix, [A, B], tokens)
 
   const stream = introspectionStream({ A, B }, tokens)
   let answers: Answer[] = []
@@ -169,7 +268,7 @@ test('Redis crashes during a stream of introspections and comes back: no 5xx, re
     for (const [name, app] of Object.entries({ A, B })) {
       await eventually(
         async () => (await readyz(app)).body.redis === 'degraded',
-        2000,
+        5000,
         `${name} sees Redis away`,
       )
       assert.deepEqual(
@@ -188,12 +287,8 @@ test('Redis crashes during a stream of introspections and comes back: no 5xx, re
     await sleep(800)
     const restartedAt = now()
     await redis.start()
-    for (const [name, app] of Object.entries({ A, B })) {
-      await eventually(async () => (await readyz(app)).body.redis === 'up', 8000, `${name} sees Redis again`)
-    }
+    await readinessBecomes({ A, B }, { status: 'ready', postgres: 'up', redis: 'up' }, 8000)
     const recoveredAt = now()
-    assert.deepEqual(await readiness(A), { status: 'ready', postgres: 'up', redis: 'up' })
-    assert.deepEqual(await readiness(B), { status: 'ready', postgres: 'up', redis: 'up' })
 
     // The cache refills: live tokens land in Redis again, and both replicas read them from there.
     const l2Hits = {
@@ -202,7 +297,7 @@ test('Redis crashes during a stream of introspections and comes back: no 5xx, re
     }
     await eventually(
       async () => (await peek.exists(...live.map((s) => cacheKey(prefix, s.token)))) === live.length,
-      3000,
+      10_000,
       'live tokens cached in Redis again',
     )
     for (const [name, app] of Object.entries({ A, B })) {
@@ -263,7 +358,7 @@ test('Redis crashes during a stream of introspections and comes back: no 5xx, re
         `Redis down ${ms(restartedAt - killedAt)}; readiness back ${ms(recoveredAt - restartedAt)} after restart; slowest answer ${ms(slowest)}`,
     )
   } finally {
-    await stream.stop()
+    await halt(t, stream)
   }
 })
 
@@ -272,6 +367,7 @@ test('a hung Redis (DEBUG SLEEP) costs each introspection at most a command time
   const peek = inspector(t, redis)
   const settings = { ...redisSettings(), redisUrl: redis.url, l1TtlMs: L1_TTL_MS }
   const { app } = await buildTestApp(t, settings)
+  closeApps(app)
   const live = [await openSession(app), await openSession(app, { user_id: 'bob' })]
   const unknown = `sat_${'A'.repeat(43)}`
   for (const s of live) assert.equal((await introspect(app, s.token)).active, true)
@@ -284,9 +380,9 @@ test('a hung Redis (DEBUG SLEEP) costs each introspection at most a command time
     const hang = peek.call('DEBUG', 'SLEEP', '3')
     await eventually(async () => (await readyz(app)).body.redis === 'degraded', 5000, 'breaker opens')
     const openedAfter = now() - hangStart
-    assert.equal(await hang, 'OK')
+    assert.equal(await within(hang, 10_000, 'DEBUG SLEEP 3'), 'OK')
     const hangEnd = now()
-    await eventually(async () => (await readyz(app)).body.redis === 'up', 3000, 'Redis up after the hang')
+    await eventually(async () => (await readyz(app)).body.redis === 'up', 8000, 'Redis up after the hang')
     const upAfter = now() - hangEnd
     const l2Before = await counter(app, 'session_cache_hits_total', { level: 'l2' })
     await eventually(
@@ -312,7 +408,7 @@ test('a hung Redis (DEBUG SLEEP) costs each introspection at most a command time
         `breaker open ${ms(openedAfter)} into the hang; readiness up ${ms(upAfter)} after it`,
     )
   } finally {
-    await stream.stop()
+    await halt(t, stream)
   }
 })
 
@@ -321,28 +417,26 @@ test('a session revoked while Redis hangs (breaker open) is not reported active 
   const peek = inspector(t, redis)
   const settings = { ...redisSettings(), redisUrl: redis.url, l1TtlMs: L1_TTL_MS }
   const prefix = settings.redisKeyPrefix as string
-  const first = await buildTestApp(t, settings)
-  const second = await buildTestApp(t, { ...settings, dbSchema: first.config.dbSchema })
+  // One schema, dropped only once both have closed: dropping it under a replica still running can
+  // deadlock with that replica's queries, and the failed hook would skip the ones after it.
+  const [first, second] = await twoReplicas(t, settings)
   const A = first.app
   const B = second.app
+  closeApps(A, B)
   const live = await openSession(A)
   const victim = await openSession(A, { user_id: 'carol' })
-  for (const app of [A, B]) assert.equal((await introspect(app, victim.token)).active, true)
-  await eventually(
-    async () => activeInRedis(await peek.get(cacheKey(prefix, victim.token))),
-    2000,
-    'the session cached in Redis',
-  )
+  await cachedInRedis(peek, prefix, [A, B], [victim.token])
 
   const stream = introspectionStream({ A, B }, [live.token, victim.token])
   try {
     await sleep(100)
-    const hang = peek.call('DEBUG', 'SLEEP', '2')
+    // Long enough for the breaker to open and the revocation to return before it wakes, on a busy machine too.
+    const hang = peek.call('DEBUG', 'SLEEP', '3')
     await eventually(async () => (await readyz(A)).body.redis === 'degraded', 5000, 'breaker opens on A')
     const revoke = await revokeSession(A, victim.session.id)
     const revokedAt = now()
     assert.equal(revoke.statusCode, 200, revoke.body)
-    await hang
+    await within(hang, 10_000, 'DEBUG SLEEP 3')
     const wokeAt = now()
     // Past the wake-up, long enough for both L1s to lapse and read Redis again, several times.
     await sleep(1000)
@@ -368,7 +462,7 @@ test('a session revoked while Redis hangs (breaker open) is not reported active 
     assert.deepEqual(lateA, [], 'A after the revocation')
     assert.deepEqual(lateB, [], `B later than ${L1_TTL_MS} ms`)
   } finally {
-    await stream.stop()
+    await halt(t, stream)
   }
 })
 
@@ -379,6 +473,8 @@ test('with Redis and Postgres both down, introspection answers 503 once L1 lapse
     redisUrl: redis.url,
     l1TtlMs: L1_TTL_MS,
   })
+  closeApps(app)
+  leftovers.push(() => postgresProxy.close())
   const { token } = await openSession(app)
   const other = await openSession(app, { user_id: 'bob' })
   assert.equal((await introspect(app, token)).active, true)
@@ -433,7 +529,7 @@ test('with Redis and Postgres both down, introspection answers 503 once L1 lapse
   const answeringAfter = now() - restoredAt
   await eventually(async () => (await readyz(app)).body.redis === 'up', 8000, 'Redis back')
   await eventually(async () => (await readyz(app)).body.invalidation_feed === 'live', 15_000, 'feed live')
-  assert.deepEqual(await readiness(app), { status: 'ready', postgres: 'up', redis: 'up' })
+  await readinessBecomes({ app }, { status: 'ready', postgres: 'up', redis: 'up' }, 8000)
   t.diagnostic(`introspection answered again ${ms(answeringAfter)} after both came back`)
 })
 
@@ -444,6 +540,8 @@ test('while Postgres stays down, every introspection still answers 503 without w
     redisUrl: redis.url,
     l1TtlMs: L1_TTL_MS,
   })
+  closeApps(app)
+  leftovers.push(() => postgresProxy.close())
   const { token } = await openSession(app)
   await redis.stop()
   await postgresProxy.cut()
@@ -476,6 +574,7 @@ test('an app started while Redis is down serves from Postgres and picks Redis up
   const started = now()
   const { app } = await buildTestApp(t, settings)
   const buildTook = now() - started
+  closeApps(app)
 
   const { token, session } = await openSession(app)
   const answer = await introspect(app, token)
@@ -496,7 +595,7 @@ test('an app started while Redis is down serves from Postgres and picks Redis up
       assert.equal((await introspect(app, token)).active, true)
       return activeInRedis(await peek.get(key))
     },
-    3000,
+    10_000,
     'the session cached in Redis',
   )
   const hitsBefore = await counter(app, 'session_cache_hits_total', { level: 'l2', kind: 'positive' })

@@ -731,7 +731,12 @@ test('two dispatchers, 200 events, a prompt receiver: each event delivered exact
 
 test('two dispatchers, a receiver failing each first attempt: retried, never two at the same time', async (t) => {
   const hooks = await receiver(t)
-  const [a, b] = await twoReplicas(t, HOOKS)
+  // Every first attempt must fail by the receiver's 500, not by the dispatcher giving up: the request
+  // timeout runs from when a send starts (connecting included), and on a busy machine a send among
+  // 40 at once in this process has reached the receiver only after 1 s (HOOKS' timeout), to be
+  // aborted 1 ms later (status null, and the retry answered 200). A timeout, and so a lease (2 × it
+  // + 1 s), far longer than a busy machine takes to send means every request gets its answer.
+  const [a, b] = await twoReplicas(t, { ...HOOKS, webhookTimeoutMs: 20_000 })
   const seen = new Set<string>()
   hooks.respond((r) => {
     if (seen.has(r.webhookId)) return { status: 200, delayMs: 2 }
@@ -748,7 +753,7 @@ test('two dispatchers, a receiver failing each first attempt: retried, never two
   await pump(
     [a.clock, b.clock],
     async () => (await deliveries(a.app, webhook.id, 'delivered')).length === 200,
-    5000,
+    30_000,
     'all recorded delivered',
   )
 
@@ -762,7 +767,11 @@ test('two dispatchers, a receiver failing each first attempt: retried, never two
   for (const id of expected) {
     const attempts = hooks.requests.filter((r) => r.webhookId === id)
     assert.ok(attempts.length >= 2, `${id}: ${attempts.length} requests`)
-    assert.equal(attempts[0]?.status, 500)
+    const story = attempts.map(
+      (r) =>
+        `#${r.index} ${r.status ?? (r.aborted ? 'aborted' : 'open')} after ${r.completedAt === null ? '-' : Math.round(r.completedAt - r.arrivedAt)} ms`,
+    )
+    assert.equal(attempts[0]?.status, 500, `${id}, first request answered 500: ${story.join(', ')}`)
   }
   const rows = await deliveries(b.app, webhook.id)
   assert.deepEqual(
