@@ -10,14 +10,15 @@ interface Series {
 
 /**
  * A Prometheus histogram for the request path. prom-client's own hashes an observation's labels into a
- * string on every call, even through a bound child; here a series is found once by the caller (see
- * plugins/metrics.ts) and an observation is a bucket search and three additions. The registry reads
+ * string on every call, even through a bound child; here a series is found by a plain string key and
+ * an observation is a bucket search and three additions. The registry reads
  * it when scraped, exactly as it reads prom-client's histograms.
  */
 export class LatencyHistogram {
   readonly type = 'histogram'
   readonly aggregator = 'sum'
   private readonly all: Series[] = []
+  private readonly byLabels = new Map<string, { observe(value: number): void }>()
 
   constructor(
     readonly name: string,
@@ -29,13 +30,16 @@ export class LatencyHistogram {
     for (const registry of registers) registry.registerMetric(this as unknown as Metric)
   }
 
-  /** A new series with these label values (in `labelNames` order); the caller keeps it. */
+  /** The series with these label values (in `labelNames` order), made on first use. */
   series(...values: string[]): { observe(value: number): void } {
+    const key = values.join('\u0000')
+    const known = this.byLabels.get(key)
+    if (known) return known
     const labels = Object.fromEntries(this.labelNames.map((name, i) => [name, values[i] ?? '']))
     const series: Series = { labels, perBucket: new Float64Array(this.buckets.length + 1), sum: 0, count: 0 }
     this.all.push(series)
     const { buckets } = this
-    return {
+    const observer = {
       observe(value: number) {
         let i = 0
         while (i < buckets.length && value > (buckets[i] as number)) i++
@@ -44,6 +48,8 @@ export class LatencyHistogram {
         series.count++
       },
     }
+    this.byLabels.set(key, observer)
+    return observer
   }
 
   /** What the registry renders (text or JSON), in the shape of prom-client's own histograms. */

@@ -21,18 +21,12 @@ export default fp(
       token,
     }: { metrics: Metrics; probe: () => Promise<unknown>; token?: string | undefined },
   ) => {
-    // Each combination of labels is found once, then observed without looking its labels up again.
-    const series = new Map<string, ReturnType<typeof metrics.httpDuration.series>>()
     app.addHook('onResponse', (request, reply, done) => {
       const route = request.routeOptions.url
       if (route !== undefined) {
-        const id = `${request.method} ${route} ${reply.statusCode}`
-        let timer = series.get(id)
-        if (!timer) {
-          timer = metrics.httpDuration.series(request.method, route, String(reply.statusCode))
-          series.set(id, timer)
-        }
-        timer.observe(reply.elapsedTime / 1000)
+        metrics.httpDuration
+          .series(request.method, route, String(reply.statusCode))
+          .observe(reply.elapsedTime / 1000)
       }
       done()
     })
