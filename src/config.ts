@@ -18,6 +18,11 @@ const env = (name: string, description: string, extra: Record<string, unknown> =
 const literals = <const T extends readonly string[]>(values: T) =>
   values.map((v) => Type.Literal(v)) as { -readonly [K in keyof T]: TLiteral<T[K]> }
 
+/** A TCP port, 1–65535. */
+const PORT = '(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})'
+/** One seed of a Redis Cluster URL: a host name, IPv4 or [IPv6] address, and an optional port. */
+const SEED = `([A-Za-z0-9_.-]+|\\[[0-9A-Fa-f:.]+\\])(:${PORT})?`
+
 const LogLevel = literals(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
 
 export const ConfigSchema = Type.Object({
@@ -57,9 +62,11 @@ export const ConfigSchema = Type.Object({
   ),
   redisUrl: Type.Optional(
     Type.String(
-      env('REDIS_URL', 'Redis URL; unset = in-process cache only (a single replica)', {
-        pattern: '^rediss?://',
-      }),
+      env(
+        'REDIS_URL',
+        'Redis URL (redis:// or rediss://), or a Redis Cluster: redis+cluster://[user:password@]host:port,host:port… (rediss+cluster:// with TLS); unset = in-process cache only',
+        { pattern: `^(rediss?://|rediss?\\+cluster://([^@/\\s]+@)?${SEED}(,${SEED})*/?$)` },
+      ),
     ),
   ),
   redisKeyPrefix: Type.String(

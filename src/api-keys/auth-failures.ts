@@ -63,6 +63,8 @@ export function createAuthFailureLimiter({
 }: AuthFailureOptions) {
   const options = { points: limit, duration: windowSeconds, blockDuration: blockSeconds }
   const memory = new RateLimiterMemory({ ...options, keyPrefix: 'auth-failures' })
+  // One key per subject, and each command (a Lua script, or a MULTI) touches only that key: on a Redis
+  // Cluster every subject's count lives in a slot of its own, no hash tag needed.
   const shared = redis
     ? new RateLimiterRedis({
         ...options,

@@ -10,7 +10,7 @@ declare module 'fastify' {
   }
 }
 
-/** The Redis connections (see connectRedis), when REDIS_URL is set; closed with the app. */
+/** The Redis connections (see connectRedis) to one server or a cluster, when REDIS_URL is set; closed with the app. */
 export default fp(
   async (app, { config, metrics }: { config: Config; metrics: Metrics }) => {
     const redis = config.redisUrl

@@ -63,7 +63,8 @@ const DATES = [
 ] as const
 
 // Writes a value unless Redis holds one read later, so a slow fill never
-// replaces a newer read, and a stale copy is replaced by the next read.
+// replaces a newer read, and a stale copy is replaced by the next read. It
+// touches only its one key, so on a Redis Cluster it runs on that key's shard.
 const FILL_NEWER = `
 local current = redis.call('GET', KEYS[1])
 if current then
@@ -334,15 +335,17 @@ export function createSessionCache(options: CacheOptions): SessionCache {
       // Postgres and ignores older copies), so a slow Redis does not hold up
       // the acknowledgement; it spares the other replicas a stale read.
       if (!redis) return
-      const legacy = keys.map((key) => `${keyPrefix}tok:${key}`)
+      // Replicas of the previous version (no feed) learn of changes only by this broadcast, and cache
+      // under tok:. Until every replica runs this version, keep telling them; drop in the next release.
+      // That version never ran on a Redis Cluster, so a cluster gets neither.
+      const legacy = redis.cluster ? [] : keys.map((key) => `${keyPrefix}tok:${key}`)
       void redis.write('invalidate', (r) =>
-        r
-          .multi()
-          .del(...keys.map(redisKey), ...legacy)
-          // Replicas of the previous version (no feed) learn of changes only so, and cache under
-          // tok:. Until every replica runs this version, keep telling them; drop in the next release.
-          .publish(`${keyPrefix}invalidate`, keys.join(','))
-          .exec(),
+        Promise.all([
+          // One DEL per key, not one DEL of all: on a cluster the keys live in different slots (a
+          // multi-key command would be refused, CROSSSLOT). The writer pipelines them, a write per node.
+          ...[...keys.map(redisKey), ...legacy].map((key) => r.del(key)),
+          ...(redis.cluster ? [] : [r.publish(`${keyPrefix}invalidate`, keys.join(','))]),
+        ]),
       )
     },
 
