@@ -104,10 +104,14 @@ export const ConfigSchema = Type.Object({
     }),
   ),
   writeBehindIntervalMs: Type.Integer(
-    env('WRITE_BEHIND_INTERVAL_MS', 'How often last-seen bookkeeping is written (one statement per flush)', {
-      default: 30_000,
-      minimum: 10,
-    }),
+    env(
+      'WRITE_BEHIND_INTERVAL_MS',
+      'How often last-seen bookkeeping is written (in statements of up to 1,000 sessions, in id order)',
+      {
+        default: 30_000,
+        minimum: 10,
+      },
+    ),
   ),
   adminApiKey: Type.Optional(
     Type.String(

@@ -16,6 +16,7 @@ const MIGRATIONS = [
   '005_invalidation_feed.sql',
   '006_tenants.sql',
   '007_user_devices.sql',
+  '008_background_indexes.sql',
 ]
 
 function connect(schema: string) {
@@ -135,4 +136,49 @@ test('a migration blocked by a long transaction gives way: the tables it already
     keys.map((k) => k.tenant_id),
     ['default', 'default', 'default'],
   )
+})
+
+test('a no-transaction migration on a schema with data builds its indexes concurrently, replacing one a failed build left invalid', {
+  timeout: 60_000,
+}, async (t) => {
+  const { mkdtemp, copyFile } = await import('node:fs/promises')
+  const { tmpdir } = await import('node:os')
+  const { migrationsDir } = await import('../src/db/migrate.ts')
+  const dir = await mkdtemp(`${tmpdir()}/migrations-`)
+  for (const file of MIGRATIONS.slice(0, 7)) await copyFile(`${migrationsDir}/${file}`, `${dir}/${file}`)
+  const schema = uniqueSchema()
+  const sql = connect(schema)
+  t.after(async () => {
+    await sql.end()
+    await dropSchema(schema)
+  })
+  await migrate(sql, schema, log, dir)
+  for (const id of ['00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-000000000002']) {
+    await sql`insert into sessions (id, user_id, token_hash, device, metadata, idle_timeout_seconds,
+        absolute_lifetime_seconds, created_at, last_seen_at, idle_expires_at, absolute_expires_at)
+      values (${id}, 'alice', ${Buffer.from(id)}, '{}', '{}', 60, 60, now(), now(), now(), now())`
+  }
+  // A concurrent build that failed (here: a unique index over a duplicate) leaves an invalid index behind.
+  await assert.rejects(sql`create unique index concurrently sessions_live_absolute_idx on sessions (user_id)`)
+  await copyFile(`${migrationsDir}/${MIGRATIONS[7]}`, `${dir}/${MIGRATIONS[7]}`)
+
+  // Any schema counts as big here: the file is applied outside a transaction.
+  assert.deepEqual(await migrate(sql, schema, log, dir, 0), [MIGRATIONS[7]])
+  const indexes = await sql<{ name: string; valid: boolean; definition: string }[]>`
+    select c.relname as name, i.indisvalid as valid, pg_get_indexdef(i.indexrelid) as definition
+    from pg_index i join pg_class c on c.oid = i.indexrelid
+    where c.relnamespace = ${schema}::regnamespace and c.relname in
+      ('sessions_live_absolute_idx', 'sessions_live_idle_idx', 'session_events_type_idx', 'session_events_tenant_idx')
+    order by 1`
+  assert.deepEqual(
+    indexes.map((i) => [i.name, i.valid]),
+    [
+      ['session_events_tenant_idx', true],
+      ['session_events_type_idx', true],
+      ['sessions_live_absolute_idx', true],
+      ['sessions_live_idle_idx', true],
+    ],
+  )
+  assert.match(indexes[2]?.definition ?? '', /\(absolute_expires_at, id\) WHERE/)
+  assert.deepEqual(await migrate(sql, schema, log, dir, 0), [])
 })

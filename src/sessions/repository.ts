@@ -1,5 +1,5 @@
 import type { Sql } from '../db/connect.ts'
-import { newestFirst, type PageRequest, type Positioned } from '../db/keyset.ts'
+import { newestFirst, type PageRequest, type Position, type Positioned } from '../db/keyset.ts'
 import { Errors } from '../errors.ts'
 import { actorOf, DEFAULT_TENANT, type Tenancy, visibleTo } from '../tenants/tenancy.ts'
 import type { ChangedSession, Client, SessionRow } from './model.ts'
@@ -81,6 +81,12 @@ const COLUMNS = [
   'ended_at',
   'end_reason',
 ].join(', ')
+
+/** Where the expire step of purge resumes in each of its two indexes (null: from the start). */
+export interface OverduePosition {
+  absolute: Position | null
+  idle: Position | null
+}
 
 /** Which sessions a change applies to (always within what the caller's Tenancy sees). */
 export type SessionFilter =
@@ -299,7 +305,8 @@ export function createSessionRepository(sql: Sql) {
   /**
    * Records uses of live sessions in one statement: last seen, last IP, and the
    * idle expiry slid from that use (never past the absolute expiry, never back
-   * in time). Returns how many rows changed.
+   * in time). Returns how many rows changed. The statement locks every row it
+   * changes until it ends: the write-behind passes a short chunk, in id order.
    */
   async function touchMany(touches: Array<{ id: string; at: Date; ip: string | null }>): Promise<number> {
     if (touches.length === 0) return 0
@@ -314,7 +321,11 @@ export function createSessionRepository(sql: Sql) {
     return result.count
   }
 
-  /** Events newest first, filtered; `since` is inclusive, `until` exclusive; `before` is the cursor. */
+  /**
+   * Events newest first, filtered; `since` is inclusive, `until` exclusive; `before` is the cursor.
+   * Only the filters given are in the statement (a `$1 is null or type = $1` cannot use an index in
+   * a generic plan): each has an index in id order (user, type, tenant), or the time index.
+   */
   async function listEvents(
     who: Tenancy,
     page: {
@@ -330,17 +341,29 @@ export function createSessionRepository(sql: Sql) {
       limit: number
     },
   ): Promise<EventRow[]> {
+    const where = [eventsOf(who)]
+    if (page.userId !== null) where.push(sql`user_id = ${page.userId}::text`)
+    if (page.sessionId != null) where.push(sql`session_id = ${page.sessionId}::uuid`)
+    if (page.before !== null) where.push(sql`id < ${page.before}::bigint`)
+    if (page.type !== null) where.push(sql`type = ${page.type}::text`)
+    if (page.types != null) where.push(sql`type = any(${page.types}::text[])`)
+    if (page.since !== null) where.push(sql`created_at >= ${page.since}::timestamptz`)
+    if (page.until !== null) where.push(sql`created_at < ${page.until}::timestamptz`)
     return sql<EventRow[]>`
       select id::text as id, session_id, tenant_id, user_id, type, data, created_at from session_events
-      where ${visibleTo(sql, who)} and (${page.userId}::text is null or user_id = ${page.userId}::text)
-        and (${page.sessionId ?? null}::uuid is null or session_id = ${page.sessionId ?? null}::uuid)
-        and (${page.before}::bigint is null or id < ${page.before}::bigint)
-        and (${page.type}::text is null or type = ${page.type}::text)
-        and (${page.types ?? null}::text[] is null or type = any(${page.types ?? null}::text[]))
-        and (${page.since}::timestamptz is null or created_at >= ${page.since}::timestamptz)
-        and (${page.until}::timestamptz is null or created_at < ${page.until}::timestamptz)
+      where ${where.reduce((all, one) => sql`${all} and ${one}`)}
       order by session_events.id desc
       limit ${page.limit}`
+  }
+
+  /**
+   * The events `who` sees, as a condition: one tenant as an equality, so that its index in id order
+   * serves a page (`tenant_id = any(…)` of one tenant would not give the order).
+   */
+  function eventsOf(who: Tenancy) {
+    if (who.sees === '*') return sql`true`
+    const [only] = who.sees
+    return who.sees.length === 1 && only !== undefined ? sql`tenant_id = ${only}` : visibleTo(sql, who)
   }
 
   /** Runs `work` in one transaction, with a repository bound to it. */
@@ -520,15 +543,52 @@ export function createSessionRepository(sql: Sql) {
 
   /**
    * Marks up to `limit` sessions that ran out but were never seen again as
-   * expired, with their events. Rows another purge holds are skipped.
+   * expired, with their events, and says where the next batch resumes. Rows
+   * another purge holds are skipped. The candidates come from the two partial
+   * indexes of live sessions by expiry (an OR across both columns would read
+   * the table), each read in its order from where the previous batch left it
+   * (`after`; null: from the start) and only as far as `limit`: a batch reads
+   * neither the table nor the entries of rows it or an earlier batch just
+   * ended (dead until vacuumed). Each is then looked up by id (an array, so no
+   * plan can trade the lookups for a scan of every overdue session), its expiry
+   * checked again, and rows are locked in id order.
    */
-  async function expireOverdue(now: Date, idleBefore: Date, limit: number): Promise<ChangedSession[]> {
+  async function expireOverdue(
+    now: Date,
+    idleBefore: Date,
+    limit: number,
+    after: OverduePosition | null = null,
+  ): Promise<{ ended: ChangedSession[]; next: OverduePosition; more: boolean }> {
+    const part = async (
+      column: 'absolute_expires_at' | 'idle_expires_at',
+      before: Date,
+      from: Position | null,
+      most: number,
+    ) => {
+      const at = sql(column)
+      const rows = await sql<Array<{ id: string; at: string }>>`
+        select id::text as id, to_char(${at} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as at
+        from sessions
+        where ${open} and ${at} <= ${before}
+          and ${from === null ? sql`true` : sql`(${at}, id) > (${from.at}::text::timestamptz, ${from.id}::uuid)`}
+        order by ${at}, id limit ${most}`
+      return { ids: rows.map((r) => r.id), last: rows.at(-1) ?? from, full: rows.length === most }
+    }
+    // At most `limit` in all: the absolute expiries first, the idle ones fill the rest of the batch.
+    const absolute = await part('absolute_expires_at', now, after?.absolute ?? null, limit)
+    const idle =
+      absolute.ids.length < limit
+        ? await part('idle_expires_at', idleBefore, after?.idle ?? null, limit - absolute.ids.length)
+        : { ids: [], last: after?.idle ?? null, full: false }
+    const next = { absolute: absolute.last, idle: idle.last }
+    const ids = [...new Set([...absolute.ids, ...idle.ids])]
+    if (ids.length === 0) return { ended: [], next, more: false }
     const ended = await sql<ChangedSession[]>`
       with target as (
         select id, ${ranOutReason(now)} as reason
         from sessions
-        where ${open} and ${ranOut(now, idleBefore)}
-        limit ${limit}
+        where id = any(${ids}::uuid[]) and ${open} and ${ranOut(now, idleBefore)}
+        order by id
         for update skip locked
       ), ended as (
         update sessions s set status = 'expired', ended_at = ${now}, end_reason = t.reason
@@ -539,15 +599,34 @@ export function createSessionRepository(sql: Sql) {
         select id, user_id, 'session.expired', jsonb_build_object('reason', reason), ${now} from ended
       )
       select id, user_id, token_hash from ended`
-    return [...ended]
+    return { ended: [...ended], next, more: absolute.full || idle.full }
   }
 
-  /** Deletes up to `limit` sessions that ended before `cutoff` (their refresh tokens go with them). */
-  async function deleteEnded(cutoff: Date, limit: number): Promise<number> {
-    const result = await sql`
-      delete from sessions where id in (
-        select id from sessions where ended_at < ${cutoff} limit ${limit} for update skip locked)`
-    return result.count
+  // The delete batches below read their index in its order, from where the previous batch left it
+  // (`from`, inclusive: rows of the same instant are read again, not skipped): no plan can prefer a
+  // scan of the table that "should" find `limit` rows soon, and no batch reads again the entries of
+  // rows deleted before it (dead until vacuumed). The rows found are then deleted by id, from an
+  // array: looked up one by one, never by a join that could scan the table.
+
+  /**
+   * Deletes up to `limit` sessions that ended before `cutoff` (their refresh tokens go with them), oldest
+   * first from `from`; returns how many, and the end time to resume from.
+   */
+  async function deleteEnded(
+    cutoff: Date,
+    limit: number,
+    from: Date | null = null,
+  ): Promise<{ deleted: number; last: Date | null }> {
+    const [row] = await sql<Array<{ deleted: number; last: Date | null }>>`
+      with doomed as (
+        select id, ended_at from sessions
+        where ended_at < ${cutoff} and ended_at >= ${from ?? new Date(0)}
+        order by ended_at limit ${limit} for update skip locked
+      ), deleted as (
+        delete from sessions where id = any(array(select id from doomed)) returning 1
+      )
+      select (select count(*) from deleted)::int as deleted, (select max(ended_at) from doomed) as last`
+    return { deleted: row?.deleted ?? 0, last: row?.last ?? from }
   }
 
   /** Forgets devices not signed in from since `cutoff`, at most `limit` of them. */
@@ -555,15 +634,26 @@ export function createSessionRepository(sql: Sql) {
     const result = await sql`
       delete from user_devices where (tenant_id, user_id, device_key) in (
         select tenant_id, user_id, device_key from user_devices where last_seen_at < ${cutoff}
-        limit ${limit} for update skip locked)`
+        order by last_seen_at limit ${limit} for update skip locked)`
     return result.count
   }
 
-  async function deleteEvents(cutoff: Date, limit: number): Promise<number> {
-    const result = await sql`
-      delete from session_events where id in (
-        select id from session_events where created_at < ${cutoff} limit ${limit} for update skip locked)`
-    return result.count
+  /** Deletes up to `limit` events recorded before `cutoff`, oldest first from `from`; as deleteEnded. */
+  async function deleteEvents(
+    cutoff: Date,
+    limit: number,
+    from: Date | null = null,
+  ): Promise<{ deleted: number; last: Date | null }> {
+    const [row] = await sql<Array<{ deleted: number; last: Date | null }>>`
+      with doomed as (
+        select id, created_at from session_events
+        where created_at < ${cutoff} and created_at >= ${from ?? new Date(0)}
+        order by created_at limit ${limit} for update skip locked
+      ), deleted as (
+        delete from session_events where id = any(array(select id from doomed)) returning 1
+      )
+      select (select count(*) from deleted)::int as deleted, (select max(created_at) from doomed) as last`
+    return { deleted: row?.deleted ?? 0, last: row?.last ?? from }
   }
 
   /**
