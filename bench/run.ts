@@ -15,6 +15,7 @@ import os from 'node:os'
 import { Redis } from 'ioredis'
 import postgres from 'postgres'
 import { killServers, type Server, startServer } from './child.ts'
+import { buildDist } from './compiled.ts'
 import { CONNECTIONS, measure } from './load.ts'
 import type { Answered, ServerArgs, ServerMode } from './protocol.ts'
 import { SCENARIOS } from './scenarios.ts'
@@ -169,6 +170,8 @@ async function main(): Promise<number> {
   let memory: ReturnType<typeof measureL1Memory> = null
   let clean = false
   try {
+    console.error('… compiling the service into dist/ (the children run what ships)')
+    buildDist()
     // First, while nothing else runs: it uses this process's one core.
     console.error('… signature verification on one core')
     verification = measureVerification(ONLY ? 1 : 3)
