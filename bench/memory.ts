@@ -3,7 +3,7 @@
  * N distinct sessions and reports the heap and RSS it grew by, per entry. Run in a child of its own
  * (with --expose-gc, so each figure is taken after a full collection) by `npm run bench`, or alone:
  *
- *   node --expose-gc --import tsx bench/memory.ts [entries]     (default 100000)
+ *   npm run build && node --expose-gc --import tsx bench/memory.ts [entries]     (default 100000)
  *
  * The sessions are shaped as a Redis hit delivers them (parsed from the JSON Redis holds, so every
  * string and object is the session's own, not a constant shared by the fill), with typical metadata
@@ -11,10 +11,15 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto'
 import pino from 'pino'
-import { createMetrics } from '../src/metrics.ts'
-import { createSessionCache } from '../src/sessions/cache.ts'
-import { localFeed } from '../src/sessions/invalidation-feed.ts'
 import type { SessionRow } from '../src/sessions/model.ts'
+import { compiled } from './compiled.ts'
+
+// As it ships (compiled; see bench/compiled.ts).
+const { createMetrics } = await compiled<typeof import('../src/metrics.ts')>('metrics')
+const { createSessionCache } = await compiled<typeof import('../src/sessions/cache.ts')>('sessions/cache')
+const { localFeed } = await compiled<typeof import('../src/sessions/invalidation-feed.ts')>(
+  'sessions/invalidation-feed',
+)
 
 export interface MemoryResult {
   entries: number

@@ -15,7 +15,10 @@ import os from 'node:os'
 import { Redis } from 'ioredis'
 import postgres from 'postgres'
 import { killServers, type Server, startServer } from './child.ts'
+import { buildDist } from './compiled.ts'
 import { CONNECTIONS, measure } from './load.ts'
+import { measurePaced } from './paced.ts'
+import { measurePairs, type PairedRow, pairedTable } from './paired.ts'
 import type { Answered, ServerArgs, ServerMode } from './protocol.ts'
 import { SCENARIOS } from './scenarios.ts'
 import { count, markdown, problems, type Row } from './table.ts'
@@ -46,6 +49,11 @@ const WARMUP_SECONDS = 3
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10)
 const ONLY = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY, 'i') : null
 const OUTPUT = new URL('../.bench/last.md', import.meta.url)
+// The interleaved CPU rounds (see paired.ts): BENCH_ROUNDS rounds of four BENCH_SLICE_SECONDS slices per path.
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
+const SLICE_SECONDS = Number(process.env.BENCH_SLICE_SECONDS ?? 3)
+// BENCH_PAIRED_ONLY=1: only those rounds (no rows, verification or memory; .bench/last.md is left alone).
+const PAIRED_ONLY = process.env.BENCH_PAIRED_ONLY === '1'
 
 const id = randomBytes(6).toString('hex')
 // Private to this run, so it never touches another run's or a test's data.
@@ -137,9 +145,12 @@ async function runScenarios(): Promise<{ rows: Row[]; bareRps: number }> {
         expect: scenario.expect,
         rate,
       }
-      await Promise.race([measure({ ...load, seconds: WARMUP_SECONDS }), server.died])
+      // A fixed rate is sent evenly paced (paced.ts), as fast as the server answers by autocannon.
+      const run = (seconds: number) =>
+        load.rate ? measurePaced({ ...load, rate: load.rate, seconds }) : measure({ ...load, seconds })
+      await Promise.race([run(WARMUP_SECONDS), server.died])
       const before = await server.stats()
-      const measured = await Promise.race([measure({ ...load, seconds: SECONDS }), server.died])
+      const measured = await Promise.race([run(SECONDS), server.died])
       const after = await server.stats()
       // Ratios are to the first bare run (the fixed-rate row needs it before the second).
       if (scenario.mode === 'bare' && bareRps === 0) bareRps = measured.rps
@@ -159,6 +170,28 @@ async function runScenarios(): Promise<{ rows: Row[]; bareRps: number }> {
   return { rows, bareRps }
 }
 
+/** The CPU factors of the hot paths, on a service and a bare route that run side by side. */
+async function runPaired(): Promise<PairedRow[]> {
+  if (ROUNDS <= 0) return []
+  const args = { databaseUrl: DATABASE_URL, redisUrl: REDIS_URL, ...stores }
+  const service = await startServer({ ...args, mode: 'cached' })
+  try {
+    const bare = await startServer({ ...args, mode: 'bare' })
+    try {
+      return await measurePairs(
+        service,
+        bare,
+        { rounds: ROUNDS, seconds: SLICE_SECONDS, warmupSeconds: WARMUP_SECONDS, only: ONLY },
+        (line) => console.error(line),
+      )
+    } finally {
+      await bare.stop()
+    }
+  } finally {
+    await service.stop()
+  }
+}
+
 async function main(): Promise<number> {
   const started = performance.now()
   const measuredCode = revision()
@@ -167,14 +200,18 @@ async function main(): Promise<number> {
   let result: Awaited<ReturnType<typeof runScenarios>>
   let verification: ReturnType<typeof measureVerification>
   let memory: ReturnType<typeof measureL1Memory> = null
+  let paired: PairedRow[] = []
   let clean = false
   try {
+    console.error('… compiling the service into dist/ (the children run what ships)')
+    buildDist()
     // First, while nothing else runs: it uses this process's one core.
     console.error('… signature verification on one core')
-    verification = measureVerification(ONLY ? 1 : 3)
-    result = await runScenarios()
+    verification = PAIRED_ONLY ? [] : measureVerification(ONLY ? 1 : 3)
+    result = PAIRED_ONLY ? { rows: [], bareRps: 0 } : await runScenarios()
+    paired = await runPaired()
     console.error(`… L1 memory with ${count(MEMORY_ENTRIES)} cached sessions`)
-    memory = ONLY ? null : measureL1Memory()
+    memory = ONLY || PAIRED_ONLY ? null : measureL1Memory()
   } finally {
     clean = await cleanUp()
   }
@@ -201,11 +238,20 @@ async function main(): Promise<number> {
     '  same request: that over the bare row sent the same request (else the first bare row).',
     '- answered from: where the service answered introspections in the measured window (its own counters).',
     '- loop stall: the longest the server event loop was blocked in the measured window.',
-    "- Fixed-rate row: autocannon spends each connection's per-second quota as fast as it can, so the",
-    '  requests arrive in bursts at the start of each second, not evenly spaced: a pessimistic p99.',
+    '- Fixed-rate row: requests evenly spaced in time (open loop, bench/paced.ts), each latency counted from',
+    '  when the request was due, so waiting for a free connection counts too.',
     '- p50/p99: 2xx responses only, exact (not rounded to whole ms). RSS includes the TypeScript loader',
     '  the server runs under; compare with the bare row.',
     '',
+    ...(paired.length > 0
+      ? [
+          `CPU per request, interleaved: the service and the bare route side by side, the load alternating between`,
+          `them in ${SLICE_SECONDS} s slices (bare, service, service, bare; the next round mirrored), ${ROUNDS} rounds per path:`,
+          '',
+          pairedTable(paired),
+          '',
+        ]
+      : []),
     'Access JWT signature verification, in process, nothing cached, distinct tokens:',
     '',
     verificationTable(verification),
@@ -220,7 +266,7 @@ async function main(): Promise<number> {
     `Total run time: ${seconds.toFixed(0)} s.`,
   ].join('\n')
   console.log(`\n${report}`)
-  if (!ONLY) {
+  if (!ONLY && !PAIRED_ONLY) {
     await mkdir(new URL('.', OUTPUT), { recursive: true })
     await writeFile(OUTPUT, `${report}\n`)
   }

@@ -1,4 +1,10 @@
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type {
+  FastifyContextConfig,
+  FastifyReply,
+  FastifyRequest,
+  onRequestHookHandler,
+  preHandlerHookHandler,
+} from 'fastify'
 import fp from 'fastify-plugin'
 import { type ApiKeyStore, allows, type Caller, type Scope } from '../api-keys/api-keys.ts'
 import type { AuthFailureLimiter } from '../api-keys/auth-failures.ts'
@@ -55,6 +61,10 @@ export const rateLimitedResponse = {
 
 const unknownKey = () => new Errors.UNAUTHORIZED('unknown or revoked API key')
 
+/** A route's own hooks of one kind, as a list (a route may give none, one, or several). */
+const hooksOf = <T>(hooks: T | T[] | undefined): T[] =>
+  hooks === undefined ? [] : Array.isArray(hooks) ? hooks : [hooks]
+
 /**
  * Checks the caller's API key and scope on every route that declares a scope,
  * and refuses clients that keep failing (see createAuthFailureLimiter): a
@@ -97,6 +107,38 @@ export default fp(
     }
     if (failures) await keys.loadValid()
 
+    /** Refuses a key that is unknown (0 s) or, once the client is over its budget, for `seconds`. */
+    function refuse(reply: FastifyReply, seconds: number, done: (err?: Error) => void) {
+      if (!seconds) return done(unknownKey())
+      reply.header('retry-after', String(seconds))
+      done(new Errors.RATE_LIMITED(seconds))
+    }
+
+    /** Lets the caller in (or counts a failure): the key's scopes, then the tenant it acts for. */
+    function admit(
+      request: FastifyRequest,
+      reply: FastifyReply,
+      id: string | null,
+      caller: Caller | null,
+      scope: Scope,
+      done: (err?: Error) => void,
+    ) {
+      // With Basic or form credentials, the id must be the key's own.
+      if (!caller || (id !== null && id !== caller.keyId)) {
+        if (!failures) return done(unknownKey())
+        failures.fail({ ip: request.ip, keyId: id }).then((seconds) => refuse(reply, seconds, done), done)
+        return
+      }
+      if (!allows(caller.scopes, scope)) return done(new Errors.FORBIDDEN(scope))
+      request.caller = caller
+      try {
+        request.tenancy = tenancyOf(request, caller)
+      } catch (err) {
+        return done(err as Error)
+      }
+      done()
+    }
+
     function authenticate(
       request: FastifyRequest,
       reply: FastifyReply,
@@ -104,50 +146,29 @@ export default fp(
       scope: Scope,
       done: (err?: Error) => void,
     ) {
-      const refuse = (seconds: number) => {
-        if (!seconds) return done(unknownKey())
-        reply.header('retry-after', String(seconds))
-        done(new Errors.RATE_LIMITED(seconds))
-      }
-      const admit = (caller: Caller | null) => {
-        // With Basic or form credentials, the id must be the key's own.
-        if (!caller || (id !== null && id !== caller.keyId)) {
-          if (!failures) return done(unknownKey())
-          void failures.fail({ ip: request.ip, keyId: id }).then(refuse, done)
-          return
-        }
-        if (!allows(caller.scopes, scope)) return done(new Errors.FORBIDDEN(scope))
-        request.caller = caller
-        try {
-          request.tenancy = tenancyOf(request, caller)
-        } catch (err) {
-          return done(err as Error)
-        }
-        done()
-      }
       // Too long to be a key: not worth a lookup, but still a failure.
       const known = key.length > 512 ? null : keys.recall(key)
       // A good key verified recently: the synchronous path, no limiter, nothing counted.
-      if (known) return admit(known)
+      if (known) return admit(request, reply, id, known, scope, done)
+      const verified = (caller: Caller | null) => admit(request, reply, id, caller, scope, done)
       if (!failures || (known === undefined && keys.seenAsValid(key))) {
-        if (known === null) return admit(null)
+        if (known === null) return verified(null)
         // Not returned: a callback-style hook that returns a promise is run as an async one too.
-        void keys.verify(key).then(admit, done)
+        keys.verify(key).then(verified, done)
         return
       }
       // A key never seen valid, or one that just failed: is the client already over its budget?
       failures.retryAfter({ ip: request.ip, keyId: id }).then((wait) => {
-        if (wait) return refuse(wait)
-        if (known === null) return admit(null)
-        keys.verify(key).then(admit, done)
+        if (wait) return refuse(reply, wait, done)
+        if (known === null) return verified(null)
+        keys.verify(key).then(verified, done)
       }, done)
     }
 
     // Callback style with a synchronous path for a key verified recently: this
     // runs on every introspection, where a promise per request shows.
-    app.addHook('onRequest', (request, reply, done) => {
-      const { scope, formCredentials } = request.routeOptions.config
-      if (!scope) return done()
+    const onRequest: onRequestHookHandler = (request, reply, done) => {
+      const { scope, formCredentials } = request.routeOptions.config as Required<FastifyContextConfig>
       const presented = presentedKey(request)
       if (presented) {
         authenticate(request, reply, presented, scope, done)
@@ -156,12 +177,12 @@ export default fp(
       // Checked once the form is read (below).
       if (formCredentials) return done()
       done(new Errors.UNAUTHORIZED('send an API key as Authorization: Bearer <key>'))
-    })
+    }
 
     // OAuth's client_secret_post: client_id and client_secret in the form body (RFC 6749 §2.3.1).
-    app.addHook('preHandler', (request, reply, done) => {
-      const { scope, formCredentials } = request.routeOptions.config
-      if (!scope || !formCredentials || request.caller) return done()
+    const preHandler: preHandlerHookHandler = (request, reply, done) => {
+      if (request.caller) return done()
+      const { scope } = request.routeOptions.config as Required<FastifyContextConfig>
       const body = request.body as { client_id?: unknown; client_secret?: unknown } | undefined
       const { client_id: id, client_secret: key } = body ?? {}
       if (typeof id !== 'string' || typeof key !== 'string' || !key) {
@@ -170,6 +191,14 @@ export default fp(
         )
       }
       authenticate(request, reply, { key, id }, scope, done)
+    }
+
+    // Only the routes that need a key run these hooks: a public route (forward-auth, health, the
+    // widget) pays nothing for them, and a route with a scope pays no test of whether it has one.
+    app.addHook('onRoute', (route) => {
+      if (!route.config?.scope) return
+      route.onRequest = [...hooksOf(route.onRequest), onRequest]
+      if (route.config.formCredentials) route.preHandler = [...hooksOf(route.preHandler), preHandler]
     })
   },
   { name: 'caller-auth', dependencies: ['db'] },

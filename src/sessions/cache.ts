@@ -112,6 +112,9 @@ function sealer(macKey: Buffer) {
   }
 }
 
+/** The most entries the negative cache and the distrust list hold, whatever L1_MAX_ENTRIES is. */
+const AUX_MAX_ENTRIES = 100_000
+
 /**
  * L1 (in-process LRU, short TTL) in front of L2 (Redis) in front of Postgres.
  *
@@ -138,15 +141,19 @@ export function createSessionCache(options: CacheOptions): SessionCache {
     options.l1TtlMs > 0
       ? new LRUCache<string, PackedSession>({ max: options.l1MaxEntries, ttl: options.l1TtlMs })
       : null
+  // The two LRUs beside L1 hold at most AUX_MAX_ENTRIES: an LRU allocates room for all its entries
+  // up front, about 100 bytes each, and neither needs to grow with L1 (unknown tokens are not worth
+  // a million entries; changes heard within the distrust time are far fewer).
+  const auxMax = Math.min(options.l1MaxEntries, AUX_MAX_ENTRIES)
   // Unknown tokens get an LRU of their own: a flood of garbage cannot evict
   // live sessions, and "unknown" never goes stale (tokens are never guessed into existence).
-  const unknown = new LRUCache<string, true>({ max: options.l1MaxEntries, ttl: options.negativeTtlMs })
+  const unknown = new LRUCache<string, true>({ max: auxMax, ttl: options.negativeTtlMs })
   // Sessions heard changed: copies read (Postgres time) before `after` are stale; Infinity until the
   // feed stamps the change. Kept until the age rule alone rejects such copies (L2_TTL_MS, plus the
   // bound by which the feed's clock may lag).
   const distrustMs = options.l2TtlMs + options.l1TtlMs + 1000
   const distrusted = new LRUCache<string, { after: number; until: number }>({
-    max: options.l1MaxEntries,
+    max: auxMax,
     ttl: distrustMs,
     // Forgetting a change early would trust its stale copy: trust no copy read before the next proof instead.
     dispose: (value, _key, reason) => {
