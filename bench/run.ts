@@ -221,7 +221,7 @@ async function main(): Promise<number> {
   // The bare route itself, as first and last measured (not the bare rows sent other requests).
   const baselines = new Set(rows.map((row) => row.scenario.baseline))
   const bares = rows
-    .filter((row) => row.scenario.mode === 'bare' && !baselines.has(row.scenario.name))
+    .filter((row) => row.scenario.mode === 'bare' && !row.scenario.rate && !baselines.has(row.scenario.name))
     .map((row) => count(row.measured.rps))
   const report = [
     `Loopback, ${CONNECTIONS} connections, pipelining 1, ${WARMUP_SECONDS} s warm-up then ${SECONDS} s per row;`,
