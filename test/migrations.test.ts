@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
 import { test } from 'node:test'
 import pino from 'pino'
 import postgres from 'postgres'
@@ -146,11 +147,19 @@ test('a no-transaction migration on a schema with data builds its indexes concur
   const { migrationsDir } = await import('../src/db/migrate.ts')
   const dir = await mkdtemp(`${tmpdir()}/migrations-`)
   for (const file of MIGRATIONS.slice(0, 7)) await copyFile(`${migrationsDir}/${file}`, `${dir}/${file}`)
+  // In a database of its own: a concurrent build waits for every older transaction of its database,
+  // and the other test files run theirs in the shared one.
+  const database = `sa_concurrent_${randomBytes(4).toString('hex')}`
+  const admin = postgres(DATABASE_URL, { max: 1, onnotice: () => {} })
+  await admin.unsafe(`create database ${database}`)
+  const url = new URL(DATABASE_URL)
+  url.pathname = `/${database}`
   const schema = uniqueSchema()
-  const sql = connect(schema)
+  const sql = postgres(url.href, { max: 2, onnotice: () => {}, connection: { search_path: schema } })
   t.after(async () => {
     await sql.end()
-    await dropSchema(schema)
+    await admin.unsafe(`drop database if exists ${database} with (force)`)
+    await admin.end()
   })
   await migrate(sql, schema, log, dir)
   for (const id of ['00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-000000000002']) {

@@ -1,17 +1,17 @@
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { performance } from 'node:perf_hooks'
 import { after, type TestContext, test } from 'node:test'
 import type { FastifyInstance } from 'fastify'
 import { Cluster } from 'ioredis'
 import type { Config } from '../src/config.ts'
+import { closeLeftovers, eventually, leftovers, ms, now, sleep, within } from './fixtures/bounded.ts'
 import {
   type ClusterNode,
   type PrivateCluster,
   startRedisCluster,
   stopAllRedisClusters,
 } from './fixtures/redis-cluster.ts'
-import { ADMIN_KEY, auth, introspect, openSession, twoReplicas, eventually as waitUntil } from './helper.ts'
+import { ADMIN_KEY, auth, introspect, openSession, twoReplicas } from './helper.ts'
 
 /**
  * The service on a Redis Cluster (REDIS_URL=redis+cluster://…): each test
@@ -32,35 +32,8 @@ const L1_TTL_MS = 500
 /** `cluster-node-timeout` of the clusters here: a failover takes about this plus an election. */
 const NODE_TIMEOUT_MS = 3000
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-const now = () => performance.now()
-const ms = (x: number) => `${Math.round(x)} ms`
-
-/** `promise`, or a rejection saying `what` did not happen within `timeoutMs`: nothing here waits for ever. */
-async function within<T>(promise: Promise<T>, timeoutMs: number, what: string | (() => string)): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const late = new Promise<never>((_, reject) => {
-    const said = () => (typeof what === 'string' ? what : what())
-    timer = setTimeout(() => reject(new Error(`${said()}: no answer within ${ms(timeoutMs)}`)), timeoutMs)
-  })
-  try {
-    return await Promise.race([promise, late])
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
-/** The helper's `eventually`, with each check bounded too. */
-const eventually = (check: () => boolean | Promise<boolean>, timeoutMs = 5000, what = 'condition') =>
-  waitUntil(() => within(Promise.resolve(check()), timeoutMs, `${what} (one check)`), timeoutMs, what)
-
-// Closed by each test's t.after hooks, and again here after the file's last test: a failed hook
-// skips the ones after it, and a node or client left open would keep the file's process alive.
-const leftovers: Array<() => unknown> = []
 after(async () => {
-  for (const close of leftovers.reverse()) {
-    await within(Promise.resolve().then(close), 15_000, 'closing what a test left open').catch(() => {})
-  }
+  await closeLeftovers()
   await stopAllRedisClusters()
 })
 

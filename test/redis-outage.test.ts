@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { performance } from 'node:perf_hooks'
 import { after, type TestContext, test } from 'node:test'
 import { isDeepStrictEqual } from 'node:util'
 import type { FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
+import { closeLeftovers, eventually, leftovers, ms, now, sleep, within } from './fixtures/bounded.ts'
 import { type PrivateRedis, startRedisServer, stopAllRedisServers } from './fixtures/redis-server.ts'
 import {
   appBehindPostgresProxy,
@@ -15,7 +15,6 @@ import {
   redisSettings,
   revokeSession,
   twoReplicas,
-  eventually as waitUntil,
 } from './helper.ts'
 
 /**
@@ -32,40 +31,8 @@ import {
 
 const L1_TTL_MS = 200
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-const now = () => performance.now()
-const ms = (x: number) => `${Math.round(x)} ms`
-
-/**
- * Every wait in this file is bounded, so that what goes wrong fails a test instead of hanging the
- * file: `promise`, or a rejection saying `what` did not happen within `timeoutMs`.
- */
-async function within<T>(promise: Promise<T>, timeoutMs: number, what: string | (() => string)): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const late = new Promise<never>((_, reject) => {
-    const said = () => (typeof what === 'string' ? what : what())
-    timer = setTimeout(() => reject(new Error(`${said()}: no answer within ${ms(timeoutMs)}`)), timeoutMs)
-  })
-  try {
-    return await Promise.race([promise, late])
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
-/** The helper's `eventually`, with each check bounded too (it waits for a check before it looks at the time). */
-const eventually = (check: () => boolean | Promise<boolean>, timeoutMs = 5000, what = 'condition') =>
-  waitUntil(() => within(Promise.resolve(check()), timeoutMs, `${what} (one check)`), timeoutMs, what)
-
-// What each test starts is closed by its t.after hooks; closed again here, after the file's last test,
-// because a t.after hook that fails (a schema that cannot be dropped…) skips the ones after it, and an
-// app, proxy or redis-server left open would keep the file's process from ever exiting. Closing twice
-// is harmless (a closed app resolves at once, a stopped server returns).
-const leftovers: Array<() => unknown> = []
 after(async () => {
-  for (const close of leftovers.reverse()) {
-    await within(Promise.resolve().then(close), 15_000, 'closing what a test left open').catch(() => {})
-  }
+  await closeLeftovers()
   await stopAllRedisServers()
 })
 const closeApps = (...apps: FastifyInstance[]) => {
