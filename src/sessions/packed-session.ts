@@ -9,6 +9,9 @@ import type { Binding, Device, SessionRow } from './model.ts'
 class Pool<T> {
   private readonly values = new Map<string, T>()
   constructor(private readonly max: number) {}
+  get(key: string): T | undefined {
+    return this.values.get(key)
+  }
   share(key: string, value: T): T {
     const held = this.values.get(key)
     if (held !== undefined) return held
@@ -25,10 +28,6 @@ const NO_CLAIMS: string[] = Object.freeze([]) as unknown as string[]
 
 const shareString = (value: string | null): string | null =>
   value === null ? null : strings.share(value, value)
-/** Frozen, so a value shared by many sessions can never be changed through one of them. */
-function shareObject<T extends object>(value: T): T {
-  return objects.share(JSON.stringify(value), Object.freeze(value)) as T
-}
 const time = (date: Date | null): number | null => (date === null ? null : date.getTime())
 const date = (ms: number | null): Date | null => (ms === null ? null : new Date(ms))
 
@@ -53,20 +52,29 @@ interface Stop {
   readonly endReason: string | null
 }
 
+// Shared objects are frozen, so a value shared by many sessions can never be changed through one of them.
+const profiles = new Pool<Profile>(POOL_SIZE)
+
 function profileOf(row: SessionRow): Profile {
-  const profile: Profile = {
+  const device = JSON.stringify(row.device)
+  const binding = JSON.stringify(row.binding)
+  // Every field of the profile, as one string: the pool's key (device and binding are JSON already).
+  const key = `${JSON.stringify([row.tenant_id, row.status, row.token_type, row.user_agent, row.client_id, row.idle_timeout_seconds, row.absolute_lifetime_seconds])}${device}${binding}`
+  const held = profiles.get(key)
+  if (held !== undefined) return held
+  const profile: Profile = Object.freeze({
     tenant: shareString(row.tenant_id) as string,
     status: row.status,
     tokenType: row.token_type,
     userAgent: shareString(row.user_agent),
     // Shared on their own too, for sessions whose profile is not (past the pool's bound).
-    device: shareObject({ ...row.device }),
+    device: objects.share(device, Object.freeze({ ...row.device })) as Device,
     client: shareString(row.client_id),
-    binding: shareObject({ ...row.binding }),
+    binding: objects.share(binding, Object.freeze({ ...row.binding })) as Binding,
     idleTimeout: row.idle_timeout_seconds,
     absoluteLifetime: row.absolute_lifetime_seconds,
-  }
-  return shareObject(profile)
+  })
+  return profiles.share(key, profile)
 }
 
 function stopOf(row: SessionRow): Stop | null {
