@@ -191,3 +191,59 @@ test('a no-transaction migration on a schema with data builds its indexes concur
   assert.match(indexes[2]?.definition ?? '', /\(absolute_expires_at, id\) WHERE/)
   assert.deepEqual(await migrate(sql, schema, log, dir, 0), [])
 })
+
+test('a replica that starts while another builds an index concurrently takes its turn: no deadlock, applied once', {
+  timeout: 60_000,
+}, async (t) => {
+  const { mkdtemp, copyFile } = await import('node:fs/promises')
+  const { tmpdir } = await import('node:os')
+  const { migrationsDir } = await import('../src/db/migrate.ts')
+  const dir = await mkdtemp(`${tmpdir()}/migrations-`)
+  for (const file of MIGRATIONS.slice(0, 7)) await copyFile(`${migrationsDir}/${file}`, `${dir}/${file}`)
+  // A database of its own, as above: here a snapshot held on purpose keeps the build waiting.
+  const database = `sa_concurrent_${randomBytes(4).toString('hex')}`
+  const admin = postgres(DATABASE_URL, { max: 1, onnotice: () => {} })
+  await admin.unsafe(`create database ${database}`)
+  const url = new URL(DATABASE_URL)
+  url.pathname = `/${database}`
+  const schema = uniqueSchema()
+  const replica = () =>
+    postgres(url.href, { max: 2, onnotice: () => {}, connection: { search_path: schema } })
+  const [a, b, holder] = [replica(), replica(), replica()]
+  t.after(async () => {
+    await Promise.all([a, b, holder].map((sql) => sql.end({ timeout: 5 })))
+    await admin.unsafe(`drop database if exists ${database} with (force)`)
+    await admin.end()
+  })
+  await migrate(a, schema, log, dir)
+  await copyFile(`${migrationsDir}/${MIGRATIONS[7]}`, `${dir}/${MIGRATIONS[7]}`)
+
+  // A transaction with a snapshot: replica A's concurrent build waits for it to end.
+  const snapshot = await holder.reserve()
+  await snapshot`begin isolation level repeatable read`
+  await snapshot`select 1`
+  const first = migrate(a, schema, log, dir, 0)
+  first.catch(() => {})
+  await eventually(
+    async () =>
+      (
+        await admin`select 1 from pg_stat_activity where datname = ${database}
+          and query ilike 'create index concurrently%' and wait_event_type = 'Lock'`
+      ).length > 0,
+    15_000,
+    "replica A's build waits for the snapshot",
+  )
+  // Replica B starts meanwhile. Waiting for the migration lock inside Postgres, it would hold a
+  // snapshot of its own that A's build then waits for, while B waits for A: a deadlock.
+  const second = migrate(b, schema, log, dir, 0)
+  second.catch(() => {})
+  await new Promise((resolve) => setTimeout(resolve, 1000))
+  await snapshot`commit`
+  snapshot.release()
+
+  const results = await Promise.all([first, second])
+  assert.deepEqual(results.flat(), [MIGRATIONS[7]])
+  const [recorded] = await a<{ n: number }[]>`
+    select count(*)::int as n from schema_migrations where name = ${MIGRATIONS[7] as string}`
+  assert.equal(recorded?.n, 1)
+})
