@@ -65,7 +65,7 @@ export const ConfigSchema = Type.Object({
       env(
         'REDIS_URL',
         'Redis URL (redis:// or rediss://), or a Redis Cluster: redis+cluster://[user:password@]host:port,host:port… (rediss+cluster:// with TLS); unset = in-process cache only',
-        { pattern: `^(rediss?://|rediss?\\+cluster://([^@/\\s]+@)?${SEED}(,${SEED})*/?$)` },
+        { pattern: `^(rediss?://|rediss?\\+cluster://([^@/\\s#?]+@)?${SEED}(,${SEED})*/?$)` },
       ),
     ),
   ),

@@ -33,6 +33,15 @@ const CLUSTER_URL = /^(rediss?)\+cluster:\/\/(?:([^@/]*)@)?([^@/]+?)\/?$/
 export function redisTarget(url: string): RedisTarget {
   const match = CLUSTER_URL.exec(url)
   if (!match) return { kind: 'single', url }
+  try {
+    return clusterTarget(match)
+  } catch {
+    // Not the parser's message: it quotes the URL, password and all.
+    throw new Error('REDIS_URL: a node or the credentials of the redis+cluster:// URL cannot be read')
+  }
+}
+
+function clusterTarget(match: RegExpExecArray): RedisTarget {
   const [, scheme, credentials, hosts = ''] = match
   const seeds = hosts.split(',').map((seed) => {
     const parsed = new URL(`redis://${seed}`)

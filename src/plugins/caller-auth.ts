@@ -197,8 +197,9 @@ export default fp(
     // widget) pays nothing for them, and a route with a scope pays no test of whether it has one.
     app.addHook('onRoute', (route) => {
       if (!route.config?.scope) return
-      route.onRequest = [...hooksOf(route.onRequest), onRequest]
-      if (route.config.formCredentials) route.preHandler = [...hooksOf(route.preHandler), preHandler]
+      // First among the route's own hooks: nothing of the route runs for a caller without a key.
+      route.onRequest = [onRequest, ...hooksOf(route.onRequest)]
+      if (route.config.formCredentials) route.preHandler = [preHandler, ...hooksOf(route.preHandler)]
     })
   },
   { name: 'caller-auth', dependencies: ['db'] },
