@@ -24,8 +24,9 @@ import postgres from 'postgres'
 import { systemClock } from '../src/clock.ts'
 import type { Sql } from '../src/db/connect.ts'
 import { migrate, migrationsDir } from '../src/db/migrate.ts'
-import { purgeSessions } from '../src/sessions/purge.ts'
+import { DELETE_BATCH, EXPIRE_BATCH, purgeSessions } from '../src/sessions/purge.ts'
 import { createSessionRepository } from '../src/sessions/repository.ts'
+import { CHUNK } from '../src/sessions/write-behind.ts'
 import { EVERY_TENANT, onlyTenant } from '../src/tenants/tenancy.ts'
 import { killServers, startServer } from './child.ts'
 import { measure } from './load.ts'
@@ -163,20 +164,30 @@ async function plans(schema: string, n: number): Promise<Array<{ what: string; p
     await sql`set auto_explain.log_min_duration = 0`
     await sql`set auto_explain.log_analyze = on`
     await sql`set auto_explain.log_buffers = on`
+    await sql`set auto_explain.log_triggers = on`
     await sql`set client_min_messages = log`
     const live = await sql<{ id: string }[]>`
-      select id from sessions where status = 'active' and idle_expires_at > now() + interval '1 hour' limit 1000`
+      select id from sessions where status = 'active' and idle_expires_at > now() + interval '1 hour' limit ${CHUNK}`
     const nowMs = Date.now()
     const now = new Date(nowMs)
     const cases: Array<[string, (repo: ReturnType<typeof createSessionRepository>) => Promise<unknown>]> = [
-      ['expire step, one batch', (r) => r.expireOverdue(now, new Date(nowMs - 30_000), 1000)],
-      ['expire step, nothing due', (r) => r.expireOverdue(new Date(0), new Date(0), 1000)],
-      ['delete ended sessions, one batch', (r) => r.deleteEnded(new Date(nowMs - 30 * DAY * 1000), 1000)],
-      ['delete ended sessions, nothing left (the last batch)', (r) => r.deleteEnded(new Date(0), 1000)],
-      ['delete old events, one batch', (r) => r.deleteEvents(new Date(nowMs - 90 * DAY * 1000), 1000)],
-      ['delete old events, nothing left (the last batch)', (r) => r.deleteEvents(new Date(0), 1000)],
+      ['expire step, one batch', (r) => r.expireOverdue(now, new Date(nowMs - 30_000), EXPIRE_BATCH)],
+      ['expire step, nothing due', (r) => r.expireOverdue(new Date(0), new Date(0), EXPIRE_BATCH)],
       [
-        'write-behind, one chunk of 1000',
+        'delete ended sessions, one batch',
+        (r) => r.deleteEnded(new Date(nowMs - 30 * DAY * 1000), DELETE_BATCH),
+      ],
+      [
+        'delete ended sessions, nothing left (the last batch)',
+        (r) => r.deleteEnded(new Date(0), DELETE_BATCH),
+      ],
+      [
+        'delete old events, one batch',
+        (r) => r.deleteEvents(new Date(nowMs - 90 * DAY * 1000), DELETE_BATCH),
+      ],
+      ['delete old events, nothing left (the last batch)', (r) => r.deleteEvents(new Date(0), DELETE_BATCH)],
+      [
+        `write-behind, one chunk of ${CHUNK}`,
         (r) => r.touchMany(live.map((s) => ({ id: s.id, at: now, ip: null }))),
       ],
       [
@@ -246,7 +257,15 @@ interface Figures {
   listHeavy: { rps: number; p50: number; p99: number; seen: number }
   touchChunk: { p50: number; max: number; chunks: number }
   touchOne: { ms: number; rows: number }
-  purge: { rows: number; seconds: number; rowsPerSecond: number; counts: Record<string, number> }
+  purge: {
+    rows: number
+    seconds: number
+    rowsPerSecond: number
+    /** The expire step alone, and the delete steps after it. */
+    expireRowsPerSecond: number
+    deleteRowsPerSecond: number
+    counts: Record<string, number>
+  }
   duringPurge: { p99Median: number; p99Worst: number; windows: number }
   plans: Array<{ what: string; plan: string }>
 }
@@ -290,16 +309,16 @@ async function measureAt(n: number): Promise<Figures> {
       ...after.map((p) => ({ ...p, what: `WITH the new indexes: ${p.what}` })),
     ]
 
-    // The write-behind of a busy interval: chunks of 1000 in id order, then the same as one statement.
+    // The write-behind of a busy interval: chunks of CHUNK in id order, then the same as one statement.
     const touched = await sql<{ id: string }[]>`
       select id from sessions where status = 'active' and idle_expires_at > now() + interval '1 hour'
       order by id limit ${Math.min(TOUCHED, Math.floor(n / 2))}`
     const repo = createSessionRepository(sql)
     const chunkMs: number[] = []
     const at = new Date()
-    for (let i = 0; i < touched.length; i += 1000) {
+    for (let i = 0; i < touched.length; i += CHUNK) {
       const t0 = performance.now()
-      await repo.touchMany(touched.slice(i, i + 1000).map((s) => ({ id: s.id, at, ip: null })))
+      await repo.touchMany(touched.slice(i, i + CHUNK).map((s) => ({ id: s.id, at, ip: null })))
       chunkMs.push(performance.now() - t0)
     }
     const t1 = performance.now()
@@ -433,10 +452,25 @@ async function purgeChild(schema: string) {
     const repo = createSessionRepository(sql)
     const config = { writeBehindIntervalMs: 30_000, purgeRetentionDays: 30, eventRetentionDays: 90 }
     const started = performance.now()
-    const counts = await purgeSessions(repo, { clock: systemClock, config, invalidate: async () => {} }, true)
-    const seconds = (performance.now() - started) / 1000
+    // The expire step hands every batch to invalidate, its last one included: the step ends at the last call.
+    let expired = started
+    const invalidate = async () => {
+      expired = performance.now()
+    }
+    const counts = await purgeSessions(repo, { clock: systemClock, config, invalidate }, true)
+    const ended = performance.now()
     const rows = counts ? counts.expired + counts.sessions_deleted + counts.events_deleted : 0
-    console.log(JSON.stringify({ rows, seconds, rowsPerSecond: rows / seconds, counts }))
+    const seconds = (ended - started) / 1000
+    const figures: Figures['purge'] = {
+      rows,
+      seconds,
+      rowsPerSecond: rows / seconds,
+      expireRowsPerSecond: (counts?.expired ?? 0) / ((expired - started) / 1000),
+      deleteRowsPerSecond:
+        ((counts?.sessions_deleted ?? 0) + (counts?.events_deleted ?? 0)) / ((ended - expired) / 1000),
+      counts: { ...counts },
+    }
+    console.log(JSON.stringify(figures))
   } finally {
     await sql.end()
   }
@@ -474,7 +508,7 @@ function table(base: Figures, big: Figures): string {
     row('heavy user (1,000 sessions), first page of 100 (req/s)', base.listHeavy.rps, big.listHeavy.rps),
     row('… p99 (ms)', base.listHeavy.p99, big.listHeavy.p99, 1),
     row('… sessions seen following next_cursor', base.listHeavy.seen, big.listHeavy.seen, 0, false),
-    row('write-behind chunk of 1,000 rows, p50 (ms)', base.touchChunk.p50, big.touchChunk.p50, 1),
+    row(`write-behind chunk of ${f(CHUNK)} rows, p50 (ms)`, base.touchChunk.p50, big.touchChunk.p50, 1),
     row('… slowest chunk (ms)', base.touchChunk.max, big.touchChunk.max, 1),
     row(
       `… the same ${f(big.touchOne.rows)} rows as one statement (ms; the old flush)`,
@@ -484,6 +518,8 @@ function table(base: Figures, big: Figures): string {
     ),
     row('purge: rows purged', base.purge.rows, big.purge.rows, 0, false),
     row('purge throughput (rows/s)', base.purge.rowsPerSecond, big.purge.rowsPerSecond),
+    row('… the expire step alone (rows/s)', base.purge.expireRowsPerSecond, big.purge.expireRowsPerSecond),
+    row('… the delete steps alone (rows/s)', base.purge.deleteRowsPerSecond, big.purge.deleteRowsPerSecond),
     row(
       'introspection p99 during purge, median of 2 s windows (ms)',
       base.duringPurge.p99Median,

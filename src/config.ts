@@ -106,7 +106,7 @@ export const ConfigSchema = Type.Object({
   writeBehindIntervalMs: Type.Integer(
     env(
       'WRITE_BEHIND_INTERVAL_MS',
-      'How often last-seen bookkeeping is written (in statements of up to 1,000 sessions, in id order)',
+      'How often last-seen bookkeeping is written (in statements of up to 100 sessions, in id order)',
       {
         default: 30_000,
         minimum: 10,

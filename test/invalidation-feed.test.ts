@@ -307,3 +307,32 @@ test('a truncated sessions table is heard too: every replica forgets what it cac
   await sql`truncate ${sql(a.config.dbSchema)}.sessions cascade`
   await eventually(async () => !(await introspect(b.app, token)).active, 10_000, 'B forgets the session')
 })
+
+test('deleting a session notifies the feed only when it was not ended yet (migration 009)', async (t) => {
+  const { app, config } = await buildTestApp(t)
+  const sql = adminSql()
+  const heard: string[] = []
+  const listening = await sql.listen(feedChannel(config.dbSchema), (payload) => {
+    if (!payload.startsWith('~')) heard.push(payload)
+  })
+  t.after(async () => {
+    await listening.unlisten()
+    await sql.end()
+  })
+  const keyOf = (token: string) => createHash('sha256').update(token).digest('hex')
+  const ended = await openSession(app)
+  const live = await openSession(app)
+  assert.ok((await revokeSession(app, ended.session.id)).statusCode < 300)
+  await eventually(() => heard.includes(keyOf(ended.token)), 5000, 'the revocation is heard')
+  heard.length = 0
+
+  // Purge's delete of an ended session: no notification (ending it notified); the answer stays "inactive".
+  await sql`delete from ${sql(config.dbSchema)}.sessions where id = ${ended.session.id}`
+  // A live session deleted by hand still notifies. Notifications arrive in commit order, so once this
+  // one is heard, one for the ended session would have been heard before it.
+  await sql`delete from ${sql(config.dbSchema)}.sessions where id = ${live.session.id}`
+  await eventually(() => heard.includes(keyOf(live.token)), 5000, "the live session's delete is heard")
+  assert.deepEqual(heard, [keyOf(live.token)])
+  assert.equal((await introspect(app, ended.token)).active, false)
+  assert.equal((await introspect(app, live.token)).active, false)
+})

@@ -18,6 +18,7 @@ const MIGRATIONS = [
   '006_tenants.sql',
   '007_user_devices.sql',
   '008_background_indexes.sql',
+  '009_notify_live_deletes_only.sql',
 ]
 
 function connect(schema: string) {

@@ -18,9 +18,12 @@ export interface Touch {
 /**
  * The most uses one statement writes. Each statement holds the row locks of its
  * chunk until it ends: a revoke, suspend or refresh of one of those sessions
- * waits for it. 1000 rows take a few milliseconds, even at 10M sessions.
+ * waits for it. Each row costs a new version in every index (the idle expiry
+ * is indexed): at 10M sessions on a busy 2-core VM 1,000 rows took 733 ms
+ * (p50), so 100 rows about 75 ms; at 3M, quiet, 100 rows took
+ * 7 ms and wrote only 10-20% fewer rows a second than chunks of 1,000.
  */
-export const CHUNK = 1000
+export const CHUNK = 100
 
 /**
  * Introspection's bookkeeping (last seen, sliding idle expiry, last IP), kept
