@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { test } from 'node:test'
+import { type TestContext, test } from 'node:test'
 import pino from 'pino'
 import postgres from 'postgres'
 import { migrate } from '../src/db/migrate.ts'
@@ -23,6 +23,31 @@ const MIGRATIONS = [
 
 function connect(schema: string) {
   return postgres(DATABASE_URL, { max: 2, onnotice: () => {}, connection: { search_path: schema } })
+}
+
+/**
+ * A database of the test's own, dropped after it: a concurrent index build waits for every older
+ * transaction of its database, and the other test files run theirs in the shared one.
+ */
+async function privateDatabase(t: TestContext) {
+  const database = `sa_concurrent_${randomBytes(4).toString('hex')}`
+  const admin = postgres(DATABASE_URL, { max: 1, onnotice: () => {} })
+  await admin.unsafe(`create database ${database}`)
+  const url = new URL(DATABASE_URL)
+  url.pathname = `/${database}`
+  const opened: postgres.Sql[] = []
+  t.after(async () => {
+    await Promise.all(opened.map((sql) => sql.end({ timeout: 5 })))
+    await admin.unsafe(`drop database if exists ${database} with (force)`)
+    await admin.end()
+  })
+  /** A replica's connections to the database, on `schema`. */
+  const replica = (schema: string) => {
+    const sql = postgres(url.href, { max: 2, onnotice: () => {}, connection: { search_path: schema } })
+    opened.push(sql)
+    return sql
+  }
+  return { admin, database, replica }
 }
 
 test('migrations create the schema, are recorded, and a second run applies nothing', async (t) => {
@@ -148,20 +173,9 @@ test('a no-transaction migration on a schema with data builds its indexes concur
   const { migrationsDir } = await import('../src/db/migrate.ts')
   const dir = await mkdtemp(`${tmpdir()}/migrations-`)
   for (const file of MIGRATIONS.slice(0, 7)) await copyFile(`${migrationsDir}/${file}`, `${dir}/${file}`)
-  // In a database of its own: a concurrent build waits for every older transaction of its database,
-  // and the other test files run theirs in the shared one.
-  const database = `sa_concurrent_${randomBytes(4).toString('hex')}`
-  const admin = postgres(DATABASE_URL, { max: 1, onnotice: () => {} })
-  await admin.unsafe(`create database ${database}`)
-  const url = new URL(DATABASE_URL)
-  url.pathname = `/${database}`
+  const { replica } = await privateDatabase(t)
   const schema = uniqueSchema()
-  const sql = postgres(url.href, { max: 2, onnotice: () => {}, connection: { search_path: schema } })
-  t.after(async () => {
-    await sql.end()
-    await admin.unsafe(`drop database if exists ${database} with (force)`)
-    await admin.end()
-  })
+  const sql = replica(schema)
   await migrate(sql, schema, log, dir)
   for (const id of ['00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-000000000002']) {
     await sql`insert into sessions (id, user_id, token_hash, device, metadata, idle_timeout_seconds,
@@ -201,21 +215,10 @@ test('a replica that starts while another builds an index concurrently takes its
   const { migrationsDir } = await import('../src/db/migrate.ts')
   const dir = await mkdtemp(`${tmpdir()}/migrations-`)
   for (const file of MIGRATIONS.slice(0, 7)) await copyFile(`${migrationsDir}/${file}`, `${dir}/${file}`)
-  // A database of its own, as above: here a snapshot held on purpose keeps the build waiting.
-  const database = `sa_concurrent_${randomBytes(4).toString('hex')}`
-  const admin = postgres(DATABASE_URL, { max: 1, onnotice: () => {} })
-  await admin.unsafe(`create database ${database}`)
-  const url = new URL(DATABASE_URL)
-  url.pathname = `/${database}`
+  // Here a snapshot held on purpose keeps the build waiting.
+  const { admin, database, replica } = await privateDatabase(t)
   const schema = uniqueSchema()
-  const replica = () =>
-    postgres(url.href, { max: 2, onnotice: () => {}, connection: { search_path: schema } })
-  const [a, b, holder] = [replica(), replica(), replica()]
-  t.after(async () => {
-    await Promise.all([a, b, holder].map((sql) => sql.end({ timeout: 5 })))
-    await admin.unsafe(`drop database if exists ${database} with (force)`)
-    await admin.end()
-  })
+  const [a, b, holder] = [replica(schema), replica(schema), replica(schema)]
   await migrate(a, schema, log, dir)
   await copyFile(`${migrationsDir}/${MIGRATIONS[7]}`, `${dir}/${MIGRATIONS[7]}`)
 

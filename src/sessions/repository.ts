@@ -609,24 +609,35 @@ export function createSessionRepository(sql: Sql) {
   // array: looked up one by one, never by a join that could scan the table.
 
   /**
+   * Deletes up to `limit` rows of `table` whose `column` is before `cutoff`, oldest first from `from`;
+   * returns how many, and the time to resume from.
+   */
+  async function deleteOldest(
+    table: 'sessions' | 'session_events',
+    column: 'ended_at' | 'created_at',
+    cutoff: Date,
+    limit: number,
+    from: Date | null,
+  ): Promise<{ deleted: number; last: Date | null }> {
+    const [t, at] = [sql(table), sql(column)]
+    const [row] = await sql<Array<{ deleted: number; last: Date | null }>>`
+      with doomed as (
+        select id, ${at} as at from ${t}
+        where ${at} < ${cutoff} and ${at} >= ${from ?? new Date(0)}
+        order by ${at} limit ${limit} for update skip locked
+      ), deleted as (
+        delete from ${t} where id = any(array(select id from doomed)) returning 1
+      )
+      select (select count(*) from deleted)::int as deleted, (select max(at) from doomed) as last`
+    return { deleted: row?.deleted ?? 0, last: row?.last ?? from }
+  }
+
+  /**
    * Deletes up to `limit` sessions that ended before `cutoff` (their refresh tokens go with them), oldest
    * first from `from`; returns how many, and the end time to resume from.
    */
-  async function deleteEnded(
-    cutoff: Date,
-    limit: number,
-    from: Date | null = null,
-  ): Promise<{ deleted: number; last: Date | null }> {
-    const [row] = await sql<Array<{ deleted: number; last: Date | null }>>`
-      with doomed as (
-        select id, ended_at from sessions
-        where ended_at < ${cutoff} and ended_at >= ${from ?? new Date(0)}
-        order by ended_at limit ${limit} for update skip locked
-      ), deleted as (
-        delete from sessions where id = any(array(select id from doomed)) returning 1
-      )
-      select (select count(*) from deleted)::int as deleted, (select max(ended_at) from doomed) as last`
-    return { deleted: row?.deleted ?? 0, last: row?.last ?? from }
+  function deleteEnded(cutoff: Date, limit: number, from: Date | null = null) {
+    return deleteOldest('sessions', 'ended_at', cutoff, limit, from)
   }
 
   /** Forgets devices not signed in from since `cutoff`, at most `limit` of them. */
@@ -639,21 +650,8 @@ export function createSessionRepository(sql: Sql) {
   }
 
   /** Deletes up to `limit` events recorded before `cutoff`, oldest first from `from`; as deleteEnded. */
-  async function deleteEvents(
-    cutoff: Date,
-    limit: number,
-    from: Date | null = null,
-  ): Promise<{ deleted: number; last: Date | null }> {
-    const [row] = await sql<Array<{ deleted: number; last: Date | null }>>`
-      with doomed as (
-        select id, created_at from session_events
-        where created_at < ${cutoff} and created_at >= ${from ?? new Date(0)}
-        order by created_at limit ${limit} for update skip locked
-      ), deleted as (
-        delete from session_events where id = any(array(select id from doomed)) returning 1
-      )
-      select (select count(*) from deleted)::int as deleted, (select max(created_at) from doomed) as last`
-    return { deleted: row?.deleted ?? 0, last: row?.last ?? from }
+  function deleteEvents(cutoff: Date, limit: number, from: Date | null = null) {
+    return deleteOldest('session_events', 'created_at', cutoff, limit, from)
   }
 
   /**
