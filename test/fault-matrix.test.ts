@@ -4,6 +4,7 @@ import { performance } from 'node:perf_hooks'
 import { type TestContext, test } from 'node:test'
 import { jsonClient } from './fixtures/http-json.ts'
 import { type Answer, type LoadSession, startIntrospectionLoad } from './fixtures/introspection-load.ts'
+import { metricSum } from './fixtures/metrics.ts'
 import { type PrivateRedis, startRedisServer } from './fixtures/redis-server.ts'
 import { createReplica, type Replica } from './fixtures/replica.ts'
 import { ADMIN_KEY, DATABASE_URL, dropSchema, TEST_KEK, uniqueSchema } from './helper.ts'
@@ -248,13 +249,7 @@ async function l2Hits(replica: Replica): Promise<number | null> {
   if (!replica.running()) return null
   try {
     const reply = await control.send(replica.port, 'GET', '/metrics')
-    let sum = 0
-    for (const line of reply.text.split('\n')) {
-      if (line.startsWith('session_cache_hits_total{') && line.includes('level="l2"')) {
-        sum += Number(line.slice(line.lastIndexOf(' ') + 1))
-      }
-    }
-    return sum
+    return metricSum(reply.text, 'session_cache_hits_total', { level: 'l2' })
   } catch {
     return null
   }

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
+import { copyFile, mkdtemp, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { type TestContext, test } from 'node:test'
 import pino from 'pino'
 import postgres from 'postgres'
-import { migrate } from '../src/db/migrate.ts'
+import { migrate, migrationsDir } from '../src/db/migrate.ts'
 import { holdTableLock } from './fixtures/table-lock.ts'
 import { DATABASE_URL, dropSchema, eventually, uniqueSchema } from './helper.ts'
 
@@ -20,6 +22,17 @@ const MIGRATIONS = [
   '008_background_indexes.sql',
   '009_notify_live_deletes_only.sql',
 ]
+
+/**
+ * A directory of the project's migrations `files` only, as a deployment of an older release has them;
+ * `add(file)` brings the next one, as an upgrade does.
+ */
+async function someMigrations(files: readonly string[]) {
+  const dir = await mkdtemp(`${tmpdir()}/migrations-`)
+  const add = (file: string) => copyFile(`${migrationsDir}/${file}`, `${dir}/${file}`)
+  for (const file of files) await add(file)
+  return { dir, add }
+}
 
 function connect(schema: string) {
   return postgres(DATABASE_URL, { max: 2, onnotice: () => {}, connection: { search_path: schema } })
@@ -96,11 +109,7 @@ test('replicas migrating at the same time wait for each other: each file is appl
 })
 
 test('a failing migration leaves nothing half-applied', async (t) => {
-  const { mkdtemp, writeFile, copyFile } = await import('node:fs/promises')
-  const { tmpdir } = await import('node:os')
-  const { migrationsDir } = await import('../src/db/migrate.ts')
-  const dir = await mkdtemp(`${tmpdir()}/migrations-`)
-  await copyFile(`${migrationsDir}/001_initial.sql`, `${dir}/001_initial.sql`)
+  const { dir } = await someMigrations(['001_initial.sql'])
   await writeFile(`${dir}/002_broken.sql`, 'create table half_done (id int);\nselect * from no_such_table;')
   const schema = uniqueSchema()
   const sql = connect(schema)
@@ -119,11 +128,7 @@ test('a failing migration leaves nothing half-applied', async (t) => {
 test('a migration blocked by a long transaction gives way: the tables it already locked stay usable, then it applies', {
   timeout: 60_000,
 }, async (t) => {
-  const { mkdtemp, copyFile } = await import('node:fs/promises')
-  const { tmpdir } = await import('node:os')
-  const { migrationsDir } = await import('../src/db/migrate.ts')
-  const dir = await mkdtemp(`${tmpdir()}/migrations-`)
-  for (const file of MIGRATIONS.slice(0, 5)) await copyFile(`${migrationsDir}/${file}`, `${dir}/${file}`)
+  const { dir, add } = await someMigrations(MIGRATIONS.slice(0, 5))
   const schema = uniqueSchema()
   const sql = connect(schema)
   const blocker = connect(schema)
@@ -132,7 +137,7 @@ test('a migration blocked by a long transaction gives way: the tables it already
     await dropSchema(schema)
   })
   await migrate(sql, schema, log, dir)
-  await copyFile(`${migrationsDir}/006_tenants.sql`, `${dir}/006_tenants.sql`)
+  await add('006_tenants.sql')
 
   // A long transaction (a report, a stuck client) holds session_events, which 006 alters after api_keys.
   const lock = await holdTableLock(blocker, 'session_events')
@@ -168,11 +173,7 @@ test('a migration blocked by a long transaction gives way: the tables it already
 test('a no-transaction migration on a schema with data builds its indexes concurrently, replacing one a failed build left invalid', {
   timeout: 60_000,
 }, async (t) => {
-  const { mkdtemp, copyFile } = await import('node:fs/promises')
-  const { tmpdir } = await import('node:os')
-  const { migrationsDir } = await import('../src/db/migrate.ts')
-  const dir = await mkdtemp(`${tmpdir()}/migrations-`)
-  for (const file of MIGRATIONS.slice(0, 7)) await copyFile(`${migrationsDir}/${file}`, `${dir}/${file}`)
+  const { dir, add } = await someMigrations(MIGRATIONS.slice(0, 7))
   const { replica } = await privateDatabase(t)
   const schema = uniqueSchema()
   const sql = replica(schema)
@@ -184,7 +185,7 @@ test('a no-transaction migration on a schema with data builds its indexes concur
   }
   // A concurrent build that failed (here: a unique index over a duplicate) leaves an invalid index behind.
   await assert.rejects(sql`create unique index concurrently sessions_live_absolute_idx on sessions (user_id)`)
-  await copyFile(`${migrationsDir}/${MIGRATIONS[7]}`, `${dir}/${MIGRATIONS[7]}`)
+  await add(MIGRATIONS[7] as string)
 
   // Any schema counts as big here: the file is applied outside a transaction.
   assert.deepEqual(await migrate(sql, schema, log, dir, 0), [MIGRATIONS[7]])
@@ -210,17 +211,13 @@ test('a no-transaction migration on a schema with data builds its indexes concur
 test('a replica that starts while another builds an index concurrently takes its turn: no deadlock, applied once', {
   timeout: 60_000,
 }, async (t) => {
-  const { mkdtemp, copyFile } = await import('node:fs/promises')
-  const { tmpdir } = await import('node:os')
-  const { migrationsDir } = await import('../src/db/migrate.ts')
-  const dir = await mkdtemp(`${tmpdir()}/migrations-`)
-  for (const file of MIGRATIONS.slice(0, 7)) await copyFile(`${migrationsDir}/${file}`, `${dir}/${file}`)
+  const { dir, add } = await someMigrations(MIGRATIONS.slice(0, 7))
   // Here a snapshot held on purpose keeps the build waiting.
   const { admin, database, replica } = await privateDatabase(t)
   const schema = uniqueSchema()
   const [a, b, holder] = [replica(schema), replica(schema), replica(schema)]
   await migrate(a, schema, log, dir)
-  await copyFile(`${migrationsDir}/${MIGRATIONS[7]}`, `${dir}/${MIGRATIONS[7]}`)
+  await add(MIGRATIONS[7] as string)
 
   // A transaction with a snapshot: replica A's concurrent build waits for it to end.
   const snapshot = await holder.reserve()

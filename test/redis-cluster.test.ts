@@ -5,6 +5,7 @@ import type { FastifyInstance } from 'fastify'
 import { Cluster } from 'ioredis'
 import type { Config } from '../src/config.ts'
 import { closeLeftovers, eventually, leftovers, ms, now, sleep, within } from './fixtures/bounded.ts'
+import { appMetric } from './fixtures/metrics.ts'
 import {
   type ClusterNode,
   type PrivateCluster,
@@ -92,19 +93,6 @@ const cacheKey = (prefix: string, token: string) =>
 function activeInRedis(raw: string | null): boolean {
   const match = /^\d+:[A-Za-z0-9_-]{22}:(\{.*)$/s.exec(raw ?? '')
   return match !== null && (JSON.parse(match[1] as string) as { status?: string }).status === 'active'
-}
-
-/** Sum of a Prometheus counter's samples whose labels include all of `labels`. */
-async function counter(app: FastifyInstance, name: string, labels: Record<string, string> = {}) {
-  const res = await app.inject({ method: 'GET', url: '/metrics' })
-  let sum = 0
-  for (const line of res.body.split('\n')) {
-    const match = /^([a-z0-9_]+)(?:\{(.*)\})? (\S+)$/.exec(line)
-    if (!match || match[1] !== name) continue
-    const have = match[2] ?? ''
-    if (Object.entries(labels).every(([k, v]) => have.includes(`${k}="${v}"`))) sum += Number(match[3])
-  }
-  return sum
 }
 
 type Opened = Awaited<ReturnType<typeof openSession>> & { key: string; shard: ClusterNode }
@@ -235,9 +223,10 @@ test('sessions cached in the cluster are shared by replicas; revocations through
   // A reads each from Postgres and fills the cluster (through the Lua script: a sealed value).
   await cachedInCluster(peek, prefix, [A], tokens)
   // B has none of them in its L1: it answers from what A put in Redis.
-  const hitsBefore = await counter(B, 'session_cache_hits_total', { level: 'l2', kind: 'positive' })
+  const hitsBefore = await appMetric(B, 'session_cache_hits_total', { level: 'l2', kind: 'positive' })
   for (const token of tokens) assert.equal((await introspect(B, token)).active, true)
-  const hits = (await counter(B, 'session_cache_hits_total', { level: 'l2', kind: 'positive' })) - hitsBefore
+  const hits =
+    (await appMetric(B, 'session_cache_hits_total', { level: 'l2', kind: 'positive' })) - hitsBefore
   assert.ok(hits > 0, 'B answered from Redis')
 
   // One session revoked through B: B never answers it active again, A not past the bound.
@@ -384,13 +373,13 @@ test('a primary killed: no revoked session answered active, every question answe
     for (const [key, value] of oldCopies) if (value) await peek.set(key, value, 'PX', 60_000)
     const restoredAt = now()
     const hitsBefore = {
-      A: await counter(A, 'session_cache_hits_total', { level: 'l2', kind: 'positive' }),
-      B: await counter(B, 'session_cache_hits_total', { level: 'l2', kind: 'positive' }),
+      A: await appMetric(A, 'session_cache_hits_total', { level: 'l2', kind: 'positive' }),
+      B: await appMetric(B, 'session_cache_hits_total', { level: 'l2', kind: 'positive' }),
     }
     for (const [name, app] of Object.entries({ A, B })) {
       await eventually(
         async () =>
-          (await counter(app, 'session_cache_hits_total', { level: 'l2', kind: 'positive' })) >
+          (await appMetric(app, 'session_cache_hits_total', { level: 'l2', kind: 'positive' })) >
           hitsBefore[name as 'A' | 'B'],
         15_000,
         `${name} serves from Redis again`,
@@ -426,8 +415,8 @@ test('a primary killed: no revoked session answered active, every question answe
       )
     }
     const l2Rejected =
-      (await counter(A, 'session_cache_l2_rejected_total')) +
-      (await counter(B, 'session_cache_l2_rejected_total'))
+      (await appMetric(A, 'session_cache_l2_rejected_total')) +
+      (await appMetric(B, 'session_cache_l2_rejected_total'))
     t.diagnostic(
       `${answers.length} introspections; failover ${ms(failedOverAt - killedAt)} after the kill, ` +
         `cache refilled ${ms(recoveredAt - failedOverAt)} after it; Redis copies refused: ${l2Rejected}`,

@@ -5,6 +5,7 @@ import { isDeepStrictEqual } from 'node:util'
 import type { FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
 import { closeLeftovers, eventually, leftovers, ms, now, sleep, within } from './fixtures/bounded.ts'
+import { appMetric } from './fixtures/metrics.ts'
 import { type PrivateRedis, startRedisServer, stopAllRedisServers } from './fixtures/redis-server.ts'
 import {
   appBehindPostgresProxy,
@@ -115,20 +116,6 @@ async function cachedInRedis(
     timeoutMs,
     `${tokens.length} tokens cached in Redis`,
   )
-}
-
-/** Sum of a Prometheus counter's samples whose labels include all of `labels`. */
-async function counter(app: FastifyInstance, name: string, labels: Record<string, string>): Promise<number> {
-  const res = await app.inject({ method: 'GET', url: '/metrics' })
-  assert.equal(res.statusCode, 200)
-  let sum = 0
-  for (const line of res.body.split('\n')) {
-    const match = /^([a-z0-9_]+)(?:\{(.*)\})? (\S+)$/.exec(line)
-    if (!match || match[1] !== name) continue
-    const have = match[2] ?? ''
-    if (Object.entries(labels).every(([k, v]) => have.includes(`${k}="${v}"`))) sum += Number(match[3])
-  }
-  return sum
 }
 
 interface Answer {
@@ -259,8 +246,8 @@ test('Redis crashes during a stream of introspections and comes back: no 5xx, re
 
     // The cache refills: live tokens land in Redis again, and both replicas read them from there.
     const l2Hits = {
-      A: await counter(A, 'session_cache_hits_total', { level: 'l2', kind: 'positive' }),
-      B: await counter(B, 'session_cache_hits_total', { level: 'l2', kind: 'positive' }),
+      A: await appMetric(A, 'session_cache_hits_total', { level: 'l2', kind: 'positive' }),
+      B: await appMetric(B, 'session_cache_hits_total', { level: 'l2', kind: 'positive' }),
     }
     await eventually(
       async () => (await peek.exists(...live.map((s) => cacheKey(prefix, s.token)))) === live.length,
@@ -271,7 +258,7 @@ test('Redis crashes during a stream of introspections and comes back: no 5xx, re
       const before = l2Hits[name as 'A' | 'B']
       await eventually(
         async () =>
-          (await counter(app, 'session_cache_hits_total', { level: 'l2', kind: 'positive' })) > before,
+          (await appMetric(app, 'session_cache_hits_total', { level: 'l2', kind: 'positive' })) > before,
         10_000,
         `${name} serves from Redis again`,
       )
@@ -351,9 +338,9 @@ test('a hung Redis (DEBUG SLEEP) costs each introspection at most a command time
     const hangEnd = now()
     await eventually(async () => (await readyz(app)).body.redis === 'up', 8000, 'Redis up after the hang')
     const upAfter = now() - hangEnd
-    const l2Before = await counter(app, 'session_cache_hits_total', { level: 'l2' })
+    const l2Before = await appMetric(app, 'session_cache_hits_total', { level: 'l2' })
     await eventually(
-      async () => (await counter(app, 'session_cache_hits_total', { level: 'l2' })) > l2Before,
+      async () => (await appMetric(app, 'session_cache_hits_total', { level: 'l2' })) > l2Before,
       10_000,
       'Redis serves hits again',
     )
@@ -565,12 +552,14 @@ test('an app started while Redis is down serves from Postgres and picks Redis up
     10_000,
     'the session cached in Redis',
   )
-  const hitsBefore = await counter(app, 'session_cache_hits_total', { level: 'l2', kind: 'positive' })
+  const hitsBefore = await appMetric(app, 'session_cache_hits_total', { level: 'l2', kind: 'positive' })
   await eventually(
     async () => {
       await sleep(L1_TTL_MS + 20)
       assert.equal((await introspect(app, token)).active, true)
-      return (await counter(app, 'session_cache_hits_total', { level: 'l2', kind: 'positive' })) > hitsBefore
+      return (
+        (await appMetric(app, 'session_cache_hits_total', { level: 'l2', kind: 'positive' })) > hitsBefore
+      )
     },
     10_000,
     'Redis hits',

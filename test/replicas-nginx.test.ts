@@ -20,6 +20,7 @@ import { randomBytes } from 'node:crypto'
 import { Agent, type IncomingHttpHeaders, request } from 'node:http'
 import { performance } from 'node:perf_hooks'
 import { after, type TestContext, test } from 'node:test'
+import { metricSum } from './fixtures/metrics.ts'
 import { findNginx, type PrivateNginx, privatePaths, startNginxWith } from './fixtures/nginx.ts'
 import { createReplica, type Replica } from './fixtures/replica.ts'
 import { ADMIN_KEY, DATABASE_URL, dropSchema, REDIS_URL, TEST_KEK, uniqueSchema } from './helper.ts'
@@ -513,15 +514,7 @@ function summary(verdict: Verdict): string {
 async function introspections(replica: Replica): Promise<number> {
   const reply = await send(control, replica.port, 'GET', '/metrics')
   assert.equal(reply.status, 200, `${replica.name} /metrics: ${reply.status}`)
-  let sum = 0
-  for (const line of reply.text.split('\n')) {
-    if (
-      line.startsWith('http_request_duration_seconds_count{') &&
-      line.includes('route="/v1/sessions/introspect"')
-    )
-      sum += Number(line.slice(line.lastIndexOf(' ') + 1))
-  }
-  return sum
+  return metricSum(reply.text, 'http_request_duration_seconds_count', { route: '/v1/sessions/introspect' })
 }
 
 test('three replicas behind an nginx upstream under introspection load', {
