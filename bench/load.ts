@@ -46,7 +46,7 @@ function share(load: Load, connection: number): Array<Record<string, unknown>> {
 }
 
 /** Exact percentiles of the recorded latencies (autocannon's histogram rounds to whole milliseconds). */
-function percentile(sorted: Float64Array, p: number): number {
+export function percentile(sorted: Float64Array, p: number): number {
   if (sorted.length === 0) return Number.NaN
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] as number
 }

@@ -10,16 +10,11 @@
  * the server spends, and its own delays would count as the server's.
  */
 import net from 'node:net'
-import { CONNECTIONS, type Load, type Measurement } from './load.ts'
+import { CONNECTIONS, type Load, type Measurement, percentile } from './load.ts'
 import { ADMIN_KEY } from './protocol.ts'
 
 const TICK_MS = 1
 const HEAD_END = Buffer.from('\r\n\r\n')
-
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return Number.NaN
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] as number
-}
 
 /** The bytes of each request the load sends, in rotation. */
 function requestBytes(load: Load): Buffer[] {
