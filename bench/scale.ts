@@ -29,6 +29,7 @@ import { createSessionRepository } from '../src/sessions/repository.ts'
 import { CHUNK } from '../src/sessions/write-behind.ts'
 import { EVERY_TENANT, onlyTenant } from '../src/tenants/tenancy.ts'
 import { killServers, startServer } from './child.ts'
+import { buildDist } from './compiled.ts'
 import { measure } from './load.ts'
 import { ADMIN_KEY, CLIENT, CREATE_PATH, INTROSPECT_PATH, openSessionBody } from './protocol.ts'
 
@@ -255,7 +256,7 @@ interface Figures {
   introspect: { rps: number; p50: number; p99: number }
   create: { rps: number; p50: number; p99: number }
   listHeavy: { rps: number; p50: number; p99: number; seen: number }
-  touchChunk: { p50: number; max: number; chunks: number }
+  touchChunk: { p50: number; max: number; chunks: number; samePage: number }
   touchOne: { ms: number; rows: number }
   purge: {
     rows: number
@@ -314,6 +315,16 @@ async function measureAt(n: number): Promise<Figures> {
       select id from sessions where status = 'active' and idle_expires_at > now() + interval '1 hour'
       order by id limit ${Math.min(TOUCHED, Math.floor(n / 2))}`
     const repo = createSessionRepository(sql)
+    // Where each row is: a row whose new version stays on its page was (nearly always) a HOT update.
+    const pages = async () =>
+      new Map(
+        (
+          await sql<{ id: string; page: string }[]>`
+            select id::text as id, split_part(trim(both '()' from ctid::text), ',', 1) as page
+            from sessions where id = any(${touched.map((s) => s.id)}::uuid[])`
+        ).map((r) => [r.id, r.page]),
+      )
+    const pagesBefore = await pages()
     const chunkMs: number[] = []
     const at = new Date()
     for (let i = 0; i < touched.length; i += CHUNK) {
@@ -321,6 +332,9 @@ async function measureAt(n: number): Promise<Figures> {
       await repo.touchMany(touched.slice(i, i + CHUNK).map((s) => ({ id: s.id, at, ip: null })))
       chunkMs.push(performance.now() - t0)
     }
+    const pagesAfter = await pages()
+    const samePage =
+      [...pagesAfter].filter(([id, page]) => pagesBefore.get(id) === page).length / pagesAfter.size
     const t1 = performance.now()
     const later = new Date(at.getTime() + 1000)
     const rows = await repo.touchMany(touched.map((s) => ({ id: s.id, at: later, ip: null })))
@@ -384,7 +398,7 @@ async function measureAt(n: number): Promise<Figures> {
         introspect: pick(introspect),
         create: pick(create),
         listHeavy: { ...pick(listHeavy), seen },
-        touchChunk: { p50: median(chunkMs), max: Math.max(...chunkMs), chunks: chunkMs.length },
+        touchChunk: { p50: median(chunkMs), max: Math.max(...chunkMs), chunks: chunkMs.length, samePage },
         touchOne,
         purge,
         duringPurge: { p99Median: median(windows), p99Worst: Math.max(...windows), windows: windows.length },
@@ -511,6 +525,13 @@ function table(base: Figures, big: Figures): string {
     row(`write-behind chunk of ${f(CHUNK)} rows, p50 (ms)`, base.touchChunk.p50, big.touchChunk.p50, 1),
     row('… slowest chunk (ms)', base.touchChunk.max, big.touchChunk.max, 1),
     row(
+      '… rows kept on their page (HOT, %)',
+      100 * base.touchChunk.samePage,
+      100 * big.touchChunk.samePage,
+      0,
+      false,
+    ),
+    row(
       `… the same ${f(big.touchOne.rows)} rows as one statement (ms; the old flush)`,
       base.touchOne.ms,
       big.touchOne.ms,
@@ -540,6 +561,7 @@ function table(base: Figures, big: Figures): string {
 }
 
 async function main() {
+  buildDist()
   const base = await measureAt(BASE)
   const big = await measureAt(SCALE)
   const md = table(base, big)

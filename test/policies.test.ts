@@ -750,3 +750,43 @@ test('the CLI `session-authority purge` purges by the real clock and prints the 
   assert.equal(again.code, 0, again.output)
   assert.match(again.output, /^expired 0, deleted 0 sessions, deleted 0 events, forgot 0 devices$/m)
 })
+
+test('purge never ends a session kept alive by uses written back after its idle expiry was stored, and ends it once idle', async (t) => {
+  const { app, clock } = await buildTestApp(t, { purgeIntervalMs: 0, writeBehindIntervalMs: 20 })
+  const { sql } = app.db
+  const s = await openSession(app, { user_id: 'busy', idle_timeout: 60, absolute_lifetime: YEAR_S })
+  const stored = async () => {
+    const [row] = await sql`select last_seen_at, idle_expires_at from sessions where id = ${s.session.id}`
+    return row as { last_seen_at: Date; idle_expires_at: Date }
+  }
+  const signIn = (await stored()).idle_expires_at.getTime()
+  clock.advance(50 * SECOND)
+  const usedAt = clock.now()
+  assert.equal((await introspect(app, s.token)).active, true)
+  await eventually(
+    async () => (await stored()).last_seen_at.getTime() === usedAt,
+    5000,
+    'the use written back',
+  )
+  assert.equal(
+    (await stored()).idle_expires_at.getTime(),
+    signIn,
+    'the write-behind leaves the stored idle expiry',
+  )
+
+  // 40 s past the idle expiry stored at sign-in, 10 s before the one its use gave it.
+  clock.advance(50 * SECOND)
+  const idleExpiry = new Date(usedAt + 60 * SECOND).toISOString()
+  assert.equal((await session(app, s.session.id)).idle_expires_at, idleExpiry)
+  assert.deepEqual(await liveIds(app, 'busy'), [s.session.id])
+  assert.equal((await purge(app)).expired, 0)
+  assert.equal((await session(app, s.session.id)).status, 'active')
+  // Purge found it behind and moved it up, so the next purges do not look at it again before then.
+  assert.equal((await stored()).idle_expires_at.toISOString(), idleExpiry)
+
+  // Unused since: 70 s after its last use it has idled out.
+  clock.advance(20 * SECOND)
+  assert.equal((await purge(app)).expired, 1)
+  const ended = await session(app, s.session.id)
+  assert.deepEqual([ended.status, ended.end_reason], ['expired', 'idle_timeout'])
+})

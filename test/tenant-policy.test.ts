@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify'
 import {
   changeTenant,
   createTenant,
+  eventsOf,
   introspectAs,
   lifetimes,
   openAs,
@@ -192,4 +193,32 @@ test('a tenant’s changed policy reaches every replica without a restart', asyn
   assert.equal((await introspectAs(b.app, key, after.token, elsewhere)).active, true)
   // The default tenant was not touched by acme's change.
   assert.equal(lifetimes(await openSession(b.app)).idle, b.config.idleTimeoutSeconds)
+})
+
+test('purge expires each tenant’s unseen sessions, and records each expiry in its own tenant’s history', async (t) => {
+  const { app, clock, config } = await buildTestApp(t, { purgeIntervalMs: 0 })
+  const keys = await strictAndLax(app)
+  const byDefault = await tenantKey(app, 'default')
+  const theirs = await openAs(app, keys.strict, { user_id: 'carol' })
+  const ours = await openAs(app, byDefault, { user_id: 'carol', idle_timeout: 60 })
+  // Purge allows another replica's unwritten use one write-behind interval.
+  clock.advance(61 * SECOND + config.writeBehindIntervalMs)
+  const purged = await app.inject({
+    method: 'POST',
+    url: '/v1/admin/purge',
+    headers: { authorization: `Bearer ${ADMIN_KEY}` },
+  })
+  assert.equal(purged.statusCode, 200, purged.body)
+  assert.equal(purged.json().expired, 2)
+  const history = async (key: string) =>
+    (await eventsOf(app, key, 'carol')).map((e) => [e.session_id, e.type])
+  assert.deepEqual(await history(keys.strict), [
+    [theirs.session.id, 'session.expired'],
+    [theirs.session.id, 'session.created'],
+  ])
+  assert.deepEqual(await history(byDefault), [
+    [ours.session.id, 'session.expired'],
+    [ours.session.id, 'session.created'],
+  ])
+  assert.deepEqual(await history(keys.lax), [])
 })

@@ -9,7 +9,7 @@ import postgres from 'postgres'
 import { migrate, migrationsDir } from '../src/db/migrate.ts'
 import { type PreviousVersion, previousVersion } from './fixtures/previous-version.ts'
 import { holdTableLock } from './fixtures/table-lock.ts'
-import { createTenant, introspectAs, openAs, readAs, tenantKey } from './fixtures/tenants.ts'
+import { createTenant, eventsOf, introspectAs, openAs, readAs, tenantKey } from './fixtures/tenants.ts'
 import { adminSql, auth, buildTestApp, DATABASE_URL, dropSchema, eventually, uniqueSchema } from './helper.ts'
 
 /**
@@ -123,16 +123,6 @@ async function feedLive(app: FastifyInstance) {
     15_000,
     'the invalidation feed is live',
   )
-}
-
-async function eventsOf(app: FastifyInstance, key: string, userId: string) {
-  const res = await app.inject({
-    method: 'GET',
-    url: `/v1/users/${userId}/events?limit=200`,
-    headers: auth(key),
-  })
-  assert.equal(res.statusCode, 200, res.body)
-  return (res.json() as { events: Array<{ id: string; session_id: string; type: string }> }).events
 }
 
 test('an upgrade to tenants while a replica of the previous version keeps serving', async (t) => {

@@ -92,3 +92,22 @@ test('when Postgres is away the whole batch is kept and written once it is back'
   assert.equal(row.last_seen_at.getTime(), at.getTime())
   assert.equal(row.ip, '198.51.100.1')
 })
+
+test('writing uses back changes no indexed column: each row is a HOT update, with no new index entries', async (t) => {
+  const { app, clock } = await buildTestApp(t)
+  const { sql } = app.db
+  const ids: string[] = []
+  for (let i = 0; i < 4; i++) ids.push((await openSession(app, { user_id: `user-${i}` })).session.id)
+  const at = new Date(clock.now() + 60_000)
+  // Counted in the transaction that writes them: pg_stat_xact_* sees this transaction's own updates.
+  const counts = await sql.begin(async (tx) => {
+    const repo = createSessionRepository(tx as unknown as Parameters<typeof createSessionRepository>[0])
+    const written = await repo.touchMany(ids.map((id) => ({ id, at, ip: '203.0.113.9' })))
+    const [row] = await tx`
+      select n_tup_upd::int as updated, n_tup_hot_upd::int as hot
+      from pg_stat_xact_user_tables where relid = 'sessions'::regclass`
+    return { written, ...row }
+  })
+  assert.deepEqual(counts, { written: 4, updated: 4, hot: 4 })
+  for (const id of ids) assert.deepEqual(await stored(sql, id), { ip: '203.0.113.9', last_seen_at: at })
+})

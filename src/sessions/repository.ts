@@ -56,6 +56,16 @@ export interface CacheRead {
   readAt: number
 }
 
+/**
+ * A session's idle expiry: its last use plus its idle timeout, never past its absolute expiry. The
+ * stored `idle_expires_at` is only where purge starts looking (the index of live sessions by idle
+ * expiry): the write-behind writes a use's time and address and leaves it behind, so that its
+ * updates change no indexed column and stay HOT (no new index entries, shorter row locks). It is never
+ * after this one (a use only ever moves the idle expiry later); purge moves it up to this one when it
+ * finds it behind. Every statement that decides or shows an idle expiry uses this expression.
+ */
+const IDLE_EXPIRY = 'least(last_seen_at + make_interval(secs => idle_timeout_seconds), absolute_expires_at)'
+
 const COLUMNS = [
   'id',
   'tenant_id',
@@ -76,7 +86,7 @@ const COLUMNS = [
   'absolute_lifetime_seconds',
   'created_at',
   'last_seen_at',
-  'idle_expires_at',
+  `${IDLE_EXPIRY} as idle_expires_at`,
   'absolute_expires_at',
   'ended_at',
   'end_reason',
@@ -107,25 +117,23 @@ export function createSessionRepository(sql: Sql) {
   }
 
   // The expiry rule of expiry.ts as SQL over a sessions row, written once here for every statement that
-  // needs it. A stored idle expiry may be behind a use another replica has not written yet, which is
+  // needs it. The last use written may be behind one another replica has not written yet, which is
   // why the callers pass `idleBefore` (now less their grace) rather than now.
 
   /** Not ended: active or suspended. */
   const open = sql`status in ('active', 'suspended')`
 
-  /** Past neither expiry: the absolute one at `now`, the stored idle one at `idleBefore`. */
+  const idleExpiry = sql.unsafe(IDLE_EXPIRY)
+
+  /** Past neither expiry: the absolute one at `now`, the idle one at `idleBefore`. */
   const withinExpiries = (now: Date, idleBefore: Date) =>
-    sql`absolute_expires_at > ${now} and idle_expires_at > ${idleBefore}`
+    sql`absolute_expires_at > ${now} and ${idleExpiry} > ${idleBefore}`
 
   /** Past one of its expiries, and which (absolute first, as ranOut() in expiry.ts says). */
   const ranOut = (now: Date, idleBefore: Date) =>
-    sql`(absolute_expires_at <= ${now} or idle_expires_at <= ${idleBefore})`
+    sql`(absolute_expires_at <= ${now} or ${idleExpiry} <= ${idleBefore})`
   const ranOutReason = (now: Date) =>
     sql`case when absolute_expires_at <= ${now} then 'absolute_lifetime' else 'idle_timeout' end`
-
-  /** The idle expiry after a use at `at` (an SQL expression): slid from it, never past the absolute one. */
-  const slidFrom = (at: ReturnType<Sql>) =>
-    sql`least(${at} + make_interval(secs => idle_timeout_seconds), absolute_expires_at)`
 
   /**
    * Stores a new session, its `session.created` event, (JWT sessions) its
@@ -293,19 +301,20 @@ export function createSessionRepository(sql: Sql) {
       ), ended as (
         update sessions set status = ${status}, ended_at = ${now}, end_reason = ${reason}
         where id in (select id from target) and ${open}
-        returning id, user_id, token_hash
+        returning id, tenant_id, user_id, token_hash
       ), recorded as (
-        insert into session_events (session_id, user_id, type, data, created_at)
-        select id, user_id, ${type}, ${sql.json({ reason, ...actorOf(who) } as never)}, ${now} from ended
+        insert into session_events (session_id, tenant_id, user_id, type, data, created_at)
+        select id, tenant_id, user_id, ${type}, ${sql.json({ reason, ...actorOf(who) } as never)}, ${now} from ended
       )
       select id, user_id, token_hash from ended`
     return [...ended]
   }
 
   /**
-   * Records uses of live sessions in one statement: last seen, last IP, and the
-   * idle expiry slid from that use (never past the absolute expiry, never back
-   * in time). Returns how many rows changed. The statement locks every row it
+   * Records uses of live sessions in one statement: last seen and last IP (never
+   * back in time), which moves their idle expiry (IDLE_EXPIRY). Returns how many
+   * rows changed. Neither column is indexed, so each row's new version stays on
+   * its page when there is room (a HOT update). The statement locks every row it
    * changes until it ends: the write-behind passes a short chunk, in id order.
    */
   async function touchMany(touches: Array<{ id: string; at: Date; ip: string | null }>): Promise<number> {
@@ -313,8 +322,7 @@ export function createSessionRepository(sql: Sql) {
     const result = await sql`
       update sessions s set
         last_seen_at = t.at,
-        ip = coalesce(t.ip, s.ip),
-        idle_expires_at = ${slidFrom(sql`t.at`)}
+        ip = coalesce(t.ip, s.ip)
       from unnest(${touches.map((t) => t.id)}::uuid[], ${touches.map((t) => t.at.toISOString())}::timestamptz[],
         ${touches.map((t) => t.ip)}::inet[]) as t(id, at, ip)
       where s.id = t.id and s.status = 'active' and s.last_seen_at < t.at`
@@ -551,7 +559,9 @@ export function createSessionRepository(sql: Sql) {
    * neither the table nor the entries of rows it or an earlier batch just
    * ended (dead until vacuumed). Each is then looked up by id (an array, so no
    * plan can trade the lookups for a scan of every overdue session), its expiry
-   * checked again, and rows are locked in id order.
+   * checked again, and rows are locked in id order. The idle index holds the
+   * stored idle expiry, which the write-behind leaves behind (IDLE_EXPIRY): a
+   * candidate used since is not ended, and its stored expiry catches up.
    */
   async function expireOverdue(
     now: Date,
@@ -585,18 +595,22 @@ export function createSessionRepository(sql: Sql) {
     if (ids.length === 0) return { ended: [], next, more: false }
     const ended = await sql<ChangedSession[]>`
       with target as (
-        select id, ${ranOutReason(now)} as reason
+        select id, ${ranOut(now, idleBefore)} as due, ${ranOutReason(now)} as reason
         from sessions
-        where id = any(${ids}::uuid[]) and ${open} and ${ranOut(now, idleBefore)}
+        where id = any(${ids}::uuid[]) and ${open}
         order by id
         for update skip locked
       ), ended as (
         update sessions s set status = 'expired', ended_at = ${now}, end_reason = t.reason
-        from target t where s.id = t.id
-        returning s.id, s.user_id, s.token_hash, t.reason
+        from target t where s.id = t.id and t.due
+        returning s.id, s.tenant_id, s.user_id, s.token_hash, t.reason
+      ), caught_up as (
+        -- Used since its stored idle expiry was written: that moves up to the real one, past this batch's range.
+        update sessions s set idle_expires_at = ${idleExpiry}
+        from target t where s.id = t.id and not t.due and s.idle_expires_at < ${idleExpiry}
       ), recorded as (
-        insert into session_events (session_id, user_id, type, data, created_at)
-        select id, user_id, 'session.expired', jsonb_build_object('reason', reason), ${now} from ended
+        insert into session_events (session_id, tenant_id, user_id, type, data, created_at)
+        select id, tenant_id, user_id, 'session.expired', jsonb_build_object('reason', reason), ${now} from ended
       )
       select id, user_id, token_hash from ended`
     return { ended: [...ended], next, more: absolute.full || idle.full }

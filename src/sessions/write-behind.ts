@@ -18,15 +18,16 @@ export interface Touch {
 /**
  * The most uses one statement writes. Each statement holds the row locks of its
  * chunk until it ends: a revoke, suspend or refresh of one of those sessions
- * waits for it. Each row costs a new version in every index (the idle expiry
- * is indexed): at 10M sessions on a busy 2-core VM 1,000 rows took 733 ms
- * (p50), so 100 rows about 75 ms; at 3M, quiet, 100 rows took
- * 7 ms and wrote only 10-20% fewer rows a second than chunks of 1,000.
+ * waits for it. A use changes no indexed column (touchMany), so where its page
+ * has room a row's new version is written there and no index changes. When the
+ * idle expiry was still written (an indexed column), 1,000 rows took 733 ms
+ * (p50) at 10M sessions on a busy 2-core VM; at 3M, quiet, 100 rows took 7 ms
+ * and wrote only 10-20% fewer rows a second than chunks of 1,000.
  */
 export const CHUNK = 100
 
 /**
- * Introspection's bookkeeping (last seen, sliding idle expiry, last IP), kept
+ * Introspection's bookkeeping (last seen, which slides the idle expiry, and last IP), kept
  * in memory and written once per interval, in short statements of up to CHUNK
  * sessions each, in id order (two replicas writing the same sessions lock them
  * in one order): the hot path never waits on a database write, and each

@@ -1,0 +1,12 @@
+-- The write-behind now writes only a use's time and address (last_seen_at,
+-- ip), neither of them indexed, and leaves the stored idle_expires_at behind:
+-- the real idle expiry is computed from last_seen_at (IDLE_EXPIRY in
+-- repository.ts), and purge moves the stored one up when it finds it behind.
+-- An update that changes no indexed column can keep the row's new version on
+-- its page (a HOT update: no new index entries), if the page has room. New
+-- pages of sessions keep a tenth free for that. Existing pages are not
+-- rewritten: they gain room as old row versions are pruned.
+--
+-- Only the table's storage parameter changes: no rewrite, and its lock (SHARE
+-- UPDATE EXCLUSIVE) lets reads and writes go on.
+alter table sessions set (fillfactor = 90);
