@@ -384,9 +384,10 @@ async function measureAt(n: number): Promise<Figures> {
       console.error('  purge, with introspection during it')
       const purging = purgeInChild(schema)
       let done = false
-      const result = purging.finally(() => {
+      const result = purging.done.finally(() => {
         done = true
       })
+      await purging.started
       const windows: number[] = []
       while (!done || windows.length === 0)
         windows.push((await measure({ ...introspectLoad, seconds: 2 })).p99)
@@ -442,29 +443,43 @@ async function walkHeavyUser(port: number): Promise<number> {
   return seen
 }
 
-/** Runs purge in a process of its own (as `session-authority purge` would), timing it there. */
-function purgeInChild(schema: string): Promise<Figures['purge']> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', SELF, 'purge-child', schema], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    })
-    let out = ''
-    child.stdout.on('data', (chunk) => {
-      out += chunk
-    })
+/**
+ * Runs purge in a process of its own (as `session-authority purge` would), timing it there.
+ * `started` resolves when the purge itself begins, after the child's own start-up (which
+ * would otherwise count as the purge's load on the machine).
+ */
+function purgeInChild(schema: string): { started: Promise<void>; done: Promise<Figures['purge']> } {
+  const child = spawn(process.execPath, ['--import', 'tsx', SELF, 'purge-child', schema], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  let out = ''
+  let began: () => void = () => {}
+  const started = new Promise<void>((resolve) => {
+    began = resolve
+  })
+  child.stdout.on('data', (chunk) => {
+    out += chunk
+    if (out.includes(PURGE_STARTED)) began()
+  })
+  const done = new Promise<Figures['purge']>((resolve, reject) => {
     child.once('error', reject)
     child.once('exit', (code) => {
+      began()
       if (code !== 0) reject(new Error(`purge child exited with code ${code}`))
       else resolve(JSON.parse(out.trim().split('\n').pop() as string))
     })
   })
+  return { started, done }
 }
+
+const PURGE_STARTED = 'purge started'
 
 async function purgeChild(schema: string) {
   const sql = connect(schema, { max: 2 })
   try {
     const repo = createSessionRepository(sql)
     const config = { writeBehindIntervalMs: 30_000, purgeRetentionDays: 30, eventRetentionDays: 90 }
+    console.log(PURGE_STARTED)
     const started = performance.now()
     // The expire step hands every batch to invalidate, its last one included: the step ends at the last call.
     let expired = started

@@ -21,7 +21,7 @@ const MIGRATIONS = [
   '007_user_devices.sql',
   '008_background_indexes.sql',
   '009_notify_live_deletes_only.sql',
-  '010_write_behind_hot_updates.sql',
+  '010_idle_expiry_from_last_use.sql',
   '011_event_tenant_named.sql',
 ]
 

@@ -90,6 +90,25 @@ async function purge(
   return res.json()
 }
 
+/** A session's last use and idle expiry as stored (what the write-behind and purge wrote). */
+async function stored(
+  app: FastifyInstance,
+  id: string,
+): Promise<{ last_seen_at: Date; idle_expires_at: Date }> {
+  const [row] = await app.db.sql`select last_seen_at, idle_expires_at from sessions where id = ${id}`
+  assert.ok(row, id)
+  return row as { last_seen_at: Date; idle_expires_at: Date }
+}
+
+/** Waits until the write-behind has written the session's last use at `at`. */
+function writtenBack(app: FastifyInstance, id: string, at: number) {
+  return eventually(
+    async () => (await stored(app, id)).last_seen_at.getTime() === at,
+    10_000,
+    'the use written back',
+  )
+}
+
 /** Runs `work` for every item, `width` at a time (the API under a burst, without unbounded fan-out). */
 async function inChunks<T, R>(items: T[], width: number, work: (item: T) => Promise<R>): Promise<R[]> {
   const out: R[] = []
@@ -753,23 +772,14 @@ test('the CLI `session-authority purge` purges by the real clock and prints the 
 
 test('purge never ends a session kept alive by uses written back after its idle expiry was stored, and ends it once idle', async (t) => {
   const { app, clock } = await buildTestApp(t, { purgeIntervalMs: 0, writeBehindIntervalMs: 20 })
-  const { sql } = app.db
   const s = await openSession(app, { user_id: 'busy', idle_timeout: 60, absolute_lifetime: YEAR_S })
-  const stored = async () => {
-    const [row] = await sql`select last_seen_at, idle_expires_at from sessions where id = ${s.session.id}`
-    return row as { last_seen_at: Date; idle_expires_at: Date }
-  }
-  const signIn = (await stored()).idle_expires_at.getTime()
+  const signIn = (await stored(app, s.session.id)).idle_expires_at.getTime()
   clock.advance(50 * SECOND)
   const usedAt = clock.now()
   assert.equal((await introspect(app, s.token)).active, true)
-  await eventually(
-    async () => (await stored()).last_seen_at.getTime() === usedAt,
-    5000,
-    'the use written back',
-  )
+  await writtenBack(app, s.session.id, usedAt)
   assert.equal(
-    (await stored()).idle_expires_at.getTime(),
+    (await stored(app, s.session.id)).idle_expires_at.getTime(),
     signIn,
     'the write-behind leaves the stored idle expiry',
   )
@@ -782,11 +792,58 @@ test('purge never ends a session kept alive by uses written back after its idle 
   assert.equal((await purge(app)).expired, 0)
   assert.equal((await session(app, s.session.id)).status, 'active')
   // Purge found it behind and moved it up, so the next purges do not look at it again before then.
-  assert.equal((await stored()).idle_expires_at.toISOString(), idleExpiry)
+  assert.equal((await stored(app, s.session.id)).idle_expires_at.toISOString(), idleExpiry)
 
   // Unused since: 70 s after its last use it has idled out.
   clock.advance(20 * SECOND)
   assert.equal((await purge(app)).expired, 1)
   const ended = await session(app, s.session.id)
   assert.deepEqual([ended.status, ended.end_reason], ['expired', 'idle_timeout'])
+})
+
+test('a purge of the release before cannot end a session for idle time while uses written since keep it alive', async (t) => {
+  const { app, clock } = await buildTestApp(t, { purgeIntervalMs: 0, writeBehindIntervalMs: 20 })
+  const { sql } = app.db
+  const s = await openSession(app, { user_id: 'rolling', idle_timeout: 60, absolute_lifetime: YEAR_S })
+  clock.advance(50 * SECOND)
+  assert.equal((await introspect(app, s.token)).active, true)
+  await writtenBack(app, s.session.id, clock.now())
+  // The earlier release's expire statement (its idle expiry is the stored column), as it was.
+  const earlierPurge = async () => {
+    const now = new Date(clock.now())
+    const idleBefore = new Date(clock.now() - 20)
+    return sql`
+      with target as (
+        select id, case when absolute_expires_at <= ${now} then 'absolute_lifetime' else 'idle_timeout' end as reason
+        from sessions
+        where id = any(${[s.session.id]}::uuid[]) and status in ('active', 'suspended')
+          and (absolute_expires_at <= ${now} or idle_expires_at <= ${idleBefore})
+        order by id
+        for update skip locked
+      ), ended as (
+        update sessions s set status = 'expired', ended_at = ${now}, end_reason = t.reason
+        from target t where s.id = t.id
+        returning s.id, s.user_id, s.token_hash, t.reason
+      ), recorded as (
+        insert into session_events (session_id, user_id, type, data, created_at)
+        select id, user_id, 'session.expired', jsonb_build_object('reason', reason), ${now} from ended
+      )
+      select id from ended`
+  }
+  // Past the idle expiry stored at sign-in, before the one its use gave it: not ended.
+  clock.advance(50 * SECOND)
+  assert.equal((await earlierPurge()).length, 0)
+  assert.equal((await session(app, s.session.id)).status, 'active')
+  assert.equal((await introspect(app, s.token)).active, true)
+  await writtenBack(app, s.session.id, clock.now())
+  // Really idle now (70 s after the second use): the earlier release still may not end it, this one's purge does.
+  clock.advance(70 * SECOND)
+  assert.equal((await earlierPurge()).length, 0)
+  assert.equal((await purge(app)).expired, 1)
+  const ended = await session(app, s.session.id)
+  assert.deepEqual([ended.status, ended.end_reason], ['expired', 'idle_timeout'])
+  assert.deepEqual(
+    (await events(app, 'rolling', 'session.expired')).map((e) => e.data),
+    [{ reason: 'idle_timeout' }],
+  )
 })

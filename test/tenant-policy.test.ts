@@ -221,4 +221,8 @@ test('purge expires each tenant’s unseen sessions, and records each expiry in 
     [ours.session.id, 'session.created'],
   ])
   assert.deepEqual(await history(keys.lax), [])
+  const [mismatched] = await app.db.sql`
+    select count(*)::int as n from session_events e join sessions s on s.id = e.session_id
+    where e.tenant_id <> s.tenant_id`
+  assert.equal(mismatched?.n, 0, 'every event is its session’s tenant’s')
 })

@@ -62,7 +62,9 @@ export interface CacheRead {
  * expiry): the write-behind writes a use's time and address and leaves it behind, so that its
  * updates change no indexed column and stay HOT (no new index entries, shorter row locks). It is never
  * after this one (a use only ever moves the idle expiry later); purge moves it up to this one when it
- * finds it behind. Every statement that decides or shows an idle expiry uses this expression.
+ * finds it behind, and an update that ends a session writes it as it is (migration 010's trigger
+ * refuses to end a session for idle time while it is behind: an earlier release's purge would judge
+ * from it). Every statement that decides or shows an idle expiry uses this expression.
  */
 const IDLE_EXPIRY = 'least(last_seen_at + make_interval(secs => idle_timeout_seconds), absolute_expires_at)'
 
@@ -299,7 +301,8 @@ export function createSessionRepository(sql: Sql) {
         select id from sessions where ${filterOf(where)} and ${visibleTo(sql, who)} and ${open}
         ${limit === null ? sql`` : sql`limit ${limit}`}
       ), ended as (
-        update sessions set status = ${status}, ended_at = ${now}, end_reason = ${reason}
+        update sessions set status = ${status}, ended_at = ${now}, end_reason = ${reason},
+          idle_expires_at = ${idleExpiry}
         where id in (select id from target) and ${open}
         returning id, tenant_id, user_id, token_hash
       ), recorded as (
@@ -601,7 +604,8 @@ export function createSessionRepository(sql: Sql) {
         order by id
         for update skip locked
       ), ended as (
-        update sessions s set status = 'expired', ended_at = ${now}, end_reason = t.reason
+        update sessions s set status = 'expired', ended_at = ${now}, end_reason = t.reason,
+          idle_expires_at = ${idleExpiry}
         from target t where s.id = t.id and t.due
         returning s.id, s.tenant_id, s.user_id, s.token_hash, t.reason
       ), caught_up as (
