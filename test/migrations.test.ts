@@ -23,6 +23,7 @@ const MIGRATIONS = [
   '009_notify_live_deletes_only.sql',
   '010_idle_expiry_from_last_use.sql',
   '011_event_tenant_named.sql',
+  '012_sessions_fillfactor.sql',
 ]
 
 /**
@@ -170,6 +171,49 @@ test('a migration blocked by a long transaction gives way: the tables it already
     keys.map((k) => k.tenant_id),
     ['default', 'default', 'default'],
   )
+})
+
+test('on a deployment with data, the fillfactor file waits for a vacuum of sessions while reads and writes go on, then applies', {
+  timeout: 60_000,
+}, async (t) => {
+  const { dir, add } = await someMigrations(MIGRATIONS.slice(0, 11))
+  const schema = uniqueSchema()
+  const sql = connect(schema)
+  const vacuum = connect(schema)
+  t.after(async () => {
+    await Promise.all([sql.end(), vacuum.end()])
+    await dropSchema(schema)
+  })
+  await migrate(sql, schema, log, dir)
+  await add('012_sessions_fillfactor.sql')
+
+  // The lock a vacuum of the table holds while it runs.
+  const lock = await holdTableLock(vacuum, 'sessions', 'share update exclusive')
+  // Any schema counts as big here: the file is applied outside a transaction, with no lock timeout.
+  const migrating = migrate(sql, schema, log, dir, 0)
+  await eventually(
+    async () => {
+      const [row] = await vacuum`
+        select count(*)::int as n from pg_locks l join pg_class c on c.oid = l.relation
+        where not l.granted and c.relname = 'sessions' and c.relnamespace = ${schema}::regnamespace`
+      return (row?.n ?? 0) > 0
+    },
+    15_000,
+    'the migration waits for the lock',
+  )
+  // Meanwhile sessions are written and read: each completes while the vacuum still holds its lock.
+  for (const id of ['00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-000000000002']) {
+    await sql`insert into sessions (id, user_id, token_hash, device, metadata, idle_timeout_seconds,
+        absolute_lifetime_seconds, created_at, last_seen_at, idle_expires_at, absolute_expires_at)
+      values (${id}, 'alice', ${Buffer.from(id)}, '{}', '{}', 60, 60, now(), now(), now(), now())`
+  }
+  const [count] = await sql`select count(*)::int as n from sessions`
+  assert.equal(count?.n, 2)
+  lock.release()
+  await lock.held
+  assert.deepEqual(await migrating, ['012_sessions_fillfactor.sql'])
+  const [table] = await sql`select reloptions from pg_class where oid = 'sessions'::regclass`
+  assert.deepEqual(table?.reloptions, ['fillfactor=90'])
 })
 
 test('a no-transaction migration on a schema with data builds its indexes concurrently, replacing one a failed build left invalid', {

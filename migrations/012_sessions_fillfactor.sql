@@ -1,0 +1,14 @@
+-- no-transaction
+-- New pages of sessions keep a tenth free. The write-behind's updates change no
+-- indexed column (migration 010), and Postgres writes such an update's new row
+-- version on the same page, with no new index entries (a HOT update), only when
+-- the page has room: on full pages every use would still move its row and add
+-- an entry to every index. Pages written before keep what they have until they
+-- are rewritten (VACUUM FULL, pg_repack); rows updated since move to pages that
+-- have room, and stay there.
+--
+-- Only a storage parameter changes: no rewrite. Its lock waits for a running
+-- vacuum of the table (autovacuum gives way after a second) and lets reads and
+-- writes go on meanwhile, so on a deployment with data this file is applied
+-- outside the transaction of the others, with no lock timeout (see migrate.ts).
+alter table sessions set (fillfactor = 90);
