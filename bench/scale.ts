@@ -31,6 +31,7 @@ import { EVERY_TENANT, onlyTenant } from '../src/tenants/tenancy.ts'
 import { killServers, startServer } from './child.ts'
 import { buildDist } from './compiled.ts'
 import { measure } from './load.ts'
+import { measurePaced } from './paced.ts'
 import { ADMIN_KEY, CLIENT, CREATE_PATH, INTROSPECT_PATH, openSessionBody } from './protocol.ts'
 
 const DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
@@ -268,6 +269,8 @@ interface Figures {
     counts: Record<string, number>
   }
   duringPurge: { p99Median: number; p99Worst: number; windows: number }
+  /** At half the top introspection rate, paced (open loop): p99 without purge and during it. */
+  paced: { rate: number; p99: number; duringMedian: number; duringWorst: number; windows: number }
   plans: Array<{ what: string; plan: string }>
 }
 
@@ -360,6 +363,9 @@ async function measureAt(n: number): Promise<Figures> {
       console.error('  introspection')
       await measure({ ...introspectLoad, seconds: 3 })
       const introspect = await measure({ ...introspectLoad, seconds: SECONDS })
+      // A service is not run flat out: the same, at half that rate, evenly paced.
+      const pacedLoad = { ...introspectLoad, rate: Math.round(introspect.rps / 2) }
+      const pacedP99 = (await measurePaced({ ...pacedLoad, seconds: SECONDS })).p99
       console.error('  creation')
       const createLoad = {
         port: server.port,
@@ -388,9 +394,14 @@ async function measureAt(n: number): Promise<Figures> {
         done = true
       })
       await purging.started
+      // 2 s windows, flat out and paced in turn, for as long as the purge runs.
       const windows: number[] = []
-      while (!done || windows.length === 0)
-        windows.push((await measure({ ...introspectLoad, seconds: 2 })).p99)
+      const pacedWindows: number[] = []
+      while (!done || windows.length === 0 || pacedWindows.length === 0) {
+        if (windows.length <= pacedWindows.length)
+          windows.push((await measure({ ...introspectLoad, seconds: 2 })).p99)
+        else pacedWindows.push((await measurePaced({ ...pacedLoad, seconds: 2 })).p99)
+      }
       const purge = await result
       return {
         n,
@@ -403,6 +414,13 @@ async function measureAt(n: number): Promise<Figures> {
         touchOne,
         purge,
         duringPurge: { p99Median: median(windows), p99Worst: Math.max(...windows), windows: windows.length },
+        paced: {
+          rate: pacedLoad.rate,
+          p99: pacedP99,
+          duringMedian: median(pacedWindows),
+          duringWorst: Math.max(...pacedWindows),
+          windows: pacedWindows.length,
+        },
         plans: planList,
       }
     } finally {
@@ -557,7 +575,7 @@ function table(base: Figures, big: Figures): string {
     row('… the expire step alone (rows/s)', base.purge.expireRowsPerSecond, big.purge.expireRowsPerSecond),
     row('… the delete steps alone (rows/s)', base.purge.deleteRowsPerSecond, big.purge.deleteRowsPerSecond),
     row(
-      'introspection p99 during purge, median of 2 s windows (ms)',
+      'introspection flat out, p99 during purge, median of 2 s windows (ms)',
       base.duringPurge.p99Median,
       big.duringPurge.p99Median,
       1,
@@ -567,6 +585,17 @@ function table(base: Figures, big: Figures): string {
       '… median window p99 / p99 without purge',
       base.duringPurge.p99Median / base.introspect.p99,
       big.duringPurge.p99Median / big.introspect.p99,
+      2,
+      false,
+    ),
+    row('introspection paced at half its top rate (req/s)', base.paced.rate, big.paced.rate),
+    row('… p99 without purge (ms)', base.paced.p99, big.paced.p99, 1),
+    row('… p99 during purge, median of 2 s windows (ms)', base.paced.duringMedian, big.paced.duringMedian, 1),
+    row('… worst window (ms)', base.paced.duringWorst, big.paced.duringWorst, 1),
+    row(
+      '… median window p99 / p99 without purge',
+      base.paced.duringMedian / base.paced.p99,
+      big.paced.duringMedian / big.paced.p99,
       2,
       false,
     ),
