@@ -544,6 +544,15 @@ function table(base: Figures, big: Figures): string {
   const n = big.n.toLocaleString('en')
   const row = (what: string, a: number, b: number, digits = 0, ratio = true) =>
     `| ${what} | ${f(a, digits)} | ${f(b, digits)} | ${ratio ? `${f(b / a, 2)}×` : ''} |`
+  /** How much a purge raised a p99, at each size. */
+  const slowdown = (during: (x: Figures) => number, without: (x: Figures) => number) =>
+    row(
+      '… median window p99 / p99 without purge',
+      during(base) / without(base),
+      during(big) / without(big),
+      2,
+      false,
+    )
   return [
     `| figure | ${base.n.toLocaleString('en')} sessions | ${n} sessions | ratio |`,
     '|---|---:|---:|---:|',
@@ -581,23 +590,17 @@ function table(base: Figures, big: Figures): string {
       1,
     ),
     row('… worst window (ms)', base.duringPurge.p99Worst, big.duringPurge.p99Worst, 1),
-    row(
-      '… median window p99 / p99 without purge',
-      base.duringPurge.p99Median / base.introspect.p99,
-      big.duringPurge.p99Median / big.introspect.p99,
-      2,
-      false,
+    slowdown(
+      (x) => x.duringPurge.p99Median,
+      (x) => x.introspect.p99,
     ),
     row('introspection paced at half its top rate (req/s)', base.paced.rate, big.paced.rate),
     row('… p99 without purge (ms)', base.paced.p99, big.paced.p99, 1),
     row('… p99 during purge, median of 2 s windows (ms)', base.paced.duringMedian, big.paced.duringMedian, 1),
     row('… worst window (ms)', base.paced.duringWorst, big.paced.duringWorst, 1),
-    row(
-      '… median window p99 / p99 without purge',
-      base.paced.duringMedian / base.paced.p99,
-      big.paced.duringMedian / big.paced.p99,
-      2,
-      false,
+    slowdown(
+      (x) => x.paced.duringMedian,
+      (x) => x.paced.p99,
     ),
     row('load (s)', base.loadSeconds, big.loadSeconds, 0, false),
     row('building the new indexes concurrently (s)', base.indexSeconds, big.indexSeconds, 1, false),
