@@ -4,8 +4,8 @@
 -- version on the same page, with no new index entries (a HOT update), only when
 -- the page has room: on full pages every use would still move its row and add
 -- an entry to every index. Pages written before keep what they have until they
--- are rewritten (VACUUM FULL, pg_repack); rows updated since move to pages that
--- have room, and stay there.
+-- are rewritten (VACUUM FULL, pg_repack); a row that moves lands on a page
+-- with room, where its later updates can stay.
 --
 -- Only a storage parameter changes: no rewrite. Its lock waits for a running
 -- vacuum of the table (autovacuum gives way after a second) and lets reads and
