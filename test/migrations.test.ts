@@ -66,6 +66,20 @@ async function privateDatabase(t: TestContext) {
   return { admin, database, replica }
 }
 
+/** Resolves once some session waits for a lock on `table` of `schema` (the migration, in these tests). */
+function waitingForLock(sql: postgres.Sql, schema: string, table: string) {
+  return eventually(
+    async () => {
+      const [row] = await sql`
+        select count(*)::int as n from pg_locks l join pg_class c on c.oid = l.relation
+        where not l.granted and c.relname = ${table} and c.relnamespace = ${schema}::regnamespace`
+      return (row?.n ?? 0) > 0
+    },
+    15_000,
+    'the migration waits for the lock',
+  )
+}
+
 test('migrations create the schema, are recorded, and a second run applies nothing', async (t) => {
   const schema = uniqueSchema()
   const sql = connect(schema)
@@ -146,16 +160,7 @@ test('a migration blocked by a long transaction gives way: the tables it already
   const lock = await holdTableLock(blocker, 'session_events')
   const migrating = migrate(sql, schema, log, dir)
   // Until the migration has locked api_keys and waits for session_events.
-  await eventually(
-    async () => {
-      const [row] = await blocker`
-        select count(*)::int as n from pg_locks l join pg_class c on c.oid = l.relation
-        where not l.granted and c.relname = 'session_events' and c.relnamespace = ${schema}::regnamespace`
-      return (row?.n ?? 0) > 0
-    },
-    15_000,
-    'the migration waits for the lock',
-  )
+  await waitingForLock(blocker, schema, 'session_events')
 
   // Meanwhile the previous version keeps using api_keys: each write completes while the blocker
   // still holds its lock (without giving way, they would all wait for it).
@@ -191,16 +196,7 @@ test('on a deployment with data, the fillfactor file waits for a vacuum of sessi
   const lock = await holdTableLock(vacuum, 'sessions', 'share update exclusive')
   // Any schema counts as big here: the file is applied outside a transaction, with no lock timeout.
   const migrating = migrate(sql, schema, log, dir, 0)
-  await eventually(
-    async () => {
-      const [row] = await vacuum`
-        select count(*)::int as n from pg_locks l join pg_class c on c.oid = l.relation
-        where not l.granted and c.relname = 'sessions' and c.relnamespace = ${schema}::regnamespace`
-      return (row?.n ?? 0) > 0
-    },
-    15_000,
-    'the migration waits for the lock',
-  )
+  await waitingForLock(vacuum, schema, 'sessions')
   // Meanwhile sessions are written and read: each completes while the vacuum still holds its lock.
   for (const id of ['00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-000000000002']) {
     await sql`insert into sessions (id, user_id, token_hash, device, metadata, idle_timeout_seconds,
