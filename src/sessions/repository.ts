@@ -598,25 +598,31 @@ export function createSessionRepository(sql: Sql) {
     if (ids.length === 0) return { ended: [], next, more: false }
     const ended = await sql<ChangedSession[]>`
       with target as (
-        select id, ${ranOut(now, idleBefore)} as due, ${ranOutReason(now)} as reason
+        select id, ${ranOutReason(now)} as reason
         from sessions
-        where id = any(${ids}::uuid[]) and ${open}
+        where id = any(${ids}::uuid[]) and ${open} and ${ranOut(now, idleBefore)}
         order by id
         for update skip locked
       ), ended as (
         update sessions s set status = 'expired', ended_at = ${now}, end_reason = t.reason,
           idle_expires_at = ${idleExpiry}
-        from target t where s.id = t.id and t.due
+        from target t where s.id = t.id
         returning s.id, s.tenant_id, s.user_id, s.token_hash, t.reason
-      ), caught_up as (
-        -- Used since its stored idle expiry was written: that moves up to the real one, past this batch's range.
-        update sessions s set idle_expires_at = ${idleExpiry}
-        from target t where s.id = t.id and not t.due and s.idle_expires_at < ${idleExpiry}
       ), recorded as (
         insert into session_events (session_id, tenant_id, user_id, type, data, created_at)
         select id, tenant_id, user_id, 'session.expired', jsonb_build_object('reason', reason), ${now} from ended
       )
       select id, user_id, token_hash from ended`
+    // The candidates used since their stored idle expiry was written: it moves up to the real one, past
+    // this batch's range. In a statement of their own: they are sessions in use, locked only briefly.
+    await sql`
+      update sessions set idle_expires_at = ${idleExpiry}
+      where id in (
+        select id from sessions
+        where id = any(${ids}::uuid[]) and ${open} and not ${ranOut(now, idleBefore)}
+          and idle_expires_at < ${idleExpiry}
+        order by id
+        for update skip locked)`
     return { ended: [...ended], next, more: absolute.full || idle.full }
   }
 
