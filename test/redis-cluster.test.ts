@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict'
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { after, type TestContext, test } from 'node:test'
 import type { FastifyInstance } from 'fastify'
 import { Cluster } from 'ioredis'
 import type { Config } from '../src/config.ts'
-import { closeLeftovers, eventually, leftovers, ms, now, sleep, within } from './fixtures/bounded.ts'
+import { closeLeftovers, eventually, leftovers, ms, now, sleep } from './fixtures/bounded.ts'
+import { type Answer, activeInRedis, cacheKey, introspectionStream } from './fixtures/introspection-stream.ts'
 import { appMetric } from './fixtures/metrics.ts'
 import {
   type ClusterNode,
@@ -85,16 +86,6 @@ async function replicasOn(t: TestContext, cluster: PrivateCluster, extra: Partia
   return { A: a.app, B: b.app, prefix, logs: { A: a.logs, B: b.logs } }
 }
 
-/** The Redis key the service caches a token under. */
-const cacheKey = (prefix: string, token: string) =>
-  `${prefix}tok2:${createHash('sha256').update(token).digest('hex')}`
-
-/** Whether a Redis value (`<read_at>:<mac>:<json>`) is a sealed copy of an active session. */
-function activeInRedis(raw: string | null): boolean {
-  const match = /^\d+:[A-Za-z0-9_-]{22}:(\{.*)$/s.exec(raw ?? '')
-  return match !== null && (JSON.parse(match[1] as string) as { status?: string }).status === 'active'
-}
-
 type Opened = Awaited<ReturnType<typeof openSession>> & { key: string; shard: ClusterNode }
 
 /**
@@ -139,53 +130,6 @@ async function cachedInCluster(peek: Cluster, prefix: string, apps: FastifyInsta
 
 function revoke(app: FastifyInstance, sessionId: string) {
   return app.inject({ method: 'DELETE', url: `/v1/sessions/${sessionId}`, headers: auth() })
-}
-
-interface Answer {
-  app: string
-  token: string
-  start: number
-  end: number
-  status: number
-  active: boolean | undefined
-}
-
-/**
- * Introspects every token on every app, round after round (`everyMs` apart), recording each answer
- * with its real start and end. `stop()` ends it and fails if what is under way does not answer
- * within 30 s.
- */
-function introspectionStream(apps: Record<string, FastifyInstance>, tokens: string[], everyMs = 10) {
-  const answers: Answer[] = []
-  let running = true
-  let stopping: Promise<Answer[]> | null = null
-  const loops = Object.entries(apps).map(async ([name, app]) => {
-    while (running) {
-      await Promise.all(
-        tokens.map(async (token) => {
-          const start = now()
-          const res = await app.inject({
-            method: 'POST',
-            url: '/v1/sessions/introspect',
-            headers: auth(),
-            payload: { token },
-          })
-          const body = res.json() as { active?: boolean }
-          answers.push({ app: name, token, start, end: now(), status: res.statusCode, active: body.active })
-        }),
-      )
-      await sleep(everyMs)
-    }
-  })
-  for (const loop of loops) loop.catch(() => {})
-  return {
-    answers,
-    stop(): Promise<Answer[]> {
-      running = false
-      stopping ??= within(Promise.all(loops), 30_000, 'the introspection stream stopping').then(() => answers)
-      return stopping
-    },
-  }
 }
 
 /**
@@ -235,7 +179,7 @@ test('sessions cached in the cluster are shared by replicas; revocations through
   const ask = async (name: string, app: FastifyInstance, token: string) => {
     const start = now()
     const active = (await introspect(app, token)).active
-    answers.push({ app: name, token, start, end: now(), status: 200, active })
+    answers.push({ app: name, token, start, end: now(), status: 200, active, code: undefined })
     return active
   }
   assert.equal(await ask('A', A, one.token), true)
@@ -332,7 +276,7 @@ test('a primary killed: no revoked session answered active, every question answe
     assert.equal(res.statusCode, 200, res.body)
   }
 
-  const stream = introspectionStream({ A, B }, tokens)
+  const stream = introspectionStream({ A, B }, tokens, 10)
   let answers: Answer[] = []
   try {
     await sleep(L1_TTL_MS)

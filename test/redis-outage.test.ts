@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict'
-import { createHash } from 'node:crypto'
 import { after, type TestContext, test } from 'node:test'
 import { isDeepStrictEqual } from 'node:util'
 import type { FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
 import { closeLeftovers, eventually, leftovers, ms, now, sleep, within } from './fixtures/bounded.ts'
+import { type Answer, activeInRedis, cacheKey, introspectionStream } from './fixtures/introspection-stream.ts'
 import { appMetric } from './fixtures/metrics.ts'
 import { type PrivateRedis, startRedisServer, stopAllRedisServers } from './fixtures/redis-server.ts'
 import {
@@ -57,16 +57,6 @@ function inspector(t: TestContext, server: PrivateRedis) {
 }
 
 /** The Redis key the service caches a token under: the prefix, `tok2:`, and the token's SHA-256 in hex. */
-const cacheKey = (prefix: string, token: string) =>
-  `${prefix}tok2:${createHash('sha256').update(token).digest('hex')}`
-
-/** Whether a Redis value (`<read_at>:<mac>:<json>`) is a cached session whose status is active. */
-function activeInRedis(raw: string | null): boolean {
-  const body = raw?.split(':').slice(2).join(':') ?? ''
-  if (!body.startsWith('{')) return false
-  return (JSON.parse(body) as { status?: string }).status === 'active'
-}
-
 async function readyz(app: FastifyInstance) {
   const res = await app.inject({ method: 'GET', url: '/readyz' })
   const body = res.json() as { status: string; postgres: string; redis: string; invalidation_feed: string }
@@ -118,74 +108,6 @@ async function cachedInRedis(
   )
 }
 
-interface Answer {
-  app: string
-  token: string
-  start: number
-  end: number
-  status: number
-  active: boolean | undefined
-  code: string | undefined
-}
-
-/** How long stopping a stream may wait for the introspections under way (each takes milliseconds). */
-const STREAM_STOP_MS = 30_000
-
-/**
- * Introspects every token on every app, again and again (a pause of `everyMs`
- * between rounds), recording each answer with its real start and end times.
- * `stop()` ends it (once; later calls get the same outcome) and fails if the
- * introspections under way do not all answer within STREAM_STOP_MS.
- */
-function introspectionStream(apps: Record<string, FastifyInstance>, tokens: string[], everyMs = 5) {
-  const answers: Answer[] = []
-  let running = true
-  let unanswered = 0
-  let stopping: Promise<Answer[]> | null = null
-  const loops = Object.entries(apps).map(async ([name, app]) => {
-    while (running) {
-      await Promise.all(
-        tokens.map(async (token) => {
-          const start = now()
-          unanswered++
-          const res = await app.inject({
-            method: 'POST',
-            url: '/v1/sessions/introspect',
-            headers: auth(),
-            payload: { token },
-          })
-          unanswered--
-          const body = res.json() as { active?: boolean; error?: { code: string } }
-          answers.push({
-            app: name,
-            token,
-            start,
-            end: now(),
-            status: res.statusCode,
-            active: body.active,
-            code: body.error?.code,
-          })
-        }),
-      )
-      await sleep(everyMs)
-    }
-  })
-  // A loop that fails (an answer that is not JSON) ends; its error is reported by stop().
-  for (const loop of loops) loop.catch(() => {})
-  return {
-    answers,
-    stop(): Promise<Answer[]> {
-      running = false
-      stopping ??= within(
-        Promise.all(loops),
-        STREAM_STOP_MS,
-        () => `the introspection stream stopping (${unanswered} introspections unanswered)`,
-      ).then(() => answers)
-      return stopping
-    },
-  }
-}
-
 /**
  * For a `finally`: stops the stream without hiding the test's own failure (a
  * stream that would not stop is a diagnostic then; on the way that passes, the
@@ -213,7 +135,7 @@ test('Redis crashes during a stream of introspections and comes back: no 5xx, re
   const tokens = [...liveTokens, victim.token]
   await cachedInRedis(peek, prefix, [A, B], tokens)
 
-  const stream = introspectionStream({ A, B }, tokens)
+  const stream = introspectionStream({ A, B }, tokens, 5)
   let answers: Answer[] = []
   try {
     await sleep(300)
@@ -326,7 +248,7 @@ test('a hung Redis (DEBUG SLEEP) costs each introspection at most a command time
   const unknown = `sat_${'A'.repeat(43)}`
   for (const s of live) assert.equal((await introspect(app, s.token)).active, true)
 
-  const stream = introspectionStream({ app }, [...live.map((s) => s.token), unknown])
+  const stream = introspectionStream({ app }, [...live.map((s) => s.token), unknown], 5)
   try {
     await sleep(200)
     const hangStart = now()
@@ -381,7 +303,7 @@ test('a session revoked while Redis hangs (breaker open) is not reported active 
   const victim = await openSession(A, { user_id: 'carol' })
   await cachedInRedis(peek, prefix, [A, B], [victim.token])
 
-  const stream = introspectionStream({ A, B }, [live.token, victim.token])
+  const stream = introspectionStream({ A, B }, [live.token, victim.token], 5)
   try {
     await sleep(100)
     // Long enough for the breaker to open and the revocation to return before it wakes, on a busy machine too.
