@@ -64,6 +64,11 @@ const BREAKER_COOLDOWN_MS = 1000
 const SLOTS_REFRESH_MS = 2000
 
 const reconnect = (times: number) => Math.min(100 * times, 2000)
+/**
+ * The writer's command timeout: deletes after a revocation are not on the hot path and should not be
+ * lost to a short timeout on a merely slow Redis.
+ */
+const patient = (commandTimeoutMs: number) => Math.max(1000, 10 * commandTimeoutMs)
 
 /** A promise that rejects after `ms` unless `promise` settles first (the loser's outcome is ignored). */
 function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
@@ -83,7 +88,7 @@ function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
  * not have applied a delete yet.
  */
 function clusterClients(target: Extract<RedisTarget, { kind: 'cluster' }>, commandTimeoutMs: number) {
-  const patientMs = Math.max(1000, 10 * commandTimeoutMs)
+  const patientMs = patient(commandTimeoutMs)
   const node: ClusterOptions['redisOptions'] = {
     connectTimeout: 2000,
     maxRetriesPerRequest: 0,
@@ -129,9 +134,7 @@ function singleClients(url: string, commandTimeoutMs: number) {
     enableAutoPipelining: true,
   }
   const client = new Redis(url, { ...common, commandTimeout: commandTimeoutMs })
-  // Deletes after a revocation are not on the hot path and should not be lost
-  // to a short timeout on a merely slow Redis: they get a connection that waits longer.
-  const writer = new Redis(url, { ...common, commandTimeout: Math.max(1000, 10 * commandTimeoutMs) })
+  const writer = new Redis(url, { ...common, commandTimeout: patient(commandTimeoutMs) })
   return { client, writer, stop: () => {} }
 }
 
