@@ -9,7 +9,7 @@ export const migrationsDir = fileURLToPath(new URL('../../migrations/', import.m
 const LOCK_TIMEOUT_MS = 250
 const ATTEMPTS = 480
 
-/** The first line of a file applied outside a transaction (it builds indexes CONCURRENTLY). */
+/** The first line of a file applied outside a transaction (it builds indexes CONCURRENTLY, or waits for a vacuum). */
 const NO_TRANSACTION = /^-- no-transaction[ \t]*\r?\n/
 /** The indexes such a file builds or drops: `create index concurrently if not exists <name>` and the like. */
 const CONCURRENT_INDEX =
@@ -45,7 +45,8 @@ const lockKey = (schema: string) => `session-authority:migrate:${schema}`
  *
  * A file whose first line is `-- no-transaction` builds indexes with CREATE
  * INDEX CONCURRENTLY (writes go on during the build), which cannot run in a
- * transaction: the files before it commit, then it is applied statement by
+ * transaction, or takes a lock that waits for a running vacuum without
+ * blocking reads or writes (012's storage parameter): the files before it commit, then it is applied statement by
  * statement (one per `;`, no dollar quoting) under the same lock held for the
  * session, then the files after it. Its statements must be safe to run again
  * (IF NOT EXISTS): an index a failed build left invalid is dropped first. On a
@@ -129,8 +130,8 @@ async function migrateOnce(
 
 /**
  * Applies a no-transaction file one statement at a time on one connection holding the migration lock.
- * False when another replica applied it first. Without a lock timeout: a concurrent build blocks no
- * reads or writes while it waits.
+ * False when another replica applied it first. Without a lock timeout: a concurrent build, or a
+ * storage parameter's change, blocks no reads or writes while it waits.
  */
 async function applyOutsideTransaction(
   sql: Sql,
