@@ -1,5 +1,4 @@
 import { isUtf8 } from 'node:buffer'
-import { randomUUID } from 'node:crypto'
 import swagger, { type SwaggerTransformObject } from '@fastify/swagger'
 import { type TypeBoxTypeProvider, TypeBoxValidatorCompiler } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
@@ -10,6 +9,8 @@ import { type Clock, systemClock } from './clock.ts'
 import { type Config, ConfigError } from './config.ts'
 import adminConsole from './console/index.ts'
 import { Errors } from './errors.ts'
+import { EVERY_ANSWER, requestId } from './every-answer.ts'
+import { createLanes } from './fast-lane.ts'
 import { createHealth } from './health.ts'
 import { requireKeyEncryptionKey } from './keys/key-encryption.ts'
 import { loggerOptions } from './logger.ts'
@@ -50,7 +51,6 @@ export interface AppOptions {
   migrate?: boolean
 }
 
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 /** Room for a 256-character user_id, percent-encoded; the route schema still enforces 256. */
 const MAX_PARAM_LENGTH = 3072
 
@@ -136,6 +136,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const kek = requireKeyEncryptionKey(config)
   checkAddressLists(config)
   const widget = await loadWidget()
+  const lanes = createLanes()
   const app = Fastify({
     ...serverOptions,
     loggerInstance: options.logger as FastifyBaseLogger | undefined,
@@ -164,11 +165,14 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     // A URL the router cannot even parse gets the one error shape too.
     frameworkErrors: frameworkErrorHandler(MAX_PARAM_LENGTH),
-    genReqId: (req) => {
-      const given = req.headers['x-request-id']
-      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
-    },
+    genReqId: requestId,
+    // The forward-auth fast lane answers its common case before the router (see fast-lane.ts).
+    serverFactory: lanes.serverFactory,
   }).withTypeProvider<TypeBoxTypeProvider>()
+  app.addHook('preClose', (done) => {
+    lanes.close()
+    done()
+  })
   app.setValidatorCompiler(TypeBoxValidatorCompiler)
 
   // The default JSON parser silently replaces invalid UTF-8; refuse it instead. An empty body is no
@@ -192,11 +196,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   })
   app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id)
-    // Never sniffed into something other than what it says. And no cache keeps an answer: many carry a
-    // token, refresh token, API key or secret, the rest are live state (health, metrics, sessions);
-    // /.well-known/jwks.json sets its own Cache-Control over this one.
-    reply.header('x-content-type-options', 'nosniff')
-    reply.header('cache-control', 'no-store')
+    reply.headers(EVERY_ANSWER)
     done()
   })
 
@@ -287,7 +287,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     clock,
   })
   await app.register(adminRoutes, { sessions: app.sessions })
-  await app.register(forwardAuthRoutes, { sessions: app.sessions, config })
+  await app.register(forwardAuthRoutes, { sessions: app.sessions, config, lanes, metrics })
   await app.register(selfServiceRoutes, { sessions: app.sessions, tenants: app.tenants, config })
   await app.register(oauth2Routes, { sessions: app.sessions, issuer: config.jwtIssuer })
   await app.register(webhookRoutes, { store: app.webhooks, sessions: app.sessions, clock, config })

@@ -1,4 +1,4 @@
-import type { FastifyRequest } from 'fastify'
+import type { IncomingHttpHeaders } from 'node:http'
 import { USER_AGENT_MAX_LENGTH } from '../sessions/model.ts'
 
 // What an end user's own request presents: their token (Bearer or a cookie) and their browser.
@@ -20,14 +20,17 @@ function cookieValue(header: string | undefined, name: string): string | null {
 }
 
 /** The end user's token: `Authorization: Bearer`, else the cookie named (if any); null when neither. */
-export function presentedToken(request: FastifyRequest, cookie: string | undefined): string | null {
+export function presentedToken(
+  request: { headers: IncomingHttpHeaders },
+  cookie: string | undefined,
+): string | null {
   const header = request.headers.authorization
   if (header && header.slice(0, 7).toLowerCase() === 'bearer ') return header.slice(7).trim() || null
   return cookie ? cookieValue(request.headers.cookie, cookie) : null
 }
 
 /** The end user's User-Agent, cut to the length the API accepts (a longer one is still that browser); '' is none. */
-export function endUserAgent(request: FastifyRequest): string | undefined {
+export function endUserAgent(request: { headers: IncomingHttpHeaders }): string | undefined {
   const ua = request.headers['user-agent']
   if (!ua) return undefined
   return ua.length > USER_AGENT_MAX_LENGTH ? ua.slice(0, USER_AGENT_MAX_LENGTH) : ua

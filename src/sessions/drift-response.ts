@@ -22,7 +22,9 @@ export function createDriftResponse({
    * Judges a use against the session's client: null when there is nothing to
    * do (the common case, no work beyond a comparison). A browser update is
    * followed at most once per WRITE_BEHIND_INTERVAL_MS per session on this
-   * replica; between, the newer version is simply not drift.
+   * replica; between, the newer version is simply not drift. Judging changes
+   * nothing (a caller may judge and then leave the use to another path);
+   * applyDrift records the follow.
    */
   function judge(session: SessionRow, client: ClientInfo, nowMs: number): Verdict | null {
     if (!client.ip && !client.user_agent && !client.required) return null
@@ -37,7 +39,6 @@ export function createDriftResponse({
     if (verdict.uaUpdated && verdict.drifted.length === 0) {
       const followed = uaFollowedAt.get(session.id)
       if (followed !== undefined && nowMs - followed < config.writeBehindIntervalMs) return null
-      uaFollowedAt.set(session.id, nowMs)
     }
     return verdict.drifted.length > 0 || verdict.uaUpdated ? verdict : null
   }
@@ -56,6 +57,8 @@ export function createDriftResponse({
     client: ClientInfo,
     now: Date,
   ): Promise<{ session: SessionRow | null; changed: ChangedSession[] }> {
+    // Before any wait: the uses judged after this one, until the interval has passed, are not drift.
+    if (verdict.uaUpdated && verdict.drifted.length === 0) uaFollowedAt.set(session.id, now.getTime())
     const previous = boundClient(session)
     // A value the caller should have had and did not is shown as missing, not as the bound one.
     const presented: Client = {

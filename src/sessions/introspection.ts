@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks'
 import type { AccessClaims } from '../keys/access-tokens.ts'
 import { DEFAULT_TENANT, EVERY_TENANT, sees, type Tenancy } from '../tenants/tenancy.ts'
 import type { SessionContext } from './context.ts'
+import type { Verdict } from './drift.ts'
 import { expiresAt } from './expiry.ts'
 import { sessionKey, tokenKey } from './invalidation.ts'
 import type { ClientInfo, SessionRow } from './model.ts'
@@ -22,6 +23,8 @@ const SUSPENDED: Introspection = { active: false, reason: 'suspended' }
 const REVOKED: Introspection = { active: false, reason: 'revoked' }
 const EXPIRED: Introspection = { active: false, reason: 'expired' }
 const ENDED = { suspended: SUSPENDED, revoked: REVOKED, expired: EXPIRED } as const
+/** A cached session is past an expiry: the database decides. */
+const DUE = Symbol('due')
 
 /** Is this token good right now: the check behind every introspection, and drift judged on the way. */
 export function createIntrospection({
@@ -74,6 +77,21 @@ export function createIntrospection({
     return check(who, sessionKey(claims.sid), load, nowMs, client, claims)
   }
 
+  /**
+   * An opaque token's answer from this replica's memory alone, or undefined
+   * when giving it needs a read or a write (not cached, an expiry reached,
+   * drift): then `introspect` gives it. For callers that answer without
+   * waiting (the forward-auth fast lane); the answer is the one `introspect`
+   * would give, and an active one counts as a use.
+   */
+  function introspectFromMemory(who: Tenancy, token: string, client: ClientInfo): Introspection | undefined {
+    if (tokenKind(token) !== 'opaque') return undefined
+    const session = cache.peek(tokenKey(token))
+    if (session === undefined) return undefined
+    const settled = settle(who, session, clock.now(), client, null)
+    return settled !== DUE && 'active' in settled ? settled : undefined
+  }
+
   /** The session behind a token, through the cache: live, not expired, and (for a JWT) the one it names. */
   async function check(
     who: Tenancy,
@@ -85,33 +103,76 @@ export function createIntrospection({
   ): Promise<Introspection> {
     let session = cache.peek(key)
     if (session === undefined) session = await cache.lookup(key, load, nowMs)
+    const settled = settle(who, session, nowMs, client, claims)
+    // settle() only asks for the database about a session it found.
+    if (settled === DUE) return checkExpiry(key, session as SessionRow, nowMs, client, claims)
+    if ('active' in settled) return settled
+    return drifted(session as SessionRow, settled, nowMs, client, claims)
+  }
+
+  /**
+   * What memory alone can say of a cached session (null: none): the answer;
+   * DUE when an expiry is reached (only the database can say whether it really
+   * ran out); or the drift to act on.
+   */
+  function settle(
+    who: Tenancy,
+    session: SessionRow | null,
+    nowMs: number,
+    client: ClientInfo,
+    claims: AccessClaims | null,
+  ): Introspection | typeof DUE | Verdict {
     // The cache is shared by every tenant (a token is one session whoever asks): the tenant is checked
     // here, before anything else, and another tenant's session is simply unknown.
     if (session === null || !sees(who, session.tenant_id)) return INACTIVE
     if (claims && (session.token_type !== 'jwt' || session.user_id !== claims.sub)) return INACTIVE
     if (session.status !== 'active') return ENDED[session.status]
+    if (session.absolute_expires_at.getTime() <= nowMs || idleExpiry(session).getTime() <= nowMs) return DUE
+    return judge(session, client, nowMs) ?? use(session, nowMs, client, claims)
+  }
+
+  /** A cached session past an expiry: ended if it is, else judged and used as the fresh row. */
+  async function checkExpiry(
+    key: string,
+    cached: SessionRow,
+    nowMs: number,
+    client: ClientInfo,
+    claims: AccessClaims | null,
+  ): Promise<Introspection> {
     const now = new Date(nowMs)
-    if (session.absolute_expires_at <= now) return expire(session, 'absolute_lifetime', now)
+    if (cached.absolute_expires_at <= now) return expire(cached, 'absolute_lifetime', now)
+    // A cached row's last use may be old: only a fresh read can say the session really idled out.
+    const readStartedAt = performance.now()
+    const fresh = await repo.findById(EVERY_TENANT, cached.id)
+    if (!fresh) return INACTIVE
+    if (fresh.status !== 'active') return ENDED[fresh.status]
+    cache.refresh(key, fresh, readStartedAt)
+    if (idleExpiry(fresh, config.idleGraceMs) <= now) return expire(fresh, 'idle_timeout', now)
+    const verdict = judge(fresh, client, nowMs)
+    return verdict ? drifted(fresh, verdict, nowMs, client, claims) : use(fresh, nowMs, client, claims)
+  }
 
-    if (idleExpiry(session) <= now) {
-      // A cached row's last use may be old: only a fresh read can say the session really idled out.
-      const readStartedAt = performance.now()
-      const fresh = await repo.findById(EVERY_TENANT, session.id)
-      if (!fresh) return INACTIVE
-      if (fresh.status !== 'active') return ENDED[fresh.status]
-      session = fresh
-      cache.refresh(key, fresh, readStartedAt)
-      if (idleExpiry(fresh, config.idleGraceMs) <= now) return expire(fresh, 'idle_timeout', now)
-    }
+  /** Acts on drift: suspended, or used as the session rebound to this client. */
+  async function drifted(
+    session: SessionRow,
+    verdict: Verdict,
+    nowMs: number,
+    client: ClientInfo,
+    claims: AccessClaims | null,
+  ): Promise<Introspection> {
+    const outcome = await applyDrift(repo, session, verdict, client, new Date(nowMs))
+    await invalidateChanged(outcome.changed)
+    return outcome.session === null ? SUSPENDED : use(outcome.session, nowMs, client, claims)
+  }
 
-    const verdict = judge(session, client, nowMs)
-    if (verdict) {
-      const outcome = await applyDrift(repo, session, verdict, client, now)
-      await invalidateChanged(outcome.changed)
-      if (outcome.session === null) return SUSPENDED
-      session = outcome.session
-    }
-
+  /** An active answer: this use is recorded (written behind) and slides the idle expiry. */
+  function use(
+    session: SessionRow,
+    nowMs: number,
+    client: ClientInfo,
+    claims: AccessClaims | null,
+  ): Introspection {
+    const now = new Date(nowMs)
     touches.record(session.id, now, client.ip ?? null)
     let expiresAt = slide(session, nowMs)
     if (claims && claims.exp * 1000 < expiresAt.getTime()) expiresAt = new Date(claims.exp * 1000)
@@ -147,5 +208,5 @@ export function createIntrospection({
     }
   }
 
-  return { introspect, introspectRefreshToken }
+  return { introspect, introspectFromMemory, introspectRefreshToken }
 }

@@ -23,7 +23,7 @@ export function createSessionService(deps: SessionDeps) {
     drift: createDriftResponse(deps),
   }
   const { open } = createLogin(ctx)
-  const { introspect, introspectRefreshToken } = createIntrospection(ctx)
+  const { introspect, introspectFromMemory, introspectRefreshToken } = createIntrospection(ctx)
   const { refresh } = createRefresh(ctx)
   const lifecycle = createLifecycle(ctx)
 
@@ -47,6 +47,7 @@ export function createSessionService(deps: SessionDeps) {
   return {
     open,
     introspect,
+    introspectFromMemory,
     refresh,
     get: lifecycle.get,
     revoke: lifecycle.revoke,
