@@ -18,3 +18,6 @@ export function requestId(request: IncomingMessage): string {
  * sessions); /.well-known/jwks.json sets its own Cache-Control over this one.
  */
 export const EVERY_ANSWER = { 'x-content-type-options': 'nosniff', 'cache-control': 'no-store' } as const
+
+/** EVERY_ANSWER as names and values in turn (as writeHead takes them). */
+export const EVERY_ANSWER_LIST: readonly string[] = Object.entries(EVERY_ANSWER).flat()

@@ -1,12 +1,13 @@
 import { timingSafeEqual } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
+import type { Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { LRUCache } from 'lru-cache'
 import { addressMatcher, normalizeAddress } from '../addresses.ts'
 import type { Config } from '../config.ts'
 import { Errors } from '../errors.ts'
-import { EVERY_ANSWER, requestId } from '../every-answer.ts'
+import { EVERY_ANSWER_LIST, requestId } from '../every-answer.ts'
 import type { Lanes } from '../fast-lane.ts'
 import type { Metrics } from '../metrics.ts'
 import { nextTurn, onNextTurn } from '../next-turn.ts'
@@ -94,12 +95,25 @@ const forwardAuthRoutes: FastifyPluginAsync<{
     payload.resume()
   })
 
+  // A connection's peer never changes: it is judged once per connection, not once per request.
+  const peers = new WeakMap<Socket, { allowed: boolean; trusted: boolean }>()
+
+  /** Whether a connection's peer is an allowed gateway (by address), and whether it is a trusted proxy. */
+  function peer(socket: Socket): { allowed: boolean; trusted: boolean } {
+    let found = peers.get(socket)
+    if (found === undefined) {
+      const address = socket.remoteAddress
+      found = { allowed: !allowed || allowed(address), trusted: trusted(address) }
+      peers.set(socket, found)
+    }
+    return found
+  }
+
   /** Why a caller is not an allowed gateway (for the log only: the caller is told nothing of what is expected), or null. */
   function gatewayProblem(request: Incoming): string | null {
     if (!secret && !allowed)
       return 'forward-auth is off: set FORWARD_AUTH_SECRET and/or FORWARD_AUTH_ALLOWED_IPS'
-    if (allowed && !allowed(request.socket.remoteAddress))
-      return 'this address is not in FORWARD_AUTH_ALLOWED_IPS'
+    if (!peer(request.socket).allowed) return 'this address is not in FORWARD_AUTH_ALLOWED_IPS'
     if (secret) {
       const given = request.headers[config.forwardAuthSecretHeader]
       const bytes = typeof given === 'string' ? Buffer.from(given) : null
@@ -139,10 +153,12 @@ const forwardAuthRoutes: FastifyPluginAsync<{
    * every forwarded hop is a trusted proxy's own address).
    */
   function endUserIp(request: Incoming): string | null | undefined {
-    if (!trusted(request.socket.remoteAddress)) return undefined
+    if (!peer(request.socket).trusted) return undefined
     // The nearest hop that is not a trusted proxy (as Fastify's request.ip, without parsing the list anew).
     const chain = request.headers['x-forwarded-for']
     if (chain) {
+      // One hop (the common case): forwarded() alone says whether it is a trusted proxy's own.
+      if (typeof chain === 'string' && !chain.includes(',')) return forwarded(chain)
       const hops = (Array.isArray(chain) ? chain.join(',') : chain).split(',')
       for (let i = hops.length - 1; i >= 0; i--) {
         const hop = (hops[i] as string).trim()
@@ -179,15 +195,18 @@ const forwardAuthRoutes: FastifyPluginAsync<{
     }
   }
 
-  /** The identity headers of a 200. */
-  function identity(session: SessionRow): Record<string, string> {
-    const headers: Record<string, string> = {
-      [config.forwardAuthUserHeader]: headerValue(session.user_id),
-      [config.forwardAuthSessionHeader]: session.id,
-      [config.forwardAuthTenantHeader]: session.tenant_id,
-    }
+  /** The identity headers of a 200, added to `headers` (names and values in turn, as writeHead takes them). */
+  function identity(session: SessionRow, headers: string[]): string[] {
+    headers.push(
+      config.forwardAuthUserHeader,
+      headerValue(session.user_id),
+      config.forwardAuthSessionHeader,
+      session.id,
+      config.forwardAuthTenantHeader,
+      session.tenant_id,
+    )
     for (const [key, header] of metadata) {
-      if (session.metadata[key] !== undefined) headers[header] = headerValue(session.metadata[key])
+      if (session.metadata[key] !== undefined) headers.push(header, headerValue(session.metadata[key]))
     }
     return headers
   }
@@ -198,7 +217,9 @@ const forwardAuthRoutes: FastifyPluginAsync<{
     const result = await sessions.introspect(tenancy, token, endUserClient(request))
     await nextTurn()
     if (!result.active) return deny(reply, true)
-    return reply.code(200).headers(identity(result.session)).send()
+    const headers = identity(result.session, [])
+    for (let i = 0; i < headers.length; i += 2) reply.header(headers[i] as string, headers[i + 1])
+    return reply.code(200).send()
   }
 
   /**
@@ -209,7 +230,9 @@ const forwardAuthRoutes: FastifyPluginAsync<{
    * gateway sub-request per request a deployment serves: the router's share
    * of the cost is worth skipping.
    */
-  const duration = (method: string) => metrics.httpDuration.series(method, PATH, '200')
+  const durations = new Map(
+    METHODS.map((method) => [method, metrics.httpDuration.series(method, PATH, '200')]),
+  )
   lanes.add((request, response) => {
     if (request.url !== PATH || !LANE_METHODS.has(request.method as string) || config.logIntrospection) {
       return false
@@ -223,16 +246,12 @@ const forwardAuthRoutes: FastifyPluginAsync<{
     if (!token) return false
     const result = sessions.introspectFromMemory(tenancy, token, endUserClient(request))
     if (!result?.active) return false
-    const answer: Record<string, string> = {
-      'x-request-id': requestId(request),
-      ...EVERY_ANSWER,
-      ...identity(result.session),
-    }
+    const answer = identity(result.session, ['x-request-id', requestId(request), ...EVERY_ANSWER_LIST])
     // As the route: an empty body is said to be one, but a HEAD answer has no length to tell.
-    if (request.method !== 'HEAD') answer['content-length'] = '0'
+    if (request.method !== 'HEAD') answer.push('content-length', '0')
     onNextTurn(() => {
       response.writeHead(200, answer).end()
-      duration(request.method as string).observe((performance.now() - startedAt) / 1000)
+      durations.get(request.method as string)?.observe((performance.now() - startedAt) / 1000)
     })
     return true
   })
