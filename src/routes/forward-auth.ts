@@ -95,31 +95,51 @@ const forwardAuthRoutes: FastifyPluginAsync<{
     payload.resume()
   })
 
-  // A connection's peer never changes: it is judged once per connection, not once per request.
-  const peers = new WeakMap<Socket, { allowed: boolean; trusted: boolean }>()
+  /**
+   * A connection's peer, judged once per connection (its address never
+   * changes): an allowed gateway by address? a trusted proxy? And the secret
+   * it last presented that was right, if any.
+   */
+  interface Peer {
+    allowed: boolean
+    trusted: boolean
+    secret: string | undefined
+  }
+  const peers = new WeakMap<Socket, Peer>()
 
-  /** Whether a connection's peer is an allowed gateway (by address), and whether it is a trusted proxy. */
-  function peer(socket: Socket): { allowed: boolean; trusted: boolean } {
+  function peer(socket: Socket): Peer {
     let found = peers.get(socket)
     if (found === undefined) {
       const address = socket.remoteAddress
-      found = { allowed: !allowed || allowed(address), trusted: trusted(address) }
+      found = { allowed: !allowed || allowed(address), trusted: trusted(address), secret: undefined }
       peers.set(socket, found)
     }
     return found
+  }
+
+  /**
+   * Whether `given` is the gateway secret. A connection that presented it
+   * before is answered by comparing with what it presented then: only a
+   * caller that already knows the secret can learn anything from that
+   * comparison's time; any other is compared in constant time.
+   */
+  function rightSecret(given: string | string[] | undefined, from: Peer): boolean {
+    if (typeof given !== 'string' || secret === null) return false
+    if (given === from.secret) return true
+    const bytes = Buffer.from(given)
+    if (bytes.length !== secret.length || !timingSafeEqual(bytes, secret)) return false
+    from.secret = given
+    return true
   }
 
   /** Why a caller is not an allowed gateway (for the log only: the caller is told nothing of what is expected), or null. */
   function gatewayProblem(request: Incoming): string | null {
     if (!secret && !allowed)
       return 'forward-auth is off: set FORWARD_AUTH_SECRET and/or FORWARD_AUTH_ALLOWED_IPS'
-    if (!peer(request.socket).allowed) return 'this address is not in FORWARD_AUTH_ALLOWED_IPS'
-    if (secret) {
-      const given = request.headers[config.forwardAuthSecretHeader]
-      const bytes = typeof given === 'string' ? Buffer.from(given) : null
-      if (!bytes || bytes.length !== secret.length || !timingSafeEqual(bytes, secret)) {
-        return `missing or wrong ${config.forwardAuthSecretHeader} header`
-      }
+    const from = peer(request.socket)
+    if (!from.allowed) return 'this address is not in FORWARD_AUTH_ALLOWED_IPS'
+    if (secret && !rightSecret(request.headers[config.forwardAuthSecretHeader], from)) {
+      return `missing or wrong ${config.forwardAuthSecretHeader} header`
     }
     return null
   }
