@@ -90,15 +90,23 @@ test('the lane answers a live cached session as the route does, without the rout
   assert.equal(first.status, 200)
   seen.length = 0
 
-  for (const method of ['GET', 'HEAD', 'POST', 'DELETE', 'OPTIONS']) {
-    const lane = await overHttp(base, { method, token })
-    assert.deepEqual(seen, [], `${method}: the router saw it`)
-    const route = await routed(app, { method, token })
+  const calls: Call[] = [
+    ...['GET', 'HEAD', 'POST', 'DELETE', 'OPTIONS'].map((method) => ({ method, token })),
+    // A query is ignored; Envoy's ext_authz appends the client's path.
+    { token, path: '/v1/forward-auth?rd=/home' },
+    { token, path: '/v1/forward-auth/api/orders?page=2' },
+    { method: 'POST', token, path: '/v1/forward-auth/' },
+  ]
+  for (const call of calls) {
+    const why = `${call.method ?? 'GET'} ${call.path ?? ''}`
+    const lane = await overHttp(base, call)
+    assert.deepEqual(seen, [], `${why}: the router saw it`)
+    const route = await routed(app, call)
     seen.length = 0
-    assert.equal(lane.status, 200, method)
-    assert.equal(lane.body, '', method)
-    assert.deepEqual(comparable(lane.headers), comparable(route.headers), method)
-    assert.match(lane.headers['x-request-id'] ?? '', /^[0-9a-f-]{36}$/, method)
+    assert.equal(lane.status, 200, why)
+    assert.equal(lane.body, '', why)
+    assert.deepEqual(comparable(lane.headers), comparable(route.headers), why)
+    assert.match(lane.headers['x-request-id'] ?? '', /^[0-9a-f-]{36}$/, why)
   }
   const lane = await overHttp(base, { token })
   assert.equal(lane.headers['x-auth-user-id'], encodeURIComponent('zoë'))
@@ -112,11 +120,17 @@ test('the lane answers a live cached session as the route does, without the rout
   assert.deepEqual(seen, [])
 
   // Its answers are timed and counted under the route, as the router's are.
-  const series = { route: '/v1/forward-auth', method: 'GET', status: '200' }
-  const before = await appMetric(app, 'http_request_duration_seconds_count', series)
-  await overHttp(base, { token })
-  await overHttp(base, { token })
-  assert.equal(await appMetric(app, 'http_request_duration_seconds_count', series), before + 2)
+  const routes: Array<[route: string, path: string]> = [
+    ['/v1/forward-auth', '/v1/forward-auth'],
+    ['/v1/forward-auth/*', '/v1/forward-auth/x'],
+  ]
+  for (const [route, path] of routes) {
+    const series = { route, method: 'GET', status: '200' }
+    const before = await appMetric(app, 'http_request_duration_seconds_count', series)
+    await overHttp(base, { token, path })
+    await overHttp(base, { token, path })
+    assert.equal(await appMetric(app, 'http_request_duration_seconds_count', series), before + 2, route)
+  }
 })
 
 test('the lane leaves everything but the common case to the route', async (t) => {
@@ -126,8 +140,9 @@ test('the lane leaves everything but the common case to the route', async (t) =>
 
   const cases: Array<[why: string, call: Call, status: number]> = [
     ['a body to read and drop', { method: 'POST', token, body: 'x'.repeat(100) }, 200],
-    ['a query string', { token, path: '/v1/forward-auth?rd=/home' }, 200],
-    ["Envoy's path prefix", { token, path: '/v1/forward-auth/api/orders' }, 200],
+    ['a path to decode', { token, path: '/v1/forward-auth/caf%C3%A9' }, 200],
+    ['a very long URL', { token, path: `/v1/forward-auth/${'a'.repeat(2100)}` }, 200],
+    ['another path', { token, path: '/v1/forward-authx' }, 404],
     ['no token', {}, 401],
     ['an unknown token', { token: 'sa_unknown0123456789' }, 401],
     ['a wrong gateway secret', { token, headers: { 'x-forward-auth-secret': 'wrong' } }, 403],

@@ -35,6 +35,19 @@ type Settings = Pick<
 const PATH = '/v1/forward-auth'
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
 const LANE_METHODS = new Set(METHODS)
+/** Envoy's ext_authz appends the client's path to path_prefix: any path below answers the same. */
+const ANY_BELOW = `${PATH}/*`
+/** Longer URLs, and paths that need decoding, are the router's to judge. */
+const LANE_MAX_URL = 2048
+
+/** The route a URL reaches, when the fast lane may answer it (a query is ignored, as the route ignores it). */
+function laneRoute(url: string): typeof PATH | typeof ANY_BELOW | null {
+  const query = url.indexOf('?')
+  const path = query === -1 ? url : url.slice(0, query)
+  if (path === PATH) return PATH
+  if (url.length > LANE_MAX_URL || !path.startsWith(`${PATH}/`) || path.includes('%')) return null
+  return ANY_BELOW
+}
 
 /** What a gateway's sub-request is read from: the raw request (the fast lane) or Fastify's. */
 type Incoming = Pick<IncomingMessage, 'headers' | 'socket'>
@@ -250,13 +263,12 @@ const forwardAuthRoutes: FastifyPluginAsync<{
    * gateway sub-request per request a deployment serves: the router's share
    * of the cost is worth skipping.
    */
-  const durations = new Map(
-    METHODS.map((method) => [method, metrics.httpDuration.series(method, PATH, '200')]),
-  )
+  const durations = (route: string) =>
+    new Map(METHODS.map((method) => [method, metrics.httpDuration.series(method, route, '200')]))
+  const timers = { [PATH]: durations(PATH), [ANY_BELOW]: durations(ANY_BELOW) }
   lanes.add((request, response) => {
-    if (request.url !== PATH || !LANE_METHODS.has(request.method as string) || config.logIntrospection) {
-      return false
-    }
+    const route = laneRoute(request.url as string)
+    if (route === null || !LANE_METHODS.has(request.method as string) || config.logIntrospection) return false
     const startedAt = performance.now()
     const { headers } = request
     // Whatever body there is, the route reads and drops.
@@ -271,7 +283,7 @@ const forwardAuthRoutes: FastifyPluginAsync<{
     if (request.method !== 'HEAD') answer.push('content-length', '0')
     onNextTurn(() => {
       response.writeHead(200, answer).end()
-      durations.get(request.method as string)?.observe((performance.now() - startedAt) / 1000)
+      timers[route].get(request.method as string)?.observe((performance.now() - startedAt) / 1000)
     })
     return true
   })
@@ -303,10 +315,9 @@ const forwardAuthRoutes: FastifyPluginAsync<{
     handler: check,
   })
 
-  // Envoy's ext_authz appends the client's path to path_prefix: any path below answers the same.
   app.route({
     method: METHODS,
-    url: `${PATH}/*`,
+    url: ANY_BELOW,
     ...(config.logIntrospection ? {} : { logLevel: 'warn' }),
     schema: { hide: true },
     handler: check,
