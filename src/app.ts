@@ -32,7 +32,7 @@ import webhooks from './plugins/webhooks.ts'
 import { lazyRequestLogger } from './request-logger.ts'
 import adminRoutes from './routes/admin.ts'
 import apiKeyRoutes from './routes/api-keys.ts'
-import forwardAuthRoutes from './routes/forward-auth.ts'
+import forwardAuthRoutes, { checkIdentityHeaders } from './routes/forward-auth.ts'
 import healthRoutes from './routes/health.ts'
 import selfServiceRoutes from './routes/me.ts'
 import oauth2Routes from './routes/oauth2.ts'
@@ -135,6 +135,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const clock = options.clock ?? systemClock
   const kek = requireKeyEncryptionKey(config)
   checkAddressLists(config)
+  checkIdentityHeaders(config)
   const widget = await loadWidget()
   const lanes = createLanes()
   const app = Fastify({
@@ -166,9 +167,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     // A URL the router cannot even parse gets the one error shape too.
     frameworkErrors: frameworkErrorHandler(MAX_PARAM_LENGTH),
     genReqId: requestId,
-    // The forward-auth fast lane answers its common case before the router (see fast-lane.ts).
-    serverFactory: lanes.serverFactory,
   }).withTypeProvider<TypeBoxTypeProvider>()
+  // The forward-auth fast lane answers its common case before the router (see fast-lane.ts).
+  lanes.install(app.server)
   app.addHook('preClose', (done) => {
     lanes.close()
     done()

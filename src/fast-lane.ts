@@ -1,5 +1,4 @@
-import http, { type IncomingMessage, type ServerResponse } from 'node:http'
-import type { FastifyServerFactory } from 'fastify'
+import type { IncomingMessage, RequestListener, Server, ServerResponse } from 'node:http'
 
 /**
  * Answers a request whole, before the router sees it, and returns true; or
@@ -17,24 +16,24 @@ export function createLanes() {
   const lanes: Lane[] = []
   let open = true
 
-  /** Fastify's own HTTP/1 server, with the lanes in front of its router. */
-  const serverFactory: FastifyServerFactory = (route, options) => {
-    const server = http.createServer(options.http as http.ServerOptions, (request, response) => {
-      if (open) for (const lane of lanes) if (lane(request, response)) return
-      route(request, response)
-    })
-    // What Fastify sets on a server it makes.
-    server.keepAliveTimeout = options.keepAliveTimeout as number
-    server.requestTimeout = options.requestTimeout as number
-    server.setTimeout(options.connectionTimeout as number)
-    if ((options.maxRequestsPerSocket as number) > 0) {
-      server.maxRequestsPerSocket = options.maxRequestsPerSocket as number
-    }
-    return server
-  }
-
   return {
-    serverFactory,
+    /**
+     * Puts the lanes in front of the router of the server Fastify made (its
+     * one `request` listener), so the server stays Fastify's own: its
+     * settings, its TLS if any. A second server Fastify makes when it listens
+     * on a name with two addresses (`localhost`) has no lanes: the router
+     * answers everything there, as it would.
+     */
+    install(server: Server) {
+      const routers = server.listeners('request') as RequestListener[]
+      const [router] = routers
+      if (routers.length !== 1 || !router) throw new Error('fast lanes: the server has no single router')
+      server.removeListener('request', router)
+      server.on('request', (request: IncomingMessage, response: ServerResponse) => {
+        if (open) for (const lane of lanes) if (lane(request, response)) return
+        router(request, response)
+      })
+    },
     add(lane: Lane) {
       lanes.push(lane)
     },

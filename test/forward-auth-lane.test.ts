@@ -1,8 +1,20 @@
 import assert from 'node:assert/strict'
+import http from 'node:http'
 import { type TestContext, test } from 'node:test'
 import type { FastifyInstance } from 'fastify'
+import type { Config } from '../src/config.ts'
 import { appMetric } from './fixtures/metrics.ts'
-import { adminSql, buildTestApp, CHROME_WINDOWS, openSession, revokeSession } from './helper.ts'
+import {
+  adminSql,
+  auth,
+  buildTestApp,
+  CHROME_WINDOWS,
+  eventually,
+  openSession,
+  revokeSession,
+  type TestApp,
+  twoReplicas,
+} from './helper.ts'
 
 // The forward-auth fast lane answers a gateway's common sub-request (a live,
 // cached session) before the router. These calls go over real HTTP, where the
@@ -17,16 +29,18 @@ const CHROME_NEXT = CHROME_WINDOWS.replace('Chrome/120.0.0.0', 'Chrome/121.0.0.0
 /** Headers that differ between any two answers, or that only a real connection has. */
 const PER_ANSWER = ['date', 'x-request-id', 'connection', 'keep-alive']
 
+const GATEWAY: Partial<Config> = {
+  forwardAuthSecret: SECRET,
+  forwardAuthMetadata: 'plan,team=x-team',
+  trustProxy: '127.0.0.1',
+}
+
 /**
- * A listening app behind a trusted proxy (127.0.0.1, the test itself), with
- * metadata headers, and a count of the requests the router saw.
+ * An app listening on loopback, its calls made over one kept-alive
+ * connection, with a count of the requests its router saw.
  */
-async function laneApp(t: TestContext) {
-  const { app, config } = await buildTestApp(t, {
-    forwardAuthSecret: SECRET,
-    forwardAuthMetadata: 'plan,team=x-team',
-    trustProxy: '127.0.0.1',
-  })
+async function listening(t: TestContext, built: TestApp) {
+  const { app } = built
   const routed: string[] = []
   app.addHook('onRequest', (request, _reply, done) => {
     routed.push(`${request.method} ${request.url}`)
@@ -35,8 +49,17 @@ async function laneApp(t: TestContext) {
   await app.listen({ host: '127.0.0.1', port: 0 })
   const address = app.server.address()
   assert.ok(address && typeof address === 'object')
-  return { app, config, routed, base: `http://127.0.0.1:${address.port}` }
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+  t.after(() => agent.destroy())
+  return { ...built, routed, base: { port: address.port, agent } }
 }
+
+/** A listening app behind a trusted proxy (127.0.0.1, the test itself), with metadata headers. */
+async function laneApp(t: TestContext, overrides: Partial<Config> = {}) {
+  return listening(t, await buildTestApp(t, { ...GATEWAY, ...overrides }))
+}
+
+type Base = Awaited<ReturnType<typeof listening>>['base']
 
 interface Call {
   method?: string
@@ -56,14 +79,32 @@ function gatewayHeaders({ token, headers = {} }: Call): Record<string, string> {
   }
 }
 
-/** A gateway's sub-request over HTTP: status and headers. */
-async function overHttp(base: string, call: Call) {
-  const res = await fetch(`${base}${call.path ?? '/v1/forward-auth'}`, {
-    method: call.method ?? 'GET',
-    headers: gatewayHeaders(call),
-    ...(call.body === undefined ? {} : { body: call.body }),
+/** A gateway's sub-request over HTTP: status, headers and body. */
+function overHttp(base: Base, call: Call) {
+  return new Promise<{ status: number; headers: Record<string, string>; body: string }>((resolve, reject) => {
+    const request = http.request(
+      {
+        host: '127.0.0.1',
+        port: base.port,
+        agent: base.agent,
+        method: call.method ?? 'GET',
+        path: call.path ?? '/v1/forward-auth',
+        headers: gatewayHeaders(call),
+      },
+      (res) => {
+        let body = ''
+        res.setEncoding('utf8')
+        res.on('data', (chunk) => {
+          body += chunk
+        })
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, headers: res.headers as Record<string, string>, body }),
+        )
+      },
+    )
+    request.on('error', reject)
+    request.end(call.body)
   })
-  return { status: res.status, headers: Object.fromEntries(res.headers), body: await res.text() }
 }
 
 /** The same sub-request through the router alone. */
@@ -165,14 +206,17 @@ test('a revoked, suspended or drifting session is never answered from the lane',
   for (const { token } of [revoked, drifting, updating])
     assert.equal((await overHttp(base, { token })).status, 200)
 
-  // Revoked through the API: the next sub-request is refused, by the route.
+  // Revoked through the API: refused. The first call reads the ended row back into memory, where the
+  // second finds it, and the lane leaves that one to the route as well.
   const revoke = await revokeSession(app, revoked.session.id)
   assert.equal(revoke.statusCode, 200, revoke.body)
-  seen.length = 0
-  const afterRevoke = await overHttp(base, { token: revoked.token })
-  assert.equal(afterRevoke.status, 401)
-  assert.match(afterRevoke.headers['www-authenticate'] ?? '', /invalid_token/)
-  assert.equal(seen.length, 1)
+  for (const call of ['first', 'second']) {
+    seen.length = 0
+    const afterRevoke = await overHttp(base, { token: revoked.token })
+    assert.equal(afterRevoke.status, 401, call)
+    assert.match(afterRevoke.headers['www-authenticate'] ?? '', /invalid_token/, call)
+    assert.equal(seen.length, 1, call)
+  }
 
   // Another browser: drift, judged by the route, which suspends the session (the default policy).
   seen.length = 0
@@ -181,7 +225,11 @@ test('a revoked, suspended or drifting session is never answered from the lane',
     401,
   )
   assert.equal(seen.length, 1)
-  assert.equal((await overHttp(base, { token: drifting.token })).status, 401, 'suspended stays suspended')
+  for (const call of ['first', 'second']) {
+    seen.length = 0
+    assert.equal((await overHttp(base, { token: drifting.token })).status, 401, `suspended: ${call} call`)
+    assert.equal(seen.length, 1, call)
+  }
   // And a far address, forwarded by the trusted proxy, is drift too.
   const far = await openSession(app)
   assert.equal((await overHttp(base, { token: far.token })).status, 200)
@@ -216,4 +264,98 @@ test('a revoked, suspended or drifting session is never answered from the lane',
     [],
     'the updated browser is now the one the session is bound to: the lane answers it',
   )
+})
+
+test('a session that ran out in memory is refused, by the route, which records the expiry', async (t) => {
+  const { app, clock, routed: seen, base } = await laneApp(t, { idleTimeoutSeconds: 600 })
+  const { token, session } = await openSession(app)
+  assert.equal((await overHttp(base, { token })).status, 200)
+  assert.equal((await overHttp(base, { token })).status, 200)
+  clock.advance(601_000)
+  for (const call of ['first', 'second']) {
+    seen.length = 0
+    assert.equal((await overHttp(base, { token })).status, 401, call)
+    assert.equal(seen.length, 1, call)
+  }
+  await eventually(async () => {
+    const res = await app.inject({ method: 'GET', url: `/v1/sessions/${session.id}`, headers: auth() })
+    return res.json().status === 'expired'
+  })
+})
+
+test('a revoke on another replica reaches the lane through the invalidation feed', async (t) => {
+  const [a, b] = await twoReplicas(t, GATEWAY)
+  const { routed: seen, base } = await listening(t, a)
+  const { token, session } = await openSession(b.app)
+  assert.equal((await overHttp(base, { token })).status, 200)
+  seen.length = 0
+  assert.equal((await overHttp(base, { token })).status, 200)
+  assert.deepEqual(seen, [], 'held in memory')
+  const revoke = await revokeSession(b.app, session.id)
+  assert.equal(revoke.statusCode, 200, revoke.body)
+  // The feed delivers within milliseconds; the bound only keeps a loaded machine from failing the test.
+  await eventually(async () => (await overHttp(base, { token })).status === 401, 10_000, 'refused')
+  assert.equal((await overHttp(base, { token })).status, 401)
+})
+
+test("another tenant's session is unknown to the lane as to the route", async (t) => {
+  // The gateway replica serves tenant `other` only; the session is the default tenant's.
+  const [main, gateway] = await twoReplicas(t, GATEWAY, { ...GATEWAY, forwardAuthTenants: 'other' })
+  const { routed: seen, base } = await listening(t, gateway)
+  const { token } = await openSession(main.app)
+  for (const call of ['first', 'second']) {
+    seen.length = 0
+    assert.equal((await overHttp(base, { token })).status, 401, call)
+    assert.equal(seen.length, 1, call)
+  }
+})
+
+test('the cookie, the address allowlist and the secret work on the lane as on the route', async (t) => {
+  const {
+    app,
+    routed: seen,
+    base,
+  } = await laneApp(t, {
+    forwardAuthCookie: 'sa_session',
+    forwardAuthAllowedIps: '127.0.0.0/8',
+  })
+  const { token } = await openSession(app)
+  const cookie = { cookie: `theme=dark; sa_session=${token}` }
+  assert.equal((await overHttp(base, { headers: cookie })).status, 200)
+  seen.length = 0
+  assert.equal((await overHttp(base, { headers: cookie })).status, 200)
+  assert.deepEqual(seen, [], 'the cookie token, from memory')
+  // On the same connection: a wrong or missing secret after a right one is refused.
+  for (const secret of ['gateway-secret-0123456789abcdeX', SECRET.slice(0, -1), `${SECRET}é`, '']) {
+    const refused = await overHttp(base, { token, headers: { 'x-forward-auth-secret': secret } })
+    assert.equal(refused.status, 403, secret)
+  }
+  assert.equal((await overHttp(base, { token })).status, 200)
+
+  // A gateway outside the allowlist is refused, whatever it presents.
+  const { app: elsewhere, base: far } = await laneApp(t, { forwardAuthAllowedIps: '10.0.0.0/8' })
+  const other = await openSession(elsewhere)
+  for (const call of ['first', 'second']) {
+    assert.equal((await overHttp(far, { token: other.token })).status, 403, call)
+  }
+})
+
+test('a call the lane hands to the route is counted once in the cache metrics', async (t) => {
+  const { app, base } = await laneApp(t)
+  const { token, session } = await openSession(app)
+  assert.equal((await overHttp(base, { token })).status, 200)
+  const hits = (kind: string) => appMetric(app, 'session_cache_hits_total', { level: 'l1', kind })
+  let before = await hits('positive')
+  assert.equal((await overHttp(base, { token })).status, 200)
+  assert.equal(await hits('positive'), before + 1, 'answered by the lane')
+  await revokeSession(app, session.id)
+  assert.equal((await overHttp(base, { token })).status, 401)
+  before = await hits('positive')
+  assert.equal((await overHttp(base, { token })).status, 401)
+  assert.equal(await hits('positive'), before + 1, 'the ended session, handed on')
+  const unknown = `sat_${'x'.repeat(43)}`
+  assert.equal((await overHttp(base, { token: unknown })).status, 401)
+  before = await hits('negative')
+  assert.equal((await overHttp(base, { token: unknown })).status, 401)
+  assert.equal(await hits('negative'), before + 1, 'a token known to be none, handed on')
 })

@@ -444,6 +444,23 @@ test('a metadata key that makes no valid header name is refused at start, never 
   assert.equal(res.headers['x-auth-meta-tenant'], 't1')
 })
 
+test('an identity header that repeats another, or frames the answer, is refused at start', async (t) => {
+  for (const [setting, overrides] of [
+    ['FORWARD_AUTH_METADATA (plan)', { forwardAuthMetadata: 'plan=X-Auth-User-Id' }],
+    ['FORWARD_AUTH_METADATA (team)', { forwardAuthMetadata: 'plan,team=x-auth-meta-plan' }],
+    ['FORWARD_AUTH_METADATA (size)', { forwardAuthMetadata: 'size=content-length' }],
+    ['FORWARD_AUTH_METADATA (trace)', { forwardAuthMetadata: 'trace=x-request-id' }],
+    ['FORWARD_AUTH_SESSION_HEADER', { forwardAuthSessionHeader: 'x-auth-user-id' }],
+    ['FORWARD_AUTH_USER_HEADER', { forwardAuthUserHeader: 'Cache-Control' }],
+  ] as Array<[string, Partial<Config>]>) {
+    await assert.rejects(gatewayApp(t, overrides), (err: Error) => {
+      assert.equal(err.name, 'ConfigError')
+      assert.ok(err.message.includes(setting), err.message)
+      return true
+    })
+  }
+})
+
 test('the identity header names are configurable', async (t) => {
   const { app } = await gatewayApp(t, {
     forwardAuthUserHeader: 'x-user',

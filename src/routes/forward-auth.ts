@@ -5,9 +5,9 @@ import { performance } from 'node:perf_hooks'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { LRUCache } from 'lru-cache'
 import { addressMatcher, normalizeAddress } from '../addresses.ts'
-import type { Config } from '../config.ts'
+import { type Config, ConfigError } from '../config.ts'
 import { Errors } from '../errors.ts'
-import { EVERY_ANSWER_LIST, requestId } from '../every-answer.ts'
+import { EVERY_ANSWER, EVERY_ANSWER_LIST, requestId } from '../every-answer.ts'
 import type { Lanes } from '../fast-lane.ts'
 import type { Metrics } from '../metrics.ts'
 import { nextTurn, onNextTurn } from '../next-turn.ts'
@@ -40,8 +40,10 @@ const ANY_BELOW = `${PATH}/*`
 /** Longer URLs, and paths that need decoding, are the router's to judge. */
 const LANE_MAX_URL = 2048
 
+type LaneRoute = typeof PATH | typeof ANY_BELOW
+
 /** The route a URL reaches, when the fast lane may answer it (a query is ignored, as the route ignores it). */
-function laneRoute(url: string): typeof PATH | typeof ANY_BELOW | null {
+function laneRoute(url: string): LaneRoute | null {
   const query = url.indexOf('?')
   const path = query === -1 ? url : url.slice(0, query)
   if (path === PATH) return PATH
@@ -77,6 +79,46 @@ function metadataHeaders(setting: string | undefined): Array<[key: string, heade
   })
 }
 
+/** Headers an answer carries or that frame it: no identity header may take one of these names. */
+const RESERVED_HEADERS = [
+  'x-request-id',
+  ...Object.keys(EVERY_ANSWER),
+  'www-authenticate',
+  'content-length',
+  'content-type',
+  'transfer-encoding',
+  'connection',
+  'keep-alive',
+  'date',
+]
+
+/**
+ * The identity headers' names, checked at start: each names one value, so
+ * no metadata key can stand in for the user id, and none frames the answer.
+ */
+export function checkIdentityHeaders(
+  config: Pick<
+    Config,
+    'forwardAuthUserHeader' | 'forwardAuthSessionHeader' | 'forwardAuthTenantHeader' | 'forwardAuthMetadata'
+  >,
+) {
+  const metadata = metadataHeaders(config.forwardAuthMetadata)
+  const names = [
+    ['FORWARD_AUTH_USER_HEADER', config.forwardAuthUserHeader],
+    ['FORWARD_AUTH_SESSION_HEADER', config.forwardAuthSessionHeader],
+    ['FORWARD_AUTH_TENANT_HEADER', config.forwardAuthTenantHeader],
+    ...metadata.map(([key, header]) => [`FORWARD_AUTH_METADATA (${key})`, header]),
+  ] as Array<[setting: string, header: string]>
+  const taken = new Set(RESERVED_HEADERS)
+  for (const [setting, header] of names) {
+    const name = header.toLowerCase()
+    if (taken.has(name)) {
+      throw new ConfigError(`invalid configuration: ${setting}: the header ${name} is already in the answer`)
+    }
+    taken.add(name)
+  }
+}
+
 /**
  * `/v1/forward-auth`: the authentication sub-request of nginx `auth_request`,
  * Traefik ForwardAuth, Caddy `forward_auth` and Envoy `ext_authz`. The
@@ -108,15 +150,12 @@ const forwardAuthRoutes: FastifyPluginAsync<{
     payload.resume()
   })
 
-  /**
-   * A connection's peer, judged once per connection (its address never
-   * changes): an allowed gateway by address? a trusted proxy? And the secret
-   * it last presented that was right, if any.
-   */
+  /** A connection's peer, judged once per connection (its address never changes). */
   interface Peer {
+    /** An allowed gateway, by address. */
     allowed: boolean
+    /** A trusted proxy, whose forwarded addresses are believed. */
     trusted: boolean
-    secret: string | undefined
   }
   const peers = new WeakMap<Socket, Peer>()
 
@@ -124,34 +163,30 @@ const forwardAuthRoutes: FastifyPluginAsync<{
     let found = peers.get(socket)
     if (found === undefined) {
       const address = socket.remoteAddress
-      found = { allowed: !allowed || allowed(address), trusted: trusted(address), secret: undefined }
+      found = { allowed: !allowed || allowed(address), trusted: trusted(address) }
       peers.set(socket, found)
     }
     return found
   }
 
-  /**
-   * Whether `given` is the gateway secret. A connection that presented it
-   * before is answered by comparing with what it presented then: only a
-   * caller that already knows the secret can learn anything from that
-   * comparison's time; any other is compared in constant time.
-   */
-  function rightSecret(given: string | string[] | undefined, from: Peer): boolean {
-    if (typeof given !== 'string' || secret === null) return false
-    if (given === from.secret) return true
-    const bytes = Buffer.from(given)
-    if (bytes.length !== secret.length || !timingSafeEqual(bytes, secret)) return false
-    from.secret = given
-    return true
+  // The presented secret is written here, not into a new buffer per request. Four bytes past the
+  // secret's length (the longest UTF-8 character) make a longer value write more than that length.
+  const presented = secret ? Buffer.alloc(secret.length + 4) : null
+  const presentedPrefix = presented && secret ? presented.subarray(0, secret.length) : null
+
+  /** Whether `given` is the gateway secret, compared in constant time (a wrong length answers at once). */
+  function rightSecret(given: string | string[] | undefined): boolean {
+    if (typeof given !== 'string' || !secret || !presented || !presentedPrefix) return false
+    if (presented.write(given) !== secret.length) return false
+    return timingSafeEqual(presentedPrefix, secret)
   }
 
   /** Why a caller is not an allowed gateway (for the log only: the caller is told nothing of what is expected), or null. */
   function gatewayProblem(request: Incoming): string | null {
     if (!secret && !allowed)
       return 'forward-auth is off: set FORWARD_AUTH_SECRET and/or FORWARD_AUTH_ALLOWED_IPS'
-    const from = peer(request.socket)
-    if (!from.allowed) return 'this address is not in FORWARD_AUTH_ALLOWED_IPS'
-    if (secret && !rightSecret(request.headers[config.forwardAuthSecretHeader], from)) {
+    if (!peer(request.socket).allowed) return 'this address is not in FORWARD_AUTH_ALLOWED_IPS'
+    if (secret && !rightSecret(request.headers[config.forwardAuthSecretHeader])) {
       return `missing or wrong ${config.forwardAuthSecretHeader} header`
     }
     return null
@@ -263,27 +298,51 @@ const forwardAuthRoutes: FastifyPluginAsync<{
    * gateway sub-request per request a deployment serves: the router's share
    * of the cost is worth skipping.
    */
-  const durations = (route: string) =>
-    new Map(METHODS.map((method) => [method, metrics.httpDuration.series(method, route, '200')]))
-  const timers = { [PATH]: durations(PATH), [ANY_BELOW]: durations(ANY_BELOW) }
-  lanes.add((request, response) => {
-    const route = laneRoute(request.url as string)
-    if (route === null || !LANE_METHODS.has(request.method as string) || config.logIntrospection) return false
-    const startedAt = performance.now()
+  // The lane's answers are timed in the route's series, each found once.
+  const timers: Record<LaneRoute, Record<string, { observe(value: number): void }>> = {
+    [PATH]: {},
+    [ANY_BELOW]: {},
+  }
+  const timer = (route: LaneRoute, method: string) =>
+    (timers[route][method] ??= metrics.httpDuration.series(method, route, '200'))
+
+  /** The lane's 200 (its headers, names and values in turn), or null to leave the request to the route. */
+  function laneAnswer(request: IncomingMessage, method: string): string[] | null {
     const { headers } = request
     // Whatever body there is, the route reads and drops.
-    if (headers['transfer-encoding'] !== undefined || (headers['content-length'] ?? '0') !== '0') return false
-    if (gatewayProblem(request) !== null) return false
+    if (headers['transfer-encoding'] !== undefined || (headers['content-length'] ?? '0') !== '0') return null
+    if (gatewayProblem(request) !== null) return null
     const token = presentedToken(request, cookie)
-    if (!token) return false
+    if (!token) return null
     const result = sessions.introspectFromMemory(tenancy, token, endUserClient(request))
-    if (!result?.active) return false
+    if (!result?.active) return null
     const answer = identity(result.session, ['x-request-id', requestId(request), ...EVERY_ANSWER_LIST])
     // As the route: an empty body is said to be one, but a HEAD answer has no length to tell.
-    if (request.method !== 'HEAD') answer.push('content-length', '0')
+    if (method !== 'HEAD') answer.push('content-length', '0')
+    return answer
+  }
+
+  lanes.add((request, response) => {
+    const route = laneRoute(request.url as string)
+    const method = request.method as string
+    if (route === null || !LANE_METHODS.has(method) || config.logIntrospection) return false
+    const startedAt = performance.now()
+    let answer: string[] | null
+    try {
+      answer = laneAnswer(request, method)
+    } catch {
+      // Whatever went wrong, the route meets it again and answers it (and logs it) as it does every error.
+      return false
+    }
+    if (answer === null) return false
     onNextTurn(() => {
-      response.writeHead(200, answer).end()
-      timers[route].get(request.method as string)?.observe((performance.now() - startedAt) / 1000)
+      try {
+        response.writeHead(200, answer).end()
+        timer(route, method).observe((performance.now() - startedAt) / 1000)
+      } catch (err) {
+        app.log.error({ err }, 'forward-auth lane: could not write an answer')
+        response.destroy()
+      }
     })
     return true
   })

@@ -15,8 +15,15 @@ import type { CacheRead } from './repository.ts'
  * means "no such token".
  */
 export interface SessionCache {
-  /** The L1 answer for a token, synchronously; undefined when L1 does not have one it may use. */
-  peek(tokenKey: string): SessionRow | null | undefined
+  /**
+   * The L1 answer for a token, synchronously; undefined when L1 does not have
+   * one it may use. `counted` false leaves a hit out of the hit counters, for
+   * a caller that may hand the request on to one that looks again; it counts
+   * the hits it answers from with countHit.
+   */
+  peek(tokenKey: string, counted?: boolean): SessionRow | null | undefined
+  /** Counts an L1 hit on a session that peek(key, false) found. */
+  countHit(): void
   /** The cached answer for a token, or what `load` reads from Postgres (then cached). */
   lookup(tokenKey: string, load: () => Promise<CacheRead>, now: number): Promise<SessionRow | null>
   /**
@@ -255,17 +262,17 @@ export function createSessionCache(options: CacheOptions): SessionCache {
     )
   }
 
-  function peek(key: string): SessionRow | null | undefined {
+  function peek(key: string, counted = true): SessionRow | null | undefined {
     const hit = l1?.get(key)
     if (hit) {
       if (!hit.shared || feed.live()) {
-        l1Positive.inc()
+        if (counted) l1Positive.inc()
         return hit.unpack()
       }
       l1?.delete(key)
     }
     if (unknown.get(key)) {
-      l1Negative.inc()
+      if (counted) l1Negative.inc()
       return null
     }
     return undefined
@@ -305,6 +312,7 @@ export function createSessionCache(options: CacheOptions): SessionCache {
 
   return {
     peek,
+    countHit: () => l1Positive.inc(),
 
     async lookup(key, load, now) {
       const hit = peek(key)

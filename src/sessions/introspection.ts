@@ -78,18 +78,22 @@ export function createIntrospection({
   }
 
   /**
-   * An opaque token's answer from this replica's memory alone, or undefined
-   * when giving it needs a read or a write (not cached, an expiry reached,
-   * drift): then `introspect` gives it. For callers that answer without
-   * waiting (the forward-auth fast lane); the answer is the one `introspect`
-   * would give, and an active one counts as a use.
+   * An opaque token's active answer from this replica's memory alone, as
+   * `introspect` would give it (and a use, as there); undefined for any other
+   * answer, or when giving it needs a read or a write (not cached, an expiry
+   * reached, drift): then `introspect` gives it. For callers that answer
+   * without waiting (the forward-auth fast lane), whose client address is
+   * canonical already.
    */
   function introspectFromMemory(who: Tenancy, token: string, client: ClientInfo): Introspection | undefined {
     if (tokenKind(token) !== 'opaque') return undefined
-    const session = cache.peek(tokenKey(token))
-    if (session === undefined) return undefined
+    // Counted only when answered: otherwise `introspect` looks again, and counts.
+    const session = cache.peek(tokenKey(token), false)
+    if (!session) return undefined
     const settled = settle(who, session, clock.now(), client, null)
-    return settled !== DUE && 'active' in settled ? settled : undefined
+    if (settled === DUE || !('active' in settled) || !settled.active) return undefined
+    cache.countHit()
+    return settled
   }
 
   /** The session behind a token, through the cache: live, not expired, and (for a JWT) the one it names. */
