@@ -47,6 +47,10 @@ async function listening(t: TestContext, built: TestApp) {
     done()
   })
   await app.listen({ host: '127.0.0.1', port: 0 })
+  // Until the invalidation feed is live, what L1 holds may be dropped at any time (its start is a gap).
+  const feedLive = async () =>
+    (await app.inject({ method: 'GET', url: '/readyz' })).json().invalidation_feed === 'live'
+  await eventually(feedLive, 10_000, 'the invalidation feed is live')
   const address = app.server.address()
   assert.ok(address && typeof address === 'object')
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
