@@ -290,14 +290,6 @@ const forwardAuthRoutes: FastifyPluginAsync<{
     return reply.code(200).send()
   }
 
-  /**
-   * The fast lane: the common case, a gateway's body-less sub-request for a
-   * token whose session is live in this replica's memory, answered before the
-   * router with exactly the route's 200 (its headers, its metric). Everything
-   * else (any doubt, any read or write, any refusal) is the route's. One
-   * gateway sub-request per request a deployment serves: the router's share
-   * of the cost is worth skipping.
-   */
   // The lane's answers are timed in the route's series, each found once.
   const timers: Record<LaneRoute, Record<string, { observe(value: number): void }>> = {
     [PATH]: {},
@@ -306,7 +298,17 @@ const forwardAuthRoutes: FastifyPluginAsync<{
   const timer = (route: LaneRoute, method: string) =>
     (timers[route][method] ??= metrics.httpDuration.series(method, route, '200'))
 
-  /** The lane's 200 (its headers, names and values in turn), or null to leave the request to the route. */
+  /**
+   * The fast lane: the common case, a gateway's body-less sub-request for a
+   * token whose session is live in this replica's memory, answered before the
+   * router with exactly the route's 200 (its headers, its metric). Everything
+   * else (any doubt, any read or write, any refusal) is the route's. One
+   * gateway sub-request per request a deployment serves: the router's share
+   * of the cost is worth skipping.
+   *
+   * This is its answer: its 200 (its headers, names and values in turn), or
+   * null to leave the request to the route.
+   */
   function laneAnswer(request: IncomingMessage, method: string): string[] | null {
     const { headers } = request
     // Whatever body there is, the route reads and drops.
