@@ -42,6 +42,48 @@ function connect(schema: string) {
 }
 
 /**
+ * A schema of the test's own; `open()` gives a connection to it. After the
+ * test, every connection opened is ended, then the schema is dropped.
+ */
+function ownSchema(t: TestContext) {
+  const schema = uniqueSchema()
+  const opened: postgres.Sql[] = []
+  t.after(async () => {
+    await Promise.all(opened.map((sql) => sql.end()))
+    await dropSchema(schema)
+  })
+  const open = () => {
+    const sql = connect(schema)
+    opened.push(sql)
+    return sql
+  }
+  return { schema, open }
+}
+
+/**
+ * A schema of the test's own as the release before `next` left it (every
+ * migration before it applied), and `next` ready in `dir`, as an upgrade
+ * brings it; `sql` is the connection that migrated.
+ */
+async function upgrading(t: TestContext, next: string) {
+  const { dir, add } = await someMigrations(MIGRATIONS.slice(0, MIGRATIONS.indexOf(next)))
+  const { schema, open } = ownSchema(t)
+  const sql = open()
+  await migrate(sql, schema, log, dir)
+  await add(next)
+  return { schema, dir, sql, open }
+}
+
+/** Two sessions, written as any release since the first writes them. */
+async function twoSessions(sql: postgres.Sql) {
+  for (const id of ['00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-000000000002']) {
+    await sql`insert into sessions (id, user_id, token_hash, device, metadata, idle_timeout_seconds,
+        absolute_lifetime_seconds, created_at, last_seen_at, idle_expires_at, absolute_expires_at)
+      values (${id}, 'alice', ${Buffer.from(id)}, '{}', '{}', 60, 60, now(), now(), now(), now())`
+  }
+}
+
+/**
  * A database of the test's own, dropped after it: a concurrent index build waits for every older
  * transaction of its database, and the other test files run theirs in the shared one.
  */
@@ -81,12 +123,8 @@ function waitingForLock(sql: postgres.Sql, schema: string, table: string) {
 }
 
 test('migrations create the schema, are recorded, and a second run applies nothing', async (t) => {
-  const schema = uniqueSchema()
-  const sql = connect(schema)
-  t.after(async () => {
-    await sql.end()
-    await dropSchema(schema)
-  })
+  const { schema, open } = ownSchema(t)
+  const sql = open()
   const first = await migrate(sql, schema, log)
   assert.deepEqual(first, MIGRATIONS)
   const tables =
@@ -110,17 +148,12 @@ test('migrations create the schema, are recorded, and a second run applies nothi
 })
 
 test('replicas migrating at the same time wait for each other: each file is applied once', async (t) => {
-  const schema = uniqueSchema()
-  const clients = Array.from({ length: 4 }, () => connect(schema))
-  t.after(async () => {
-    await Promise.all(clients.map((c) => c.end()))
-    await dropSchema(schema)
-  })
+  const { schema, open } = ownSchema(t)
+  const clients = Array.from({ length: 4 }, open)
   const results = await Promise.all(clients.map((sql) => migrate(sql, schema, log)))
   const applied = results.flat()
   assert.deepEqual(applied.sort(), MIGRATIONS)
-  const check = connect(schema)
-  t.after(() => check.end())
+  const check = open()
   const rows = await check`select name from schema_migrations`
   assert.deepEqual(rows.map((r) => r.name).sort(), applied.sort())
 })
@@ -128,12 +161,8 @@ test('replicas migrating at the same time wait for each other: each file is appl
 test('a failing migration leaves nothing half-applied', async (t) => {
   const { dir } = await someMigrations(['001_initial.sql'])
   await writeFile(`${dir}/002_broken.sql`, 'create table half_done (id int);\nselect * from no_such_table;')
-  const schema = uniqueSchema()
-  const sql = connect(schema)
-  t.after(async () => {
-    await sql.end()
-    await dropSchema(schema)
-  })
+  const { schema, open } = ownSchema(t)
+  const sql = open()
   await assert.rejects(migrate(sql, schema, log, dir), /no_such_table/)
   const [row] =
     await sql`select to_regclass(${`${schema}.half_done`}) as t, to_regclass(${`${schema}.sessions`}) as s`
@@ -145,16 +174,8 @@ test('a failing migration leaves nothing half-applied', async (t) => {
 test('a migration blocked by a long transaction gives way: the tables it already locked stay usable, then it applies', {
   timeout: 60_000,
 }, async (t) => {
-  const { dir, add } = await someMigrations(MIGRATIONS.slice(0, 5))
-  const schema = uniqueSchema()
-  const sql = connect(schema)
-  const blocker = connect(schema)
-  t.after(async () => {
-    await Promise.all([sql.end(), blocker.end()])
-    await dropSchema(schema)
-  })
-  await migrate(sql, schema, log, dir)
-  await add('006_tenants.sql')
+  const { schema, dir, sql, open } = await upgrading(t, '006_tenants.sql')
+  const blocker = open()
 
   // A long transaction (a report, a stuck client) holds session_events, which 006 alters after api_keys.
   const lock = await holdTableLock(blocker, 'session_events')
@@ -181,16 +202,8 @@ test('a migration blocked by a long transaction gives way: the tables it already
 test('on a deployment with data, the fillfactor file waits for a vacuum of sessions while reads and writes go on, then applies', {
   timeout: 60_000,
 }, async (t) => {
-  const { dir, add } = await someMigrations(MIGRATIONS.slice(0, 11))
-  const schema = uniqueSchema()
-  const sql = connect(schema)
-  const vacuum = connect(schema)
-  t.after(async () => {
-    await Promise.all([sql.end(), vacuum.end()])
-    await dropSchema(schema)
-  })
-  await migrate(sql, schema, log, dir)
-  await add('012_sessions_fillfactor.sql')
+  const { schema, dir, sql, open } = await upgrading(t, '012_sessions_fillfactor.sql')
+  const vacuum = open()
 
   // The lock a vacuum of the table holds while it runs.
   const lock = await holdTableLock(vacuum, 'sessions', 'share update exclusive')
@@ -198,11 +211,7 @@ test('on a deployment with data, the fillfactor file waits for a vacuum of sessi
   const migrating = migrate(sql, schema, log, dir, 0)
   await waitingForLock(vacuum, schema, 'sessions')
   // Meanwhile sessions are written and read: each completes while the vacuum still holds its lock.
-  for (const id of ['00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-000000000002']) {
-    await sql`insert into sessions (id, user_id, token_hash, device, metadata, idle_timeout_seconds,
-        absolute_lifetime_seconds, created_at, last_seen_at, idle_expires_at, absolute_expires_at)
-      values (${id}, 'alice', ${Buffer.from(id)}, '{}', '{}', 60, 60, now(), now(), now(), now())`
-  }
+  await twoSessions(sql)
   const [count] = await sql`select count(*)::int as n from sessions`
   assert.equal(count?.n, 2)
   lock.release()
@@ -220,11 +229,7 @@ test('a no-transaction migration on a schema with data builds its indexes concur
   const schema = uniqueSchema()
   const sql = replica(schema)
   await migrate(sql, schema, log, dir)
-  for (const id of ['00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-000000000002']) {
-    await sql`insert into sessions (id, user_id, token_hash, device, metadata, idle_timeout_seconds,
-        absolute_lifetime_seconds, created_at, last_seen_at, idle_expires_at, absolute_expires_at)
-      values (${id}, 'alice', ${Buffer.from(id)}, '{}', '{}', 60, 60, now(), now(), now(), now())`
-  }
+  await twoSessions(sql)
   // A concurrent build that failed (here: a unique index over a duplicate) leaves an invalid index behind.
   await assert.rejects(sql`create unique index concurrently sessions_live_absolute_idx on sessions (user_id)`)
   await add(MIGRATIONS[7] as string)
