@@ -6,6 +6,7 @@ import type { Config } from '../src/config.ts'
 import { appMetric } from './fixtures/metrics.ts'
 import {
   adminSql,
+  appBehindPostgresProxy,
   auth,
   buildTestApp,
   CHROME_WINDOWS,
@@ -39,7 +40,7 @@ const GATEWAY: Partial<Config> = {
  * An app listening on loopback, its calls made over one kept-alive
  * connection, with a count of the requests its router saw.
  */
-async function listening(t: TestContext, built: TestApp) {
+async function listening<Built extends TestApp>(t: TestContext, built: Built) {
   const { app } = built
   const routed: string[] = []
   app.addHook('onRequest', (request, _reply, done) => {
@@ -362,4 +363,22 @@ test('a call the lane hands to the route is counted once in the cache metrics', 
   before = await hits('negative')
   assert.equal((await overHttp(base, { token: unknown })).status, 401)
   assert.equal(await hits('negative'), before + 1, 'a token known to be none, handed on')
+})
+
+test("when Postgres goes away, a session held in memory past the L1 bound is the route's: 503, never 200", async (t) => {
+  const L1_TTL_MS = 200
+  const built = await appBehindPostgresProxy(t, { ...GATEWAY, l1TtlMs: L1_TTL_MS })
+  const { app, proxy, routed: seen, base } = await listening(t, built)
+  const { token } = await openSession(app)
+  assert.equal((await overHttp(base, { token })).status, 200)
+  seen.length = 0
+  assert.equal((await overHttp(base, { token })).status, 200)
+  assert.deepEqual(seen, [], 'held in memory')
+  await proxy.cut()
+  await new Promise((resolve) => setTimeout(resolve, L1_TTL_MS + 50))
+  const cut = await overHttp(base, { token })
+  assert.equal(cut.status, 503, cut.body)
+  assert.equal(cut.headers['x-auth-user-id'], undefined)
+  await proxy.restore()
+  assert.equal((await overHttp(base, { token })).status, 200)
 })
