@@ -801,6 +801,49 @@ test('purge never ends a session kept alive by uses written back after its idle 
   assert.deepEqual([ended.status, ended.end_reason], ['expired', 'idle_timeout'])
 })
 
+test("purge's commits do not wait for the disk, and its connection goes back to the pool with the server's setting, also after a failure", async (t) => {
+  // One connection: the one purge holds is the one every later statement gets.
+  const { app, clock } = await buildTestApp(t, { purgeIntervalMs: 0, dbPoolMax: 1 })
+  const { sql } = app.db
+  const setting = async () => (await sql`select current_setting('synchronous_commit') as v`)[0]?.v
+  const serverSetting = await setting()
+  assert.notEqual(serverSetting, 'off', 'the test needs a server that waits for the disk')
+  // What each expire statement ran with, as its event is written; the first purge fails there.
+  await sql`create table seen_commit (setting text)`
+  // A sequence counts attempts whatever becomes of their transaction.
+  await sql`create sequence expire_attempts`
+  await sql`
+    create function seen_commit() returns trigger language plpgsql as $$
+    begin
+      if nextval('expire_attempts') = 1 then
+        raise exception 'purge made to fail';
+      end if;
+      insert into seen_commit values (current_setting('synchronous_commit'));
+      return new;
+    end $$`
+  await sql`
+    create trigger seen_commit before insert on session_events
+    for each row when (new.type = 'session.expired') execute function seen_commit()`
+  const overdue = await openSession(app, { user_id: 'idle', idle_timeout: 60, absolute_lifetime: YEAR_S })
+  clock.advance(120 * SECOND)
+
+  const failed = await post(app, '/v1/admin/purge')
+  assert.equal(failed.statusCode, 500, failed.body)
+  assert.equal(await setting(), serverSetting, 'after a failed purge')
+  assert.deepEqual(await purge(app), {
+    expired: 1,
+    sessions_deleted: 0,
+    events_deleted: 0,
+    devices_forgotten: 0,
+  })
+  assert.deepEqual(
+    (await sql`select setting from seen_commit`).map((r) => r.setting),
+    ['off'],
+  )
+  assert.equal(await setting(), serverSetting, 'after a purge')
+  assert.equal((await session(app, overdue.session.id)).status, 'expired')
+})
+
 test('a purge of the release before cannot end a session for idle time while uses written since keep it alive', async (t) => {
   const { app, clock } = await buildTestApp(t, { purgeIntervalMs: 0, writeBehindIntervalMs: 20 })
   const { sql } = app.db
