@@ -633,8 +633,11 @@ export function createSessionRepository(sql: Sql) {
   // The delete batches below read their index in its order, from where the previous batch left it
   // (`from`, inclusive: rows of the same instant are read again, not skipped): no plan can prefer a
   // scan of the table that "should" find `limit` rows soon, and no batch reads again the entries of
-  // rows deleted before it (dead until vacuumed). The rows found are then deleted by id, from an
-  // array: looked up one by one, never by a join that could scan the table.
+  // rows deleted before it (dead until vacuumed). The rows found are then deleted where they lie
+  // (by ctid, from an array: a TID scan, no second index lookup and no lock taken before the delete).
+  // A row changed or deleted by someone else meanwhile is left out: the delete finds it is no longer
+  // the row the batch read. The batch then comes back short and the step ends; the next purge
+  // finds what is left.
 
   /**
    * Deletes up to `limit` rows of `table` whose `column` is before `cutoff`, oldest first from `from`;
@@ -650,11 +653,11 @@ export function createSessionRepository(sql: Sql) {
     const [t, at] = [sql(table), sql(column)]
     const [row] = await sql<Array<{ deleted: number; last: Date | null }>>`
       with doomed as (
-        select id, ${at} as at from ${t}
+        select ctid as row, ${at} as at from ${t}
         where ${at} < ${cutoff} and ${at} >= ${from ?? new Date(0)}
-        order by ${at} limit ${limit} for update skip locked
+        order by ${at} limit ${limit}
       ), deleted as (
-        delete from ${t} where id = any(array(select id from doomed)) returning 1
+        delete from ${t} where ctid = any(array(select row from doomed)) returning 1
       )
       select (select count(*) from deleted)::int as deleted, (select max(at) from doomed) as last`
     return { deleted: row?.deleted ?? 0, last: row?.last ?? from }
