@@ -557,7 +557,7 @@ function table(base: Figures, big: Figures): string {
     `| figure | ${base.n.toLocaleString('en')} sessions | ${n} sessions | ratio |`,
     '|---|---:|---:|---:|',
     row('introspection, Postgres only (req/s)', base.introspect.rps, big.introspect.rps),
-    row('introspection p50 / p99 (ms)', base.introspect.p50, big.introspect.p50, 1),
+    row('… p50 (ms)', base.introspect.p50, big.introspect.p50, 1),
     row('… p99 (ms)', base.introspect.p99, big.introspect.p99, 1),
     row('session creation (req/s)', base.create.rps, big.create.rps),
     row('session creation p99 (ms)', base.create.p99, big.create.p99, 1),
