@@ -56,7 +56,7 @@ export function purgeSessions(repo: SessionRepository, { clock, config, invalida
       batchFrom: (from: Date | null) => Promise<{ deleted: number; last: Date | null }>,
     ): Promise<number> => {
       let total = 0
-      for (let n = DELETE_BATCH, from: Date | null = null; n === DELETE_BATCH; ) {
+      for (let n = DELETE_BATCH, from: Date | null = null; n >= DELETE_BATCH; ) {
         const batch = await batchFrom(from)
         total += batch.deleted
         n = batch.deleted

@@ -634,10 +634,12 @@ export function createSessionRepository(sql: Sql) {
   // (`from`, inclusive: rows of the same instant are read again, not skipped): no plan can prefer a
   // scan of the table that "should" find `limit` rows soon, and no batch reads again the entries of
   // rows deleted before it (dead until vacuumed). The rows found are then deleted where they lie
-  // (by ctid, from an array: a TID scan, no second index lookup and no lock taken before the delete).
-  // A row changed or deleted by someone else meanwhile is left out: the delete finds it is no longer
-  // the row the batch read. The batch then comes back short and the step ends; the next purge
-  // finds what is left.
+  // (by ctid, from an array: a TID scan, with no second index lookup and no lock pass before it; a
+  // row another transaction holds is waited for, briefly, not skipped). The delete checks the cutoff
+  // again, so it removes only rows that are due whatever the ctid points at: a row someone changed
+  // meanwhile (not due any more) is left out on every Postgres release, and on a partitioned table,
+  // where a ctid names a row in each partition, no row that is not due goes. A short batch ends the
+  // step; the next purge finds what is left.
 
   /**
    * Deletes up to `limit` rows of `table` whose `column` is before `cutoff`, oldest first from `from`;
@@ -657,7 +659,9 @@ export function createSessionRepository(sql: Sql) {
         where ${at} < ${cutoff} and ${at} >= ${from ?? new Date(0)}
         order by ${at} limit ${limit}
       ), deleted as (
-        delete from ${t} where ctid = any(array(select row from doomed)) returning 1
+        delete from ${t}
+        where ctid = any(array(select row from doomed)) and ${at} < ${cutoff} and ${at} >= ${from ?? new Date(0)}
+        returning 1
       )
       select (select count(*) from deleted)::int as deleted, (select max(at) from doomed) as last`
     return { deleted: row?.deleted ?? 0, last: row?.last ?? from }
@@ -688,10 +692,10 @@ export function createSessionRepository(sql: Sql) {
   /**
    * Runs `work` on one connection holding the purge lock, so one replica
    * purges at a time; waits for it, or gives up at once when `wait` is false.
-   * Its commits do not wait for the write-ahead log to reach the disk
-   * (`synchronous_commit` off, for this connection and only while it holds the
-   * lock): a purge batch lost to a Postgres crash is done again by the next
-   * purge, and none of it is needed to answer a token right (an overdue session
+   * Its commits do not wait for the write-ahead log to reach the disk or a
+   * standby (`synchronous_commit` off, for this connection and only while it
+   * holds the lock): a purge batch lost to a Postgres crash or failover is done
+   * again by the next purge, and none of it is needed to answer a token right (an overdue session
    * is refused from its expiry times whether or not it was marked; an ended one
    * stays ended). Each batch then costs no wait for the disk, and the batches'
    * flushes no longer queue beside those of the commits callers wait for.
@@ -714,9 +718,13 @@ export function createSessionRepository(sql: Sql) {
         await reserved`set synchronous_commit = off`
         return await work(createSessionRepository(reserved as unknown as Sql))
       } finally {
-        // Back to the server's setting before the connection goes back to the pool.
-        await reserved`reset synchronous_commit`
-        await reserved`select pg_advisory_unlock(${key})`
+        // Back to the server's setting before the connection goes back to the pool; the lock goes
+        // whatever becomes of that.
+        try {
+          await reserved`reset synchronous_commit`
+        } finally {
+          await reserved`select pg_advisory_unlock(${key})`
+        }
       }
     } finally {
       reserved.release()
