@@ -695,10 +695,11 @@ export function createSessionRepository(sql: Sql) {
    * Its commits do not wait for the write-ahead log to reach the disk or a
    * standby (`synchronous_commit` off, for this connection and only while it
    * holds the lock): a purge batch lost to a Postgres crash or failover is done
-   * again by the next purge, and none of it is needed to answer a token right (an overdue session
-   * is refused from its expiry times whether or not it was marked; an ended one
-   * stays ended). Each batch then costs no wait for the disk, and the batches'
-   * flushes no longer queue beside those of the commits callers wait for.
+   * again by the next purge, and none of it is needed to answer a token right
+   * (an overdue session is refused from its expiry times whether or not it was
+   * marked; an ended one stays ended). Each batch then costs no wait for the
+   * disk, and the batches' flushes no longer queue beside those of the commits
+   * callers wait for.
    */
   async function withPurgeLock<T>(
     wait: boolean,
