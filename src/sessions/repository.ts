@@ -653,15 +653,15 @@ export function createSessionRepository(sql: Sql) {
     from: Date | null,
   ): Promise<{ deleted: number; last: Date | null }> {
     const [t, at] = [sql(table), sql(column)]
+    // What makes a row due, in this batch's range: read by the index, and checked again by the delete.
+    const due = () => sql`${at} < ${cutoff} and ${at} >= ${from ?? new Date(0)}`
     const [row] = await sql<Array<{ deleted: number; last: Date | null }>>`
       with doomed as (
         select ctid as row, ${at} as at from ${t}
-        where ${at} < ${cutoff} and ${at} >= ${from ?? new Date(0)}
+        where ${due()}
         order by ${at} limit ${limit}
       ), deleted as (
-        delete from ${t}
-        where ctid = any(array(select row from doomed)) and ${at} < ${cutoff} and ${at} >= ${from ?? new Date(0)}
-        returning 1
+        delete from ${t} where ctid = any(array(select row from doomed)) and ${due()} returning 1
       )
       select (select count(*) from deleted)::int as deleted, (select max(at) from doomed) as last`
     return { deleted: row?.deleted ?? 0, last: row?.last ?? from }
