@@ -48,8 +48,9 @@ const lockKey = (schema: string) => `session-authority:migrate:${schema}`
  * transaction, or takes a lock that waits for a running vacuum without
  * blocking reads or writes (012's storage parameter): the files before it
  * commit, then it is applied statement by statement (one per `;`, no dollar
- * quoting) under the same lock held for the session, then the files after it. Its statements must be safe to run again
- * (IF NOT EXISTS): an index a failed build left invalid is dropped first. On a
+ * quoting) under the same lock held for the session, then the files after
+ * it. Its statements must be safe to run again (IF NOT EXISTS): an index a
+ * failed build left invalid is dropped first. On a
  * schema small enough to index in a moment (a new install) it is applied in the
  * transaction like any other file, without CONCURRENTLY: a concurrent build
  * waits for every older transaction in the database, for nothing there.
